@@ -1,0 +1,57 @@
+"""Contracts of the orders service: the message that opens an order saga."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from contracts.messages import Command, Event, Upcaster
+
+
+def _order_placed_v1_to_v2(v1: dict[str, Any]) -> dict[str, Any]:
+    # Version 1 carried ``amount`` in whole units and no currency.
+    v2 = {k: v for k, v in v1.items() if k != "amount"}
+    v2["amount_cents"] = int(v1["amount"]) * 100
+    v2.setdefault("currency", "EUR")
+    return v2
+
+
+class OrderPlaced(Event):
+    """A customer placed an order; this starts an order saga (saga id = order id)."""
+
+    message_type: ClassVar[str] = "orders.OrderPlaced"
+    schema_version: ClassVar[int] = 2
+    upcasters: ClassVar[Mapping[int, Upcaster]] = {1: _order_placed_v1_to_v2}
+
+    order_id: str = Field(min_length=1)
+    customer_id: str = Field(min_length=1)
+    amount_cents: int = Field(gt=0)
+    currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
+
+
+class OrderConfirmed(Event):
+    """Every step of the order saga completed."""
+
+    message_type: ClassVar[str] = "orders.OrderConfirmed"
+
+    order_id: str = Field(min_length=1)
+
+
+class CancelOrder(Command):
+    """Undo an order: the saga could not complete."""
+
+    message_type: ClassVar[str] = "orders.CancelOrder"
+
+    order_id: str = Field(min_length=1)
+    reason: str
+
+
+class OrderCancelled(Event):
+    """The order was cancelled (or had never been placed: cancelling is idempotent)."""
+
+    message_type: ClassVar[str] = "orders.OrderCancelled"
+
+    order_id: str = Field(min_length=1)
+    already_cancelled: bool = False

@@ -1,0 +1,50 @@
+"""Topic naming: the one place topic names are derived.
+
+Each service owns two topics: ``<service>.events`` (what it announces, past
+tense) and ``<service>.commands`` (what it is asked to do, imperative). Any
+consumed topic has a dead-letter companion ``<topic>.dlq``.
+
+>>> events_topic("inventory")
+'inventory.events'
+>>> dead_letter_topic("inventory.events")
+'inventory.events.dlq'
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+EVENTS_SUFFIX: Final = ".events"
+COMMANDS_SUFFIX: Final = ".commands"
+DLQ_SUFFIX: Final = ".dlq"
+
+# Kafka's own rule for topic names (legal characters and length).
+_LEGAL = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
+
+
+def validate_topic(name: str) -> str:
+    """Return ``name`` if Kafka accepts it as a topic name, else raise ``ValueError``."""
+    if not _LEGAL.fullmatch(name) or name in {".", ".."}:
+        raise ValueError(
+            f"invalid topic name {name!r}: use 1-249 characters from [a-zA-Z0-9._-]"
+        )
+    return name
+
+
+def events_topic(service: str) -> str:
+    """The topic on which ``service`` publishes its events."""
+    return validate_topic(f"{service}{EVENTS_SUFFIX}")
+
+
+def commands_topic(service: str) -> str:
+    """The topic on which ``service`` receives commands (e.g. compensations)."""
+    return validate_topic(f"{service}{COMMANDS_SUFFIX}")
+
+
+def dead_letter_topic(topic: str) -> str:
+    """The dead-letter topic for records that could not be handled from ``topic``."""
+    if topic.endswith(DLQ_SUFFIX):
+        # A dead-letter topic is never consumed by the framework; never nest.
+        return validate_topic(topic)
+    return validate_topic(f"{topic}{DLQ_SUFFIX}")

@@ -1,0 +1,106 @@
+"""The ``saga`` command line.
+
+::
+
+    saga dev up [--dir .saga]    start the embedded broker and PostgreSQL, print settings
+    saga dev status              show whether they run, and where
+    saga dev down                stop both, by the pids ``up`` recorded
+    saga demo                    a real round trip on the embedded stack, then stop it
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from saga.errors import SagaError
+
+DEFAULT_DEV_DIR = Path(".saga")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        code: int = args.run(args)
+    except SagaError as exc:
+        print(f"saga: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="saga", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    dev = commands.add_parser("dev", help="the embedded development stack")
+    dev_commands = dev.add_subparsers(required=True, metavar="ACTION")
+    for name, run, text in (
+        ("up", _dev_up, "start broker and PostgreSQL, print the settings to export"),
+        ("status", _dev_status, "show whether the stack runs"),
+        ("down", _dev_down, "stop broker and PostgreSQL"),
+    ):
+        sub = dev_commands.add_parser(name, help=text)
+        sub.add_argument("--dir", type=Path, default=DEFAULT_DEV_DIR, help="data directory")
+        if name == "up":
+            sub.add_argument("--kafka-port", type=int, default=9092)
+            sub.add_argument("--postgres-port", type=int, default=5432)
+        sub.set_defaults(run=run)
+
+    demo = commands.add_parser("demo", help="run the demo on a throw-away embedded stack")
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def _dev_up(args: argparse.Namespace) -> int:
+    from saga.dev import DevStack
+
+    info = DevStack(args.dir).up(kafka_port=args.kafka_port, postgres_port=args.postgres_port)
+    print(f"# broker   pid {info.broker.pid}  {info.bootstrap_servers}  log {info.broker.log}")
+    print(f"# postgres pid {info.postgres.pid}  {info.database_url}  log {info.postgres.log}")
+    print("# to use this stack:")
+    for name, value in info.environment().items():
+        print(f"export {name}={value}")
+    return 0
+
+
+def _dev_status(args: argparse.Namespace) -> int:
+    from saga.dev import DevStack
+
+    info = DevStack(args.dir).status()
+    if info is None:
+        print("dev stack: down")
+        return 3
+    print("dev stack: up")
+    print(f"broker   pid {info.broker.pid}  {info.bootstrap_servers}")
+    print(f"postgres pid {info.postgres.pid}  {info.database_url}")
+    return 0
+
+
+def _dev_down(args: argparse.Namespace) -> int:
+    from saga.dev import DevStack
+
+    stopped = DevStack(args.dir).down()
+    print("stopped " + ", ".join(stopped) if stopped else "dev stack was not running")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from saga.demo import run_demo
+
+    return asyncio.run(run_demo())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,328 @@
+"""The consumer loop: read records, hand envelopes to a handler, commit when durable.
+
+Guarantees (at-least-once, with order):
+
+* **Order within a partition.** One partition's records are handled one after
+  the other; a partition is paused while its batch is being handled, so no
+  second batch of it can overtake the first.
+* **Bounded concurrency across partitions.** At most ``max_concurrency``
+  partitions are handled at once; a slow or retrying partition holds one slot
+  and never blocks the others.
+* **Commit after durable work.** An offset is committed only after the handler
+  returned (its work is durable by contract) or the record was dead-lettered
+  and the broker acknowledged the dead letter.
+* **Bad input never stalls a partition.** A record that is not a valid
+  envelope, or whose handler keeps failing, goes to ``<topic>.dlq`` with the
+  reason, its original headers and its topic/partition/offset; the next record
+  is handled.
+* **Rebalances.** When partitions are revoked, their in-flight records finish,
+  their offsets are committed while this member still owns them, and nothing
+  is ever committed for them afterwards.
+* **Graceful shutdown** on SIGTERM/SIGINT (via :meth:`Consumer.serve`): stop
+  fetching, finish in-flight records, commit, leave the group.
+
+>>> async def handle(envelope: Envelope[Message]) -> None:
+...     print(envelope.type, envelope.saga_id)
+>>> async def main(settings: Settings, registry: MessageRegistry) -> None:
+...     consumer = Consumer(settings, topics=["orders.events"], group_id="inventory",
+...                         handler=handle, registry=registry)
+...     await consumer.serve()  # until SIGTERM / SIGINT
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from contracts.codec import RawRecord, decode
+from contracts.envelope import Envelope
+from contracts.errors import InvalidMessage
+from contracts.messages import Message
+from contracts.registry import MessageRegistry
+from saga.dead_letter import DeadLetter, dead_letter, describe_error
+from saga.kafka_config import client_kwargs
+from saga.publisher import Publisher
+from saga.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Envelope[Message]], Awaitable[None]]
+
+#: Longest wait for in-flight records when partitions are revoked or on shutdown.
+DRAIN_TIMEOUT_S = 30.0
+
+
+class Consumer:
+    """Consume ``topics`` in consumer group ``group_id`` and call ``handler`` per message."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        topics: Sequence[str],
+        group_id: str,
+        handler: Handler,
+        registry: MessageRegistry,
+        publisher: Publisher | None = None,
+        client_id: str | None = None,
+    ) -> None:
+        if not topics:
+            raise ValueError("a consumer needs at least one topic")
+        self._settings = settings
+        self._topics = list(topics)
+        self._group_id = group_id
+        self._handler = handler
+        self._registry = registry
+        self._client_id = client_id or f"{settings.client_id}-{group_id}"
+        self._own_publisher = publisher is None
+        self._publisher = publisher or Publisher(settings, client_id=f"{self._client_id}-dlq")
+        self._kafka = AIOKafkaConsumer(
+            **client_kwargs(settings, self._client_id),
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            max_partition_fetch_bytes=settings.max_message_bytes,
+            fetch_max_bytes=max(settings.max_message_bytes, 52_428_800),
+            max_poll_records=settings.max_poll_records,
+            session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=settings.heartbeat_interval_ms,
+            max_poll_interval_ms=settings.max_poll_interval_ms,
+        )
+        self._slots = asyncio.Semaphore(settings.max_concurrency)
+        self._workers: dict[TopicPartition, _PartitionWorker] = {}
+        self._stopping = asyncio.Event()
+        self._last_commit = time.monotonic()
+
+    # --- lifecycle ------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the dead-letter publisher and join the group."""
+        if self._own_publisher:
+            await self._publisher.start()
+        self._kafka.subscribe(self._topics, listener=_Rebalance(self))
+        await self._kafka.start()
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to finish in-flight work, commit and return. Signal-safe."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Fetch and dispatch until :meth:`stop`; then drain, commit and leave the group."""
+        try:
+            while not self._stopping.is_set():
+                batches = await self._kafka.getmany(
+                    timeout_ms=100, max_records=self._settings.max_poll_records
+                )
+                for tp, records in batches.items():
+                    self._dispatch(tp, records)
+                if time.monotonic() - self._last_commit >= self._settings.commit_interval_ms / 1000:
+                    await self._commit(self._workers.values())
+        finally:
+            await self._close()
+
+    async def serve(self) -> None:
+        """``start`` + ``run``, stopping gracefully on SIGTERM or SIGINT."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        try:
+            await self.start()
+            await self.run()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+    # --- dispatch ---------------------------------------------------------------
+
+    def _dispatch(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+        worker = self._workers.get(tp)
+        if worker is None:
+            worker = self._workers[tp] = _PartitionWorker(self, tp)
+        # Paused until this batch is handled: the next batch cannot overtake it.
+        self._kafka.pause(tp)
+        worker.start(records)
+
+    def _resume(self, worker: _PartitionWorker) -> None:
+        if self._workers.get(worker.tp) is worker and not self._stopping.is_set():
+            with contextlib.suppress(IllegalStateError):  # no longer assigned
+                self._kafka.resume(worker.tp)
+
+    async def _handle(self, record: ConsumerRecord) -> None:
+        raw = RawRecord(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            headers=tuple(record.headers or ()),
+            timestamp_ms=record.timestamp,
+        )
+        try:
+            envelope = decode(raw, self._registry)
+        except InvalidMessage as exc:
+            await self._dead_letter(raw, exc.reason, type(exc).__name__)
+            return
+        try:
+            await self._call_handler(envelope)
+        except Exception as exc:
+            reason = (
+                f"handler failed after {self._settings.handler_max_attempts} attempt(s): "
+                f"{describe_error(exc)}"
+            )
+            await self._dead_letter(raw, reason, type(exc).__name__)
+
+    async def _call_handler(self, envelope: Envelope[Message]) -> None:
+        s = self._settings
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(s.handler_max_attempts),
+            wait=wait_exponential_jitter(
+                initial=s.handler_retry_initial_ms / 1000, max=s.handler_retry_max_ms / 1000
+            ),
+            # Stopping abandons the record (uncommitted, so redelivered) instead of retrying.
+            retry=retry_if_exception(lambda exc: not self._stopping.is_set()),
+            reraise=True,
+        ):
+            with attempt:
+                await self._handler(envelope)
+
+    async def _dead_letter(self, raw: RawRecord, reason: str, error_type: str) -> None:
+        letter = dead_letter(raw, reason=reason, error_type=error_type, group=self._group_id)
+        log.warning(
+            "dead-lettering %s[%d]@%d to %s: %s",
+            raw.topic, raw.partition, raw.offset, letter.topic, letter.reason,
+        )
+        await self._send_dead_letter(letter)
+
+    async def _send_dead_letter(self, letter: DeadLetter) -> None:
+        # The offset must not be committed before the dead letter is durable:
+        # keep trying (this partition only) until it is, or until shutdown.
+        delay = 0.1
+        while True:
+            try:
+                await self._publisher.publish_raw(
+                    letter.topic, key=letter.key, value=letter.value, headers=letter.headers
+                )
+                return
+            except KafkaError as exc:
+                if self._stopping.is_set():
+                    raise
+                log.error("dead letter to %s failed (%s); retrying", letter.topic, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    # --- commits ----------------------------------------------------------------
+
+    async def _commit(self, workers: Iterable[_PartitionWorker]) -> None:
+        self._last_commit = time.monotonic()
+        due = [w for w in workers if w.handled is not None and w.handled != w.committed]
+        if not due:
+            return
+        offsets = {w.tp: w.handled for w in due}
+        try:
+            await self._kafka.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The group moved on (rebalance); the new owner resumes from the last commit.
+            log.warning("commit of %s skipped: %s", offsets, exc)
+            return
+        for w in due:
+            w.committed = offsets[w.tp]
+
+    async def _revoke(self, revoked: Iterable[TopicPartition]) -> None:
+        workers = [w for tp in revoked if (w := self._workers.pop(tp, None)) is not None]
+        await _drain(workers)
+        # Still the owner until this callback returns: commit what was handled.
+        await self._commit(workers)
+        for w in workers:
+            w.cancel()
+
+    async def _close(self) -> None:
+        workers = list(self._workers.values())
+        try:
+            await _drain(workers)
+            await self._commit(workers)
+        finally:
+            for w in workers:
+                w.cancel()
+            self._workers.clear()
+            await self._kafka.stop()  # leaves the group
+            if self._own_publisher:
+                await self._publisher.stop()
+
+
+async def _drain(workers: Sequence[_PartitionWorker]) -> None:
+    for w in workers:
+        w.finish_current_only()
+    tasks = [w.task for w in workers if w.task is not None and not w.task.done()]
+    if tasks:
+        _, pending = await asyncio.wait(tasks, timeout=DRAIN_TIMEOUT_S)
+        if pending:
+            log.warning("%d partition(s) still busy after %ss", len(pending), DRAIN_TIMEOUT_S)
+
+
+class _PartitionWorker:
+    """Handles one partition's fetched batch, in order, and tracks its progress."""
+
+    def __init__(self, consumer: Consumer, tp: TopicPartition) -> None:
+        self.consumer = consumer
+        self.tp = tp
+        self.task: asyncio.Task[None] | None = None
+        #: Next offset to read: everything below it is handled (durably).
+        self.handled: int | None = None
+        self.committed: int | None = None
+        self._queue: deque[ConsumerRecord] = deque()
+
+    def start(self, records: list[ConsumerRecord]) -> None:
+        assert self.task is None or self.task.done(), "partition batch already in flight"
+        self._queue = deque(records)
+        self.task = asyncio.create_task(self._run(), name=f"partition {self.tp}")
+
+    def finish_current_only(self) -> None:
+        """Drop records not yet started; they stay uncommitted and are read again."""
+        self._queue.clear()
+
+    def cancel(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    async def _run(self) -> None:
+        async with self.consumer._slots:
+            while self._queue:
+                record = self._queue.popleft()
+                try:
+                    await self.consumer._handle(record)
+                except Exception:
+                    # Only reachable on shutdown (dead letter could not be sent):
+                    # leave the offset uncommitted so the record is read again.
+                    log.exception("record %s@%d left unhandled", self.tp, record.offset)
+                    self._queue.clear()
+                    return
+                self.handled = record.offset + 1
+        self.consumer._resume(self)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, consumer: Consumer) -> None:
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._consumer._revoke(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> Any:
+        log.info("assigned %s", sorted(assigned))

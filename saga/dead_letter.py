@@ -1,0 +1,61 @@
+"""What a dead-lettered record looks like: decided here, sent by the consumer.
+
+A record that cannot be handled goes to ``<topic>.dlq`` unchanged (same key,
+same value bytes, every original header) plus headers saying why and where it
+came from, so an operator can inspect, fix and replay it. Reasons are short,
+single-line descriptions of the error; never a stack trace or the payload.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from contracts import headers as h
+from contracts.codec import RawRecord
+from contracts.topics import dead_letter_topic
+
+#: Longest reason kept in a dead-letter header.
+MAX_REASON_CHARS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record to publish on the dead-letter topic."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]]
+    reason: str
+
+
+def describe_error(error: BaseException) -> str:
+    """``Type: message`` on one line, bounded, for headers and logs."""
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}"[:MAX_REASON_CHARS] if text else type(error).__name__
+
+
+def dead_letter(
+    record: RawRecord, *, reason: str, error_type: str, group: str, now: datetime | None = None
+) -> DeadLetter:
+    """The dead letter for ``record`` that failed with ``reason``."""
+    reason = " ".join(reason.split())[:MAX_REASON_CHARS]
+    added = {
+        h.DLQ_REASON: reason,
+        h.DLQ_ERROR_TYPE: error_type,
+        h.DLQ_TOPIC: record.topic,
+        h.DLQ_PARTITION: str(record.partition),
+        h.DLQ_OFFSET: str(record.offset),
+        h.DLQ_GROUP: group,
+        h.DLQ_TIME: (now or datetime.now(UTC)).isoformat(),
+    }
+    # Drop stale dead-letter headers (a replayed record that failed again).
+    kept = [(name, value) for name, value in record.headers if name not in added]
+    return DeadLetter(
+        topic=dead_letter_topic(record.topic),
+        key=record.key,
+        value=record.value,
+        headers=kept + [(name, value.encode()) for name, value in added.items()],
+        reason=reason,
+    )

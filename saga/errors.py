@@ -1,0 +1,56 @@
+"""Errors the framework raises.
+
+::
+
+    SagaError
+    ├── ConfigurationError          a setting is wrong for the broker or database in use
+    │   └── IdempotenceUnsupported  the broker rejected the idempotent producer
+    ├── MessageTooLarge             a record exceeds SAGA_MAX_MESSAGE_BYTES (never sent)
+    └── DevStackError               the embedded broker or PostgreSQL could not be run
+
+Errors about a record's *content* live in :mod:`contracts.errors`
+(``InvalidMessage`` and its subclasses); those are dead-lettered, not raised
+to the caller of a consumer.
+"""
+
+from __future__ import annotations
+
+
+class SagaError(Exception):
+    """Base of the framework's own errors."""
+
+
+class ConfigurationError(SagaError):
+    """A setting does not fit the broker or database in use. The message names it."""
+
+
+class IdempotenceUnsupported(ConfigurationError):
+    """The broker refused to give this producer an id (``InitProducerId``)."""
+
+    def __init__(self, bootstrap_servers: str, detail: str) -> None:
+        super().__init__(
+            f"the broker at {bootstrap_servers} rejected the idempotent producer "
+            f"({detail}). This broker does not support idempotence or transactions; "
+            "set SAGA_ENABLE_IDEMPOTENCE=false (Settings.enable_idempotence=False) to run "
+            "without it. Producer retries may then duplicate records, which consumers "
+            "absorb by message id."
+        )
+
+
+class MessageTooLarge(SagaError, ValueError):
+    """A record is larger than the configured limit; it was not sent."""
+
+    def __init__(self, topic: str, message_type: str, size: int, limit: int) -> None:
+        super().__init__(
+            f"{message_type!r} record for topic {topic!r} is {size} bytes, over the "
+            f"limit of {limit} bytes (SAGA_MAX_MESSAGE_BYTES); it was not sent. Shrink the "
+            "payload (store large data elsewhere and send a reference) or raise the limit "
+            "on producers, consumers and the broker's message.max.bytes together."
+        )
+        self.topic = topic
+        self.size = size
+        self.limit = limit
+
+
+class DevStackError(SagaError):
+    """The embedded development broker or database failed to start or stop."""

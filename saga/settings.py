@@ -1,0 +1,139 @@
+"""All settings, in one place, read from ``SAGA_*`` environment variables.
+
+>>> Settings(bootstrap_servers="kafka:9092").bootstrap_servers
+'kafka:9092'
+
+Every field below is also an environment variable: ``bootstrap_servers`` is
+``SAGA_BOOTSTRAP_SERVERS``, ``sasl_password`` is ``SAGA_SASL_PASSWORD``. A
+``.env`` file in the working directory is read too. Secrets are
+``SecretStr``: they never show in ``repr``, logs or error messages.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
+Compression = Literal["none", "gzip", "snappy", "lz4", "zstd"]
+
+
+class Settings(BaseSettings):
+    """Connection, security and tuning settings shared by services and coordinator."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SAGA_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    # --- Kafka connection -------------------------------------------------
+    bootstrap_servers: str = Field(
+        default="localhost:9092", description="Comma-separated host:port list."
+    )
+    client_id: str = Field(default="saga", description="Kafka client id prefix.")
+
+    # --- Kafka security ---------------------------------------------------
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    ssl_cafile: str | None = Field(default=None, description="CA bundle to trust (PEM).")
+    ssl_certfile: str | None = Field(default=None, description="Client certificate (mTLS).")
+    ssl_keyfile: str | None = Field(default=None, description="Client key (mTLS).")
+    ssl_key_password: SecretStr | None = None
+    ssl_check_hostname: bool = True
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    #: OAUTHBEARER: OAuth 2.0 client-credentials token endpoint, client and scope.
+    sasl_oauth_token_url: str | None = None
+    sasl_oauth_client_id: str | None = None
+    sasl_oauth_client_secret: SecretStr | None = None
+    sasl_oauth_scope: str | None = None
+
+    # --- Producer ---------------------------------------------------------
+    enable_idempotence: bool = Field(
+        default=True,
+        description=(
+            "Idempotent producer (no duplicates from producer retries). Brokers that "
+            "reject it (e.g. the embedded dev broker) need SAGA_ENABLE_IDEMPOTENCE=false."
+        ),
+    )
+    compression_type: Compression = "gzip"
+    linger_ms: int = Field(default=5, ge=0)
+    max_message_bytes: int = Field(
+        default=1_048_576,
+        gt=1024,
+        description=(
+            "Largest record produced, and smallest per-partition fetch, so that any "
+            "record we can write we can also read."
+        ),
+    )
+    request_timeout_ms: int = Field(default=40_000, gt=0)
+
+    # --- Consumer ---------------------------------------------------------
+    fetch_max_wait_ms: int = Field(
+        default=500,
+        ge=0,
+        description="Longest a fetch waits for data. Use 5 with the embedded dev broker.",
+    )
+    max_poll_records: int = Field(default=500, gt=0, description="Records per fetched batch.")
+    max_concurrency: int = Field(
+        default=16, gt=0, description="Partitions handled at once by one consumer."
+    )
+    session_timeout_ms: int = Field(default=10_000, gt=0)
+    heartbeat_interval_ms: int = Field(default=3_000, gt=0)
+    max_poll_interval_ms: int = Field(default=300_000, gt=0)
+    commit_interval_ms: int = Field(
+        default=200, ge=0, description="Longest handled offsets wait before being committed."
+    )
+    handler_max_attempts: int = Field(
+        default=5, ge=1, description="Tries of a failing handler before dead-lettering."
+    )
+    handler_retry_initial_ms: int = Field(default=100, ge=0)
+    handler_retry_max_ms: int = Field(default=5_000, ge=0)
+
+    # --- Topics -----------------------------------------------------------
+    topic_partitions: int = Field(default=6, gt=0, description="Partitions of created topics.")
+    topic_replication_factor: int = Field(default=1, gt=0)
+
+    # --- PostgreSQL and telemetry -----------------------------------------
+    database_url: SecretStr = Field(
+        default=SecretStr("postgresql://postgres@localhost:5432/saga"),
+        description="PostgreSQL DSN of the saga log (coordinator) or service store.",
+    )
+    otlp_endpoint: str | None = Field(
+        default=None, description="OTLP/HTTP traces endpoint, e.g. http://jaeger:4318."
+    )
+    service_name: str = Field(default="saga", description="OpenTelemetry service.name.")
+
+    @model_validator(mode="after")
+    def _check_security(self) -> Self:
+        sasl = self.security_protocol.startswith("SASL_")
+        if sasl and self.sasl_mechanism is None:
+            raise ValueError(f"SAGA_SECURITY_PROTOCOL={self.security_protocol} needs SAGA_SASL_MECHANISM")
+        if self.sasl_mechanism is not None and not sasl:
+            raise ValueError(
+                "SAGA_SASL_MECHANISM is set but SAGA_SECURITY_PROTOCOL is "
+                f"{self.security_protocol}; use SASL_SSL (or SASL_PLAINTEXT)"
+            )
+        if self.sasl_mechanism in {"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"} and (
+            not self.sasl_username or self.sasl_password is None
+        ):
+            raise ValueError(
+                f"SAGA_SASL_MECHANISM={self.sasl_mechanism} needs SAGA_SASL_USERNAME "
+                "and SAGA_SASL_PASSWORD"
+            )
+        if self.sasl_mechanism == "OAUTHBEARER" and not (
+            self.sasl_oauth_token_url
+            and self.sasl_oauth_client_id
+            and self.sasl_oauth_client_secret is not None
+        ):
+            raise ValueError(
+                "SAGA_SASL_MECHANISM=OAUTHBEARER needs SAGA_SASL_OAUTH_TOKEN_URL, "
+                "SAGA_SASL_OAUTH_CLIENT_ID and SAGA_SASL_OAUTH_CLIENT_SECRET"
+            )
+        if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
+            raise ValueError("SAGA_SSL_CERTFILE and SAGA_SSL_KEYFILE go together")
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ValueError("SAGA_HEARTBEAT_INTERVAL_MS must be below SAGA_SESSION_TIMEOUT_MS")
+        return self

@@ -1,0 +1,1 @@
+"""Example independent step services; each runs as its own process."""
