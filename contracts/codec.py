@@ -131,9 +131,11 @@ def _json(value: bytes | None) -> Any:
     if value is None:
         raise NotJson("record value is empty (null), expected a JSON payload")
     try:
-        return json.loads(value)
+        text = value.decode("utf-8")
     except UnicodeDecodeError:
         raise NotJson("record value is not UTF-8 text") from None
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise NotJson(f"record value is not JSON: {exc.msg} at position {exc.pos}") from None
 

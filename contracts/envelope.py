@@ -25,7 +25,7 @@ from typing import Any, Generic, TypeVar
 
 from contracts.messages import Message
 
-P = TypeVar("P", bound=Message)
+P = TypeVar("P", bound=Message, covariant=True)
 Q = TypeVar("Q", bound=Message)
 
 

@@ -26,9 +26,7 @@ _LEGAL = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
 def validate_topic(name: str) -> str:
     """Return ``name`` if Kafka accepts it as a topic name, else raise ``ValueError``."""
     if not _LEGAL.fullmatch(name) or name in {".", ".."}:
-        raise ValueError(
-            f"invalid topic name {name!r}: use 1-249 characters from [a-zA-Z0-9._-]"
-        )
+        raise ValueError(f"invalid topic name {name!r}: use 1-249 characters from [a-zA-Z0-9._-]")
     return name
 
 

@@ -206,7 +206,11 @@ class Consumer:
         letter = dead_letter(raw, reason=reason, error_type=error_type, group=self._group_id)
         log.warning(
             "dead-lettering %s[%d]@%d to %s: %s",
-            raw.topic, raw.partition, raw.offset, letter.topic, letter.reason,
+            raw.topic,
+            raw.partition,
+            raw.offset,
+            letter.topic,
+            letter.reason,
         )
         await self._send_dead_letter(letter)
 

@@ -27,8 +27,8 @@ from contracts.topics import dead_letter_topic, events_topic
 from saga.consumer import Consumer
 from saga.dev import DevStack, StackInfo
 from saga.errors import IdempotenceUnsupported
-from saga.publisher import Publisher
 from saga.provisioning import ensure_topics
+from saga.publisher import Publisher
 from saga.settings import Settings
 
 
@@ -48,10 +48,10 @@ async def run_demo() -> int:
         finally:
             stopped = stack.down()
             _say("stopped " + ", ".join(stopped))
-            left = [s.name for s in (info.broker, info.postgres) if s.alive()]
-            if left:
-                _say(f"still running: {left}")
-                return 1
+        left = [s.name for s in (info.broker, info.postgres) if s.alive()]
+    if left:
+        _say(f"still running: {left}")
+        return 1
     _say("demo finished; nothing left running")
     return 0
 
@@ -87,12 +87,18 @@ async def _round_trip(info: StackInfo) -> None:
         # Durable first: the offset is committed only after this returns.
         await db.execute(
             "INSERT INTO demo_received VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-            envelope.id, envelope.saga_id, envelope.type, envelope.payload.model_dump_json(),
+            envelope.id,
+            envelope.saga_id,
+            envelope.type,
+            envelope.payload.model_dump_json(),
         )
         await received.put(envelope)
 
     consumer = Consumer(
-        settings, topics=[topic], group_id="demo-inventory", handler=handle,
+        settings,
+        topics=[topic],
+        group_id="demo-inventory",
+        handler=handle,
         registry=default_registry(),
     )
     await consumer.start()
@@ -100,7 +106,9 @@ async def _round_trip(info: StackInfo) -> None:
     async with Publisher(settings) as publisher:
         placed = Envelope(
             payload=OrderPlaced(order_id="order-1", customer_id="alice", amount_cents=4200),
-            saga_id="order-1", source="/services/orders", saga_type="order",
+            saga_id="order-1",
+            source="/services/orders",
+            saga_type="order",
         )
         where = await publisher.publish(topic, placed)
         _say(f"\npublished {placed.type} v{placed.schema_version} id={placed.id}")
@@ -109,7 +117,8 @@ async def _round_trip(info: StackInfo) -> None:
         old = encode(placed.replace(saga_id="order-2", id="legacy-1"))
         v1_headers = [(n, b"1" if n == h.SCHEMA_VERSION else v) for n, v in old.headers]
         await publisher.publish_raw(
-            topic, key=b"order-2",
+            topic,
+            key=b"order-2",
             value=json.dumps({"order_id": "order-2", "customer_id": "bob", "amount": 7}).encode(),
             headers=v1_headers,
         )
@@ -145,8 +154,10 @@ async def _first_dead_letter(settings: Settings, topic: str) -> dict[str, str]:
     from aiokafka import AIOKafkaConsumer
 
     reader = AIOKafkaConsumer(
-        topic, bootstrap_servers=settings.bootstrap_servers,
-        auto_offset_reset="earliest", fetch_max_wait_ms=5,
+        topic,
+        bootstrap_servers=settings.bootstrap_servers,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=5,
     )
     await reader.start()
     try:

@@ -63,7 +63,9 @@ class ClientCredentialsTokenProvider(AbstractTokenProvider):  # type: ignore[mis
     REFRESH_AT = 0.8
 
     def __init__(self, settings: Settings, *, timeout_s: float = 10.0) -> None:
-        assert settings.sasl_oauth_token_url and settings.sasl_oauth_client_id
+        # Settings guarantees all three for OAUTHBEARER.
+        assert settings.sasl_oauth_token_url
+        assert settings.sasl_oauth_client_id
         assert settings.sasl_oauth_client_secret is not None
         self._url = settings.sasl_oauth_token_url
         self._form = {

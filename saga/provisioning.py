@@ -73,7 +73,9 @@ def _topic_errors(response: object) -> list[tuple[str, int, str | None]]:
     return [(row[0], row[1], row[2] if len(row) > 2 else None) for row in rows]
 
 
-async def _wait_visible(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float = 10) -> None:
+async def _wait_visible(
+    admin: AIOKafkaAdminClient, names: list[str], timeout_s: float = 10
+) -> None:
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
         if set(names) <= set(await admin.list_topics()):

@@ -97,13 +97,10 @@ class Publisher:
         """Send ``envelope`` (key = saga id) and wait for the broker's acknowledgement."""
         return await self.publish_record(topic, encode(envelope), message_type=envelope.type)
 
-    async def publish_many(
-        self, items: Sequence[tuple[str, Envelope[Message]]]
-    ) -> list[Published]:
+    async def publish_many(self, items: Sequence[tuple[str, Envelope[Message]]]) -> list[Published]:
         """Send several envelopes in one go; returns once all are acknowledged."""
         futures = [
-            await self._enqueue(topic, encode(envelope), envelope.type)
-            for topic, envelope in items
+            await self._enqueue(topic, encode(envelope), envelope.type) for topic, envelope in items
         ]
         return [_published(meta) for meta in await asyncio.gather(*futures)]
 

@@ -110,7 +110,9 @@ class Settings(BaseSettings):
     def _check_security(self) -> Self:
         sasl = self.security_protocol.startswith("SASL_")
         if sasl and self.sasl_mechanism is None:
-            raise ValueError(f"SAGA_SECURITY_PROTOCOL={self.security_protocol} needs SAGA_SASL_MECHANISM")
+            raise ValueError(
+                f"SAGA_SECURITY_PROTOCOL={self.security_protocol} needs SAGA_SASL_MECHANISM"
+            )
         if self.sasl_mechanism is not None and not sasl:
             raise ValueError(
                 "SAGA_SASL_MECHANISM is set but SAGA_SECURITY_PROTOCOL is "

@@ -34,9 +34,12 @@ def start_broker(workdir: Path, port: int, *, detached: bool) -> ServerProcess:
         [
             broker_binary(),
             "broker",
-            "--listener-url", url,
-            "--advertised-listener-url", url,
-            "--storage-engine", "memory://tansu/",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
         ],
         port=port,
         log=workdir / "broker.log",
@@ -61,7 +64,7 @@ def kafka_answers(host: str, port: int, timeout_s: float = 1.0) -> bool:
     except OSError:
         return False
     correlation_id, error_code = struct.unpack(">ih", answer[:6])
-    return correlation_id == 1 and error_code == 0
+    return bool(correlation_id == 1 and error_code == 0)
 
 
 def _read(sock: socket.socket, n: int) -> bytes:

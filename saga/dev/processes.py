@@ -115,7 +115,7 @@ def spawn(
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=detached,
-            preexec_fn=preexec,  # noqa: PLW1509 - only prctl, no Python state
+            preexec_fn=preexec,
             env=env,
             **as_user(user),
         )

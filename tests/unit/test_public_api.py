@@ -1,0 +1,68 @@
+"""The exported names are the public API: a change here is a deliberate one."""
+
+from __future__ import annotations
+
+import contracts
+import saga
+
+
+def test_saga_exports() -> None:
+    assert saga.__all__ == [
+        "ConfigurationError",
+        "Consumer",
+        "DeadLetter",
+        "DevStackError",
+        "Handler",
+        "IdempotenceUnsupported",
+        "MessageTooLarge",
+        "Published",
+        "Publisher",
+        "SagaError",
+        "Settings",
+        "__version__",
+        "ensure_topics",
+    ]
+
+
+def test_contracts_exports() -> None:
+    assert contracts.__all__ == [
+        "Command",
+        "EncodedRecord",
+        "Envelope",
+        "Event",
+        "InvalidHeader",
+        "InvalidMessage",
+        "Message",
+        "MessageRegistry",
+        "MissingHeader",
+        "NotJson",
+        "PayloadValidationFailed",
+        "RawRecord",
+        "UnknownMessageType",
+        "UnknownSchemaVersion",
+        "Upcaster",
+        "commands_topic",
+        "dead_letter_topic",
+        "decode",
+        "encode",
+        "events_topic",
+        "new_message_id",
+    ]
+
+
+def test_exports_are_sorted_and_resolve() -> None:
+    for module in (saga, contracts):
+        assert module.__all__ == sorted(module.__all__)
+        for name in module.__all__:
+            assert getattr(module, name) is not None
+
+
+def test_shipped_commands_are_imperative_and_events_past_tense() -> None:
+    from contracts.catalog import ALL_MESSAGES
+
+    for model in ALL_MESSAGES:
+        last_word = model.__name__
+        if model.kind == "event":
+            assert last_word.endswith("ed"), f"{model.__name__} should be past tense"
+        else:
+            assert not last_word.endswith("ed"), f"{model.__name__} should be imperative"
