@@ -47,7 +47,8 @@ from tenacity import (
     AsyncRetrying,
     retry_if_exception,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from contracts.codec import RawRecord, decode
@@ -192,9 +193,10 @@ class Consumer:
         s = self._settings
         async for attempt in AsyncRetrying(
             stop=stop_after_attempt(s.handler_max_attempts),
-            wait=wait_exponential_jitter(
-                initial=s.handler_retry_initial_ms / 1000, max=s.handler_retry_max_ms / 1000
-            ),
+            wait=wait_exponential(
+                multiplier=s.handler_retry_initial_ms / 1000, max=s.handler_retry_max_ms / 1000
+            )
+            + wait_random(0, s.handler_retry_initial_ms / 1000),
             # Stopping abandons the record (uncommitted, so redelivered) instead of retrying.
             retry=retry_if_exception(lambda exc: not self._stopping.is_set()),
             reraise=True,
