@@ -54,8 +54,9 @@ def _parser() -> argparse.ArgumentParser:
         sub = dev_commands.add_parser(name, help=text)
         sub.add_argument("--dir", type=Path, default=DEFAULT_DEV_DIR, help="data directory")
         if name == "up":
-            sub.add_argument("--kafka-port", type=int, default=9092)
-            sub.add_argument("--postgres-port", type=int, default=5432)
+            taken = "taken or 0: any free port"
+            sub.add_argument("--kafka-port", type=int, default=9092, help=f"preferred ({taken})")
+            sub.add_argument("--postgres-port", type=int, default=5432, help=f"preferred ({taken})")
         sub.set_defaults(run=run)
 
     demo = commands.add_parser("demo", help="run the demo on a throw-away embedded stack")

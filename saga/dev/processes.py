@@ -57,7 +57,7 @@ class ServerProcess:
 
 def free_port(preferred: int | None = None, host: str = "127.0.0.1") -> int:
     """``preferred`` if nothing listens there, else a port the OS says is free."""
-    if preferred is not None and port_is_free(preferred, host):
+    if preferred and port_is_free(preferred, host):
         return preferred
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
@@ -129,14 +129,16 @@ def spawn(
 def wait_until(
     ready: Callable[[], bool], server: ServerProcess, *, timeout_s: float = 30.0
 ) -> None:
-    """Poll ``ready`` until true; fail early if the server died."""
+    """Poll ``ready`` until true; on failure stop the server and raise."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if ready():
             return
         if not server.alive():
+            stop(server)
             raise DevStackError(f"{server.name} exited during start-up; see {server.log}")
         time.sleep(0.05)
+    stop(server)
     raise DevStackError(f"{server.name} not ready after {timeout_s}s; see {server.log}")
 
 

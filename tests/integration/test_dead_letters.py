@@ -79,9 +79,7 @@ async def test_each_kind_of_bad_record_is_dead_lettered_and_the_next_good_one_ha
     async def handle(envelope: Envelope[Message]) -> None:
         handled.append(envelope)
 
-    consumer = Consumer(
-        settings, topics=[topic], group_id=group, handler=handle, registry=registry
-    )
+    consumer = Consumer(settings, topics=[topic], group_id=group, handler=handle, registry=registry)
     after = good(amount=777)
     async with Publisher(settings) as publisher:
         for _, value, headers, _, _ in bad:
@@ -143,10 +141,13 @@ async def test_a_handler_that_keeps_failing_is_dead_lettered_after_its_attempts(
     [letter] = await read_records(settings, dead_letter_topic(topic), 1)
     got = dict(letter.headers)
     assert got[h.DLQ_ERROR_TYPE] == b"ConnectionError"
-    assert got[h.DLQ_REASON] == (
-        f"handler failed after {settings.handler_max_attempts} attempt(s): "
-        "ConnectionError: stock service unreachable"
-    ).encode()
+    assert (
+        got[h.DLQ_REASON]
+        == (
+            f"handler failed after {settings.handler_max_attempts} attempt(s): "
+            "ConnectionError: stock service unreachable"
+        ).encode()
+    )
 
 
 @pytest.mark.parametrize("partitions", [4])
@@ -170,7 +171,9 @@ async def test_a_stuck_partition_does_not_block_the_others(
     async with running(consumer), Publisher(settings) as publisher:
         stuck = await publisher.publish(topic, good().replace(saga_id="stuck"))
         placed = [await publisher.publish(topic, good().replace(saga_id=s)) for s in others]
-        elsewhere = {s for s, p in zip(others, placed, strict=True) if p.partition != stuck.partition}
+        elsewhere = {
+            s for s, p in zip(others, placed, strict=True) if p.partition != stuck.partition
+        }
         assert elsewhere, "keys spread over partitions"
         await eventually(
             lambda: elsewhere <= set(handled), what="other partitions while one is stuck"

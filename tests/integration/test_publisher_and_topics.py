@@ -75,7 +75,9 @@ async def test_oversized_record_fails_on_publish_with_a_clear_error_and_is_not_s
         assert "SAGA_MAX_MESSAGE_BYTES" in str(caught.value)
         await publisher.publish(topic, cancel("fits"))
     reader = AIOKafkaConsumer(
-        topic, bootstrap_servers=settings.bootstrap_servers, auto_offset_reset="earliest",
+        topic,
+        bootstrap_servers=settings.bootstrap_servers,
+        auto_offset_reset="earliest",
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
     )
     await reader.start()

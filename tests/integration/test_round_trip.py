@@ -17,7 +17,7 @@ from saga.consumer import Consumer
 from saga.provisioning import ensure_topics
 from saga.publisher import Publisher
 from saga.settings import Settings
-from tests.kafka_helpers import read_records, running
+from tests.kafka_helpers import eventually, read_records, running
 
 
 def full_envelope(saga_id: str) -> Envelope[OrderPlaced]:
@@ -67,8 +67,12 @@ async def test_round_trip_keeps_every_cloudevents_header_the_key_and_the_payload
     assert got[h.TRACESTATE] == b"congo=t61rcWkgMzE"
 
     raw = RawRecord(
-        topic=topic, partition=record.partition, offset=record.offset,
-        key=record.key, value=record.value, headers=list(record.headers),
+        topic=topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
+        value=record.value,
+        headers=list(record.headers),
     )
     assert decode(raw, registry) == sent
 
@@ -129,13 +133,15 @@ async def test_one_sagas_messages_are_handled_in_the_order_sent(
     async with Publisher(settings) as publisher:
         await publisher.publish_many(
             [
-                (topic, full_envelope("same-saga").replace(payload=OrderPlaced(
-                    order_id="same-saga", customer_id="c", amount_cents=i)))
+                (
+                    topic,
+                    full_envelope("same-saga").replace(
+                        payload=OrderPlaced(order_id="same-saga", customer_id="c", amount_cents=i)
+                    ),
+                )
                 for i in range(1, 201)
             ]
         )
     async with running(consumer):
-        async with asyncio.timeout(60):
-            while len(seen) < 200:
-                await asyncio.sleep(0.05)
+        await eventually(lambda: len(seen) == 200, what="all 200 records")
     assert seen == list(range(1, 201))

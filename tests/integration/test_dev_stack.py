@@ -1,0 +1,105 @@
+"""`saga dev up/status/down` run real servers and leave nothing behind."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from saga.dev.broker import kafka_answers
+from saga.dev.processes import ServerProcess, stop
+
+SAGA = [sys.executable, "-m", "saga.cli"]
+
+
+def saga(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*SAGA, *args], capture_output=True, text=True, timeout=120, check=False)
+
+
+def servers_under(workdir: Path) -> list[psutil.Process]:
+    """Processes whose command line mentions ``workdir`` (PostgreSQL's -D)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if any(str(workdir) in part for part in proc.info["cmdline"] or []):
+            found.append(proc)
+    return found
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Iterator[Path]:
+    workdir = tmp_path / "dot-saga"
+    yield workdir
+    # Whatever happened, stop what the test started, by pid.
+    state = workdir / "stack.json"
+    if state.exists():
+        for entry in json.loads(state.read_text()).values():
+            stop(ServerProcess.from_json(entry))
+
+
+def test_up_status_down_leaves_no_broker_or_database_process(
+    workdir: Path, taken_port: int
+) -> None:
+    up = saga(
+        "dev",
+        "up",
+        "--dir",
+        str(workdir),
+        "--kafka-port",
+        str(taken_port),
+        "--postgres-port",
+        str(taken_port),
+    )
+    assert up.returncode == 0, up.stderr
+    state = json.loads((workdir / "stack.json").read_text())
+    broker, postgres = (ServerProcess.from_json(state[k]) for k in ("broker", "postgres"))
+    assert broker.port != taken_port and postgres.port != taken_port, "free ports chosen"
+    assert f"export SAGA_BOOTSTRAP_SERVERS=127.0.0.1:{broker.port}" in up.stdout
+    assert (
+        f"export SAGA_DATABASE_URL=postgresql://postgres@127.0.0.1:{postgres.port}/saga"
+        in up.stdout
+    )
+    assert "export SAGA_ENABLE_IDEMPOTENCE=false" in up.stdout
+    assert kafka_answers("127.0.0.1", broker.port)
+    assert broker.alive() and postgres.alive()
+    assert (workdir / "postgres" / "PG_VERSION").exists(), "data under the dev directory"
+
+    status = saga("dev", "status", "--dir", str(workdir))
+    assert status.returncode == 0
+    assert f"pid {broker.pid}" in status.stdout and f"pid {postgres.pid}" in status.stdout
+
+    again = saga("dev", "up", "--dir", str(workdir))
+    assert again.returncode == 0
+    assert f"pid {broker.pid}" in again.stdout, "a running stack is reused, not doubled"
+
+    down = saga("dev", "down", "--dir", str(workdir))
+    assert down.returncode == 0, down.stderr
+    assert not broker.alive() and not postgres.alive()
+    assert not psutil.pid_exists(broker.pid) or psutil.Process(broker.pid).status() == "zombie"
+    assert servers_under(workdir) == [], "no PostgreSQL worker left"
+    assert not kafka_answers("127.0.0.1", broker.port)
+
+    assert saga("dev", "status", "--dir", str(workdir)).returncode == 3
+    assert "was not running" in saga("dev", "down", "--dir", str(workdir)).stdout
+
+
+def test_stack_comes_back_up_on_existing_data(workdir: Path) -> None:
+    assert saga("dev", "up", "--dir", str(workdir), "--kafka-port", "0").returncode == 0
+    assert saga("dev", "down", "--dir", str(workdir)).returncode == 0
+    again = saga("dev", "up", "--dir", str(workdir))
+    assert again.returncode == 0, again.stderr
+    assert saga("dev", "down", "--dir", str(workdir)).returncode == 0
+    assert servers_under(workdir) == []
