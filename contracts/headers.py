@@ -42,6 +42,8 @@ DLQ_PARTITION: Final = "dlq_partition"
 DLQ_OFFSET: Final = "dlq_offset"
 DLQ_GROUP: Final = "dlq_group"
 DLQ_TIME: Final = "dlq_time"
+#: Set when a dead letter had to leave out the original value to fit the size limit.
+DLQ_VALUE_OMITTED: Final = "dlq_value_omitted"
 
 SPECVERSION_VALUE: Final = "1.0"
 JSON_CONTENT_TYPE: Final = "application/json"

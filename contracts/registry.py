@@ -82,7 +82,7 @@ class MessageRegistry:
                 )
             try:
                 data = upcaster(dict(data))
-            except (KeyError, TypeError, ValueError) as exc:
+            except Exception as exc:  # an upcaster is user code: any failure is the record's
                 raise PayloadValidationFailed(
                     f"{message_type!r} version {step} could not be upcast: "
                     f"{type(exc).__name__}: {exc}"

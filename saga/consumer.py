@@ -56,7 +56,8 @@ from contracts.envelope import Envelope
 from contracts.errors import InvalidMessage
 from contracts.messages import Message
 from contracts.registry import MessageRegistry
-from saga.dead_letter import DeadLetter, dead_letter, describe_error
+from saga.dead_letter import DeadLetter, dead_letter, describe_error, shrink
+from saga.errors import MessageTooLarge
 from saga.kafka_config import client_kwargs
 from saga.publisher import Publisher
 from saga.settings import Settings
@@ -128,9 +129,16 @@ class Consumer:
         """Fetch and dispatch until :meth:`stop`; then drain, commit and leave the group."""
         try:
             while not self._stopping.is_set():
-                batches = await self._kafka.getmany(
-                    timeout_ms=100, max_records=self._settings.max_poll_records
-                )
+                try:
+                    batches = await self._kafka.getmany(
+                        timeout_ms=100, max_records=self._settings.max_poll_records
+                    )
+                except KafkaError as exc:
+                    if not getattr(exc, "retriable", False):
+                        raise
+                    log.warning("fetch failed (%s); retrying", describe_error(exc))
+                    await asyncio.sleep(0.5)
+                    continue
                 for tp, records in batches.items():
                     self._dispatch(tp, records)
                 if time.monotonic() - self._last_commit >= self._settings.commit_interval_ms / 1000:
@@ -180,9 +188,17 @@ class Consumer:
         except InvalidMessage as exc:
             await self._dead_letter(raw, exc.reason, type(exc).__name__)
             return
+        except Exception as exc:  # e.g. a faulty upcaster: still this record's problem
+            await self._dead_letter(
+                raw, f"record could not be read: {describe_error(exc)}", type(exc).__name__
+            )
+            return
         try:
             await self._call_handler(envelope)
         except Exception as exc:
+            if self._stopping.is_set():
+                # Shutting down mid-retry: leave it uncommitted, to be retried after restart.
+                raise _Abandoned(describe_error(exc)) from exc
             reason = (
                 f"handler failed after {self._settings.handler_max_attempts} attempt(s): "
                 f"{describe_error(exc)}"
@@ -226,10 +242,18 @@ class Consumer:
                     letter.topic, key=letter.key, value=letter.value, headers=letter.headers
                 )
                 return
-            except KafkaError as exc:
-                if self._stopping.is_set():
+            except MessageTooLarge as exc:
+                smaller = shrink(letter, exc.size)
+                if smaller is None:
                     raise
-                log.error("dead letter to %s failed (%s); retrying", letter.topic, exc)
+                log.warning("dead letter to %s too large: %s", letter.topic, smaller.reason)
+                letter = smaller
+            except Exception as exc:
+                if self._stopping.is_set():
+                    raise _Abandoned(describe_error(exc)) from exc
+                log.error(
+                    "dead letter to %s failed (%s); retrying", letter.topic, describe_error(exc)
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
@@ -245,7 +269,11 @@ class Consumer:
             await self._kafka.commit(offsets)
         except (CommitFailedError, IllegalStateError) as exc:
             # The group moved on (rebalance); the new owner resumes from the last commit.
-            log.warning("commit of %s skipped: %s", offsets, exc)
+            log.warning("commit of %s skipped: %s", offsets, describe_error(exc))
+            return
+        except KafkaError as exc:
+            # Coordinator moving or unreachable: the offsets stay due and are tried again.
+            log.warning("commit of %s failed, will retry: %s", offsets, describe_error(exc))
             return
         for w in due:
             w.committed = offsets[w.tp]
@@ -313,14 +341,25 @@ class _PartitionWorker:
                 record = self._queue.popleft()
                 try:
                     await self.consumer._handle(record)
+                except _Abandoned as exc:
+                    # Shutting down: the offset stays uncommitted, the record is read again.
+                    log.warning("record %s@%d left for redelivery: %s", self.tp, record.offset, exc)
+                    self._queue.clear()
+                    return
                 except Exception:
-                    # Only reachable on shutdown (dead letter could not be sent):
-                    # leave the offset uncommitted so the record is read again.
-                    log.exception("record %s@%d left unhandled", self.tp, record.offset)
+                    # A defect, not bad input. Skipping would lose the record, so this
+                    # partition stays paused (others go on) until the process restarts.
+                    log.critical(
+                        "partition %s stalled at offset %d", self.tp, record.offset, exc_info=True
+                    )
                     self._queue.clear()
                     return
                 self.handled = record.offset + 1
         self.consumer._resume(self)
+
+
+class _Abandoned(Exception):
+    """A record given up on shutdown, left uncommitted so that it is read again."""
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -30,6 +30,35 @@ class DeadLetter:
     reason: str
 
 
+def shrink(letter: DeadLetter, size: int) -> DeadLetter | None:
+    """A smaller dead letter when ``letter`` (``size`` bytes) is over the size limit.
+
+    First the value is left out, then the original headers; the provenance
+    headers always stay, so the record can be found at its original offset.
+    ``None`` when nothing is left to drop.
+    """
+    provenance = [(n, v) for n, v in letter.headers if n.startswith("dlq_")]
+    if letter.value:
+        note = f"value of {size} bytes left out: over the size limit"
+        return DeadLetter(
+            topic=letter.topic,
+            key=letter.key,
+            value=None,
+            headers=[(n, v) for n, v in letter.headers if n != h.DLQ_VALUE_OMITTED]
+            + [(h.DLQ_VALUE_OMITTED, note.encode())],
+            reason=note,
+        )
+    if len(provenance) < len(letter.headers):
+        return DeadLetter(
+            topic=letter.topic,
+            key=letter.key,
+            value=None,
+            headers=provenance,
+            reason="original headers left out: over the size limit",
+        )
+    return None
+
+
 def describe_error(error: BaseException) -> str:
     """``Type: message`` on one line, bounded, for headers and logs."""
     text = " ".join(str(error).split())

@@ -114,37 +114,39 @@ class Publisher:
     async def publish_raw(
         self, topic: str, *, key: bytes | None, value: bytes | None, headers: Headers
     ) -> Published:
-        """Send bytes as they are (used to dead-letter records that are not envelopes)."""
-        record = EncodedRecord(
-            key=key or b"",
-            value=value or b"",
-            headers=[(name, v or b"") for name, v in headers],
-        )
-        return await self.publish_record(topic, record)
+        """Send bytes as they are, nulls included (used to dead-letter any record)."""
+        future = await self._send(topic, key, value, list(headers), "<raw>")
+        return _published(await future)
 
     async def _enqueue(
         self, topic: str, record: EncodedRecord, message_type: str
     ) -> asyncio.Future[Any]:
-        size = _size(record)
+        return await self._send(topic, record.key, record.value, record.headers, message_type)
+
+    async def _send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]] | list[tuple[str, bytes | None]],
+        message_type: str,
+    ) -> asyncio.Future[Any]:
+        size = (
+            len(key or b"")
+            + len(value or b"")
+            + sum(len(name) + len(v or b"") for name, v in headers)
+            + _RECORD_OVERHEAD
+        )
         limit = self._settings.max_message_bytes
         if size > limit:
             raise MessageTooLarge(topic, message_type, size, limit)
         try:
             future: asyncio.Future[Any] = await self._producer.send(
-                topic, value=record.value, key=record.key, headers=record.headers
+                topic, value=value, key=key, headers=headers
             )
         except MessageSizeTooLargeError as exc:
             raise MessageTooLarge(topic, message_type, size, limit) from exc
         return future
-
-
-def _size(record: EncodedRecord) -> int:
-    return (
-        len(record.key)
-        + len(record.value)
-        + sum(len(name) + len(value) for name, value in record.headers)
-        + _RECORD_OVERHEAD
-    )
 
 
 def _published(meta: Any) -> Published:

@@ -181,3 +181,63 @@ async def test_a_stuck_partition_does_not_block_the_others(
         assert "stuck" not in handled
         release.set()
         await eventually(lambda: "stuck" in handled, what="the stuck record after release")
+
+
+async def test_bad_record_too_large_to_dead_letter_whole_is_dead_lettered_without_its_value(
+    settings: Settings, unique: Callable[[str], str], registry: MessageRegistry
+) -> None:
+    topic = unique("orders.events")
+    await ensure_topics(settings, [topic], partitions=1)
+    limit = 8192
+    base = encode(good())
+    # Just fits as produced (128 bytes of framing are counted too); the dead-letter
+    # headers (about 250 bytes) push it over.
+    framing = len(SAGA) + sum(len(n) + len(v) for n, v in base.headers) + 128
+    huge_garbage = b"<" * (limit - framing - 50)
+    handled: list[Envelope[Message]] = []
+
+    async def handle(envelope: Envelope[Message]) -> None:
+        handled.append(envelope)
+
+    tight = settings.model_copy(update={"max_message_bytes": limit})
+    async with Publisher(tight) as publisher:
+        await publisher.publish_raw(
+            topic, key=SAGA.encode(), value=huge_garbage, headers=base.headers
+        )
+        await publisher.publish(topic, good(5))
+    consumer = Consumer(
+        tight, topics=[topic], group_id=unique("g"), handler=handle, registry=registry
+    )
+    async with running(consumer):
+        await eventually(lambda: len(handled) == 1, what="the record after the oversized one")
+    [letter] = await read_records(settings, dead_letter_topic(topic), 1)
+    got = dict(letter.headers)
+    assert letter.value is None
+    assert b"left out: over the size limit" in got[h.DLQ_VALUE_OMITTED]
+    assert got[h.DLQ_OFFSET] == b"0"
+    assert got[h.DLQ_ERROR_TYPE] == b"NotJson"
+
+
+async def test_a_failing_handler_interrupted_by_shutdown_is_not_dead_lettered_nor_committed(
+    settings: Settings, unique: Callable[[str], str], registry: MessageRegistry
+) -> None:
+    topic, group = unique("orders.events"), unique("g")
+    await ensure_topics(settings, [topic], partitions=1)
+    failing = asyncio.Event()
+
+    async def handle(envelope: Envelope[Message]) -> None:
+        failing.set()
+        raise ConnectionError("database down")
+
+    patient = settings.model_copy(
+        update={"handler_max_attempts": 1000, "handler_retry_initial_ms": 50}
+    )
+    consumer = Consumer(patient, topics=[topic], group_id=group, handler=handle, registry=registry)
+    async with Publisher(settings) as publisher:
+        await publisher.publish(topic, good())
+    async with running(consumer):
+        await asyncio.wait_for(failing.wait(), 30)
+    assert await committed_offsets(settings, group, topic) == {0: None}
+    reader_settings = settings.model_copy(update={"fetch_max_wait_ms": 5})
+    with pytest.raises(TimeoutError):
+        await read_records(reader_settings, dead_letter_topic(topic), 1, timeout_s=2)

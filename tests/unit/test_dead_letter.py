@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from contracts import headers as h
 from contracts.codec import RawRecord
-from saga.dead_letter import MAX_REASON_CHARS, dead_letter, describe_error
+from saga.dead_letter import MAX_REASON_CHARS, dead_letter, describe_error, shrink
 
 RECORD = RawRecord(
     topic="orders.events",
@@ -46,3 +46,18 @@ def test_reason_is_one_bounded_line() -> None:
 def test_describe_error_is_type_and_message_without_traceback() -> None:
     assert describe_error(ValueError("no\n  stock")) == "ValueError: no stock"
     assert describe_error(TimeoutError()) == "TimeoutError"
+
+
+def test_oversized_dead_letter_drops_the_value_then_the_original_headers_never_provenance() -> None:
+    letter = dead_letter(RECORD, reason="r", error_type="E", group="g")
+    no_value = shrink(letter, 5_000_000)
+    assert no_value is not None
+    assert no_value.value is None
+    got = dict(no_value.headers)
+    assert got[h.DLQ_VALUE_OMITTED] == b"value of 5000000 bytes left out: over the size limit"
+    assert got["ce_id"] == b"m-1"
+    bare = shrink(no_value, 900_000)
+    assert bare is not None
+    assert all(name.startswith("dlq_") for name, _ in bare.headers)
+    assert dict(bare.headers)[h.DLQ_OFFSET] == b"41"
+    assert shrink(bare, 800_000) is None

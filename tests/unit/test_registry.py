@@ -109,3 +109,16 @@ def test_registration_checks_declarations() -> None:
     assert registry.register(CustomerRenamed) is CustomerRenamed  # same model twice is fine
     assert "test.CustomerRenamed" in registry
     assert list(registry) == [CustomerRenamed]
+
+
+def test_an_upcaster_that_crashes_is_a_validation_failure_not_a_crash() -> None:
+    def broken(v1: dict[str, Any]) -> dict[str, Any]:
+        return v1["name"].missing_attribute  # type: ignore[no-any-return]
+
+    class Fragile(Event):
+        message_type: ClassVar[str] = "test.Fragile"
+        schema_version: ClassVar[int] = 2
+        upcasters: ClassVar[Mapping[int, Upcaster]] = {1: broken}
+
+    with pytest.raises(PayloadValidationFailed, match="could not be upcast: AttributeError"):
+        MessageRegistry([Fragile]).load("test.Fragile", 1, {"name": "x"})
