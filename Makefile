@@ -31,6 +31,9 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(BIN)/python -m pytest -q tests/integration
 
+bench: $(STAMP)
+	$(BIN)/python -m tests.benchmarks.transport
+
 dev-up: $(STAMP)
 	$(BIN)/saga dev up
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import signal
 import time
 from collections import deque
@@ -163,15 +164,26 @@ class Consumer:
     def _dispatch(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
         worker = self._workers.get(tp)
         if worker is None:
-            worker = self._workers[tp] = _PartitionWorker(self, tp)
-        # Paused until this batch is handled: the next batch cannot overtake it.
-        self._kafka.pause(tp)
-        worker.start(records)
+            worker = self._workers[tp] = _PartitionWorker(
+                self, tp, backlog_limit=self._settings.max_poll_records
+            )
+        worker.feed(records)
+        if worker.backlogged:
+            self._pause(worker)
+
+    def _pause(self, worker: _PartitionWorker) -> None:
+        # Pausing drops what was fetched ahead; the position stays at the last
+        # record handed out, so nothing is skipped.
+        if self._workers.get(worker.tp) is worker and not worker.paused:
+            with contextlib.suppress(IllegalStateError):  # no longer assigned
+                self._kafka.pause(worker.tp)
+                worker.paused = True
 
     def _resume(self, worker: _PartitionWorker) -> None:
-        if self._workers.get(worker.tp) is worker and not self._stopping.is_set():
+        if self._workers.get(worker.tp) is worker and worker.paused and not worker.stalled:
             with contextlib.suppress(IllegalStateError):  # no longer assigned
                 self._kafka.resume(worker.tp)
+                worker.paused = False
 
     async def _handle(self, record: ConsumerRecord) -> None:
         raw = RawRecord(
@@ -206,13 +218,20 @@ class Consumer:
             await self._dead_letter(raw, reason, type(exc).__name__)
 
     async def _call_handler(self, envelope: Envelope[Message]) -> None:
+        # First attempt without retry machinery: it is the common, hot path.
+        try:
+            await self._handler(envelope)
+            return
+        except Exception:
+            if self._stopping.is_set() or self._settings.handler_max_attempts == 1:
+                raise
         s = self._settings
+        initial, ceiling = s.handler_retry_initial_ms / 1000, s.handler_retry_max_ms / 1000
+        await asyncio.sleep(min(initial, ceiling) + random.uniform(0, initial))
+        # Waits double from ``initial`` (the sleep above was the first), capped, jittered.
         async for attempt in AsyncRetrying(
-            stop=stop_after_attempt(s.handler_max_attempts),
-            wait=wait_exponential(
-                multiplier=s.handler_retry_initial_ms / 1000, max=s.handler_retry_max_ms / 1000
-            )
-            + wait_random(0, s.handler_retry_initial_ms / 1000),
+            stop=stop_after_attempt(s.handler_max_attempts - 1),
+            wait=wait_exponential(multiplier=2 * initial, max=ceiling) + wait_random(0, initial),
             # Stopping abandons the record (uncommitted, so redelivered) instead of retrying.
             retry=retry_if_exception(lambda exc: not self._stopping.is_set()),
             reraise=True,
@@ -311,21 +330,36 @@ async def _drain(workers: Sequence[_PartitionWorker]) -> None:
 
 
 class _PartitionWorker:
-    """Handles one partition's fetched batch, in order, and tracks its progress."""
+    """Handles one partition's records in order and tracks how far it got.
 
-    def __init__(self, consumer: Consumer, tp: TopicPartition) -> None:
+    Records are queued as they are fetched; the partition is paused only when
+    its backlog reaches ``backlog_limit`` (so fetching runs ahead of handling)
+    and resumed once half of that is worked off.
+    """
+
+    def __init__(self, consumer: Consumer, tp: TopicPartition, backlog_limit: int) -> None:
         self.consumer = consumer
         self.tp = tp
+        self.backlog_limit = backlog_limit
         self.task: asyncio.Task[None] | None = None
         #: Next offset to read: everything below it is handled (durably).
         self.handled: int | None = None
         self.committed: int | None = None
+        self.paused = False
+        #: Set on a defect: nothing after the failed record may be handled.
+        self.stalled = False
         self._queue: deque[ConsumerRecord] = deque()
 
-    def start(self, records: list[ConsumerRecord]) -> None:
-        assert self.task is None or self.task.done(), "partition batch already in flight"
-        self._queue = deque(records)
-        self.task = asyncio.create_task(self._run(), name=f"partition {self.tp}")
+    @property
+    def backlogged(self) -> bool:
+        return len(self._queue) >= self.backlog_limit
+
+    def feed(self, records: list[ConsumerRecord]) -> None:
+        if self.stalled:
+            return
+        self._queue.extend(records)
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._run(), name=f"partition {self.tp}")
 
     def finish_current_only(self) -> None:
         """Drop records not yet started; they stay uncommitted and are read again."""
@@ -336,26 +370,29 @@ class _PartitionWorker:
             self.task.cancel()
 
     async def _run(self) -> None:
-        async with self.consumer._slots:
-            while self._queue:
-                record = self._queue.popleft()
-                try:
+        while self._queue:
+            record = self._queue.popleft()
+            try:
+                async with self.consumer._slots:
                     await self.consumer._handle(record)
-                except _Abandoned as exc:
-                    # Shutting down: the offset stays uncommitted, the record is read again.
-                    log.warning("record %s@%d left for redelivery: %s", self.tp, record.offset, exc)
-                    self._queue.clear()
-                    return
-                except Exception:
-                    # A defect, not bad input. Skipping would lose the record, so this
-                    # partition stays paused (others go on) until the process restarts.
-                    log.critical(
-                        "partition %s stalled at offset %d", self.tp, record.offset, exc_info=True
-                    )
-                    self._queue.clear()
-                    return
-                self.handled = record.offset + 1
-        self.consumer._resume(self)
+            except _Abandoned as exc:
+                # Shutting down: the offset stays uncommitted, the record is read again.
+                log.warning("record %s@%d left for redelivery: %s", self.tp, record.offset, exc)
+                self._queue.clear()
+                return
+            except Exception:
+                # A defect, not bad input. Skipping would lose the record, so this
+                # partition stays paused (others go on) until the process restarts.
+                log.critical(
+                    "partition %s stalled at offset %d", self.tp, record.offset, exc_info=True
+                )
+                self.stalled = True
+                self._queue.clear()
+                self.consumer._pause(self)
+                return
+            self.handled = record.offset + 1
+            if self.paused and len(self._queue) <= self.backlog_limit // 2:
+                self.consumer._resume(self)
 
 
 class _Abandoned(Exception):
