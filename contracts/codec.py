@@ -9,6 +9,7 @@ is wrong, so the transport can dead-letter it and move on.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +22,9 @@ from contracts.messages import Message
 from contracts.registry import MessageRegistry
 
 Headers = Sequence[tuple[str, bytes | None]]
+
+# ASCII digits only (str.isdigit accepts "²"), and short enough for int().
+_POSITIVE_INT = re.compile(r"[1-9][0-9]{0,8}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,11 +142,13 @@ def _json(value: bytes | None) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise NotJson(f"record value is not JSON: {exc.msg} at position {exc.pos}") from None
+    except RecursionError:
+        raise NotJson("record value is JSON nested too deeply to read") from None
 
 
 def _positive_int(found: dict[str, str], name: str) -> int:
     raw = found[name]
-    if not raw.isdigit() or int(raw) < 1:
+    if not _POSITIVE_INT.fullmatch(raw):
         raise InvalidHeader(name, f"expected a positive integer, got {raw[:40]!r}")
     return int(raw)
 

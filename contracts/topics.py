@@ -41,8 +41,9 @@ def commands_topic(service: str) -> str:
 
 
 def dead_letter_topic(topic: str) -> str:
-    """The dead-letter topic for records that could not be handled from ``topic``."""
-    if topic.endswith(DLQ_SUFFIX):
-        # A dead-letter topic is never consumed by the framework; never nest.
-        return validate_topic(topic)
+    """The dead-letter topic for records that could not be handled from ``topic``.
+
+    A consumer of a dead-letter topic (a replay tool) gets ``<topic>.dlq.dlq``:
+    never its own input, which would loop.
+    """
     return validate_topic(f"{topic}{DLQ_SUFFIX}")

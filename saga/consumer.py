@@ -43,7 +43,12 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaError,
+    RecordTooLargeError,
+)
 from tenacity import (
     AsyncRetrying,
     retry_if_exception,
@@ -57,6 +62,7 @@ from contracts.envelope import Envelope
 from contracts.errors import InvalidMessage
 from contracts.messages import Message
 from contracts.registry import MessageRegistry
+from contracts.topics import dead_letter_topic
 from saga.dead_letter import DeadLetter, dead_letter, describe_error, shrink
 from saga.errors import MessageTooLarge
 from saga.kafka_config import client_kwargs
@@ -67,8 +73,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[Envelope[Message]], Awaitable[None]]
 
-#: Longest wait for in-flight records when partitions are revoked or on shutdown.
-DRAIN_TIMEOUT_S = 30.0
+_FETCH_HEADROOM = 1_048_576
 
 
 class Consumer:
@@ -87,6 +92,8 @@ class Consumer:
     ) -> None:
         if not topics:
             raise ValueError("a consumer needs at least one topic")
+        for topic in topics:
+            dead_letter_topic(topic)  # fail now, not on the first bad record
         self._settings = settings
         self._topics = list(topics)
         self._group_id = group_id
@@ -101,17 +108,24 @@ class Consumer:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
-            max_partition_fetch_bytes=settings.max_message_bytes,
-            fetch_max_bytes=max(settings.max_message_bytes, 52_428_800),
+            # Headroom over the record limit: a batch slightly over it must still be read.
+            max_partition_fetch_bytes=settings.max_message_bytes + _FETCH_HEADROOM,
+            fetch_max_bytes=max(settings.max_message_bytes + _FETCH_HEADROOM, 52_428_800),
             max_poll_records=settings.max_poll_records,
             session_timeout_ms=settings.session_timeout_ms,
             heartbeat_interval_ms=settings.heartbeat_interval_ms,
             max_poll_interval_ms=settings.max_poll_interval_ms,
+            # Revocation waits for in-flight records (drain_timeout_ms, shorter than
+            # this); the broker must not evict us meanwhile.
+            rebalance_timeout_ms=settings.max_poll_interval_ms,
         )
         self._slots = asyncio.Semaphore(settings.max_concurrency)
         self._workers: dict[TopicPartition, _PartitionWorker] = {}
         self._stopping = asyncio.Event()
         self._last_commit = time.monotonic()
+        # One commit at a time: a revocation's commit waits for (or outlives) a
+        # periodic one, so no older offset can land after the partition moved on.
+        self._commit_lock = asyncio.Lock()
 
     # --- lifecycle ------------------------------------------------------------
 
@@ -134,6 +148,9 @@ class Consumer:
                     batches = await self._kafka.getmany(
                         timeout_ms=100, max_records=self._settings.max_poll_records
                     )
+                except RecordTooLargeError as exc:
+                    self._unreadable(exc)
+                    continue
                 except KafkaError as exc:
                     if not getattr(exc, "retriable", False):
                         raise
@@ -170,6 +187,26 @@ class Consumer:
         worker.feed(records)
         if worker.backlogged:
             self._pause(worker)
+
+    def _unreadable(self, exc: RecordTooLargeError) -> None:
+        # aiokafka steps past a record it cannot fetch; stepping on would lose it.
+        # Go back to it and hold this partition (only) until the limit is raised.
+        _, tp, offset, fetch_size = exc.args
+        log.critical(
+            "record %s@%d is larger than the fetch size %d and cannot be read; partition "
+            "held. Raise SAGA_MAX_MESSAGE_BYTES (and the broker's limit) to read it.",
+            tp,
+            offset,
+            fetch_size,
+        )
+        self._kafka.seek(tp, offset)
+        worker = self._workers.get(tp)
+        if worker is None:
+            worker = self._workers[tp] = _PartitionWorker(
+                self, tp, backlog_limit=self._settings.max_poll_records
+            )
+        worker.stalled = True
+        self._pause(worker)
 
     def _pause(self, worker: _PartitionWorker) -> None:
         # Pausing drops what was fetched ahead; the position stays at the last
@@ -280,12 +317,21 @@ class Consumer:
 
     async def _commit(self, workers: Iterable[_PartitionWorker]) -> None:
         self._last_commit = time.monotonic()
+        # One commit at a time: a revocation's commit waits for (or outlives) a
+        # periodic one, so no older offset can land after the partition moved on.
+        self._commit_lock = asyncio.Lock()
         due = [w for w in workers if w.handled is not None and w.handled != w.committed]
         if not due:
             return
         offsets = {w.tp: w.handled for w in due}
         try:
-            await self._kafka.commit(offsets)
+            async with self._commit_lock:
+                await asyncio.wait_for(
+                    self._kafka.commit(offsets), self._settings.commit_timeout_ms / 1000
+                )
+        except TimeoutError:
+            log.warning("commit of %s timed out; offsets stay due", offsets)
+            return
         except (CommitFailedError, IllegalStateError) as exc:
             # The group moved on (rebalance); the new owner resumes from the last commit.
             log.warning("commit of %s skipped: %s", offsets, describe_error(exc))
@@ -299,7 +345,7 @@ class Consumer:
 
     async def _revoke(self, revoked: Iterable[TopicPartition]) -> None:
         workers = [w for tp in revoked if (w := self._workers.pop(tp, None)) is not None]
-        await _drain(workers)
+        await _drain(workers, self._settings.drain_timeout_ms / 1000)
         # Still the owner until this callback returns: commit what was handled.
         await self._commit(workers)
         for w in workers:
@@ -308,7 +354,7 @@ class Consumer:
     async def _close(self) -> None:
         workers = list(self._workers.values())
         try:
-            await _drain(workers)
+            await _drain(workers, self._settings.drain_timeout_ms / 1000)
             await self._commit(workers)
         finally:
             for w in workers:
@@ -319,14 +365,14 @@ class Consumer:
                 await self._publisher.stop()
 
 
-async def _drain(workers: Sequence[_PartitionWorker]) -> None:
+async def _drain(workers: Sequence[_PartitionWorker], timeout_s: float) -> None:
     for w in workers:
         w.finish_current_only()
     tasks = [w.task for w in workers if w.task is not None and not w.task.done()]
     if tasks:
-        _, pending = await asyncio.wait(tasks, timeout=DRAIN_TIMEOUT_S)
+        _, pending = await asyncio.wait(tasks, timeout=timeout_s)
         if pending:
-            log.warning("%d partition(s) still busy after %ss", len(pending), DRAIN_TIMEOUT_S)
+            log.warning("%d partition(s) still busy after %ss", len(pending), timeout_s)
 
 
 class _PartitionWorker:

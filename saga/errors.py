@@ -40,12 +40,20 @@ class IdempotenceUnsupported(ConfigurationError):
 class MessageTooLarge(SagaError, ValueError):
     """A record is larger than the configured limit; it was not sent."""
 
-    def __init__(self, topic: str, message_type: str, size: int, limit: int) -> None:
+    def __init__(
+        self, topic: str, message_type: str, size: int, limit: int, *, by_broker: bool = False
+    ) -> None:
+        where = (
+            f"was rejected by the broker as too large (about {size} bytes; the broker's "
+            f"message.max.bytes or the topic's max.message.bytes is below "
+            f"SAGA_MAX_MESSAGE_BYTES={limit})"
+            if by_broker
+            else f"is {size} bytes, over the limit of {limit} bytes (SAGA_MAX_MESSAGE_BYTES)"
+        )
         super().__init__(
-            f"{message_type!r} record for topic {topic!r} is {size} bytes, over the "
-            f"limit of {limit} bytes (SAGA_MAX_MESSAGE_BYTES); it was not sent. Shrink the "
-            "payload (store large data elsewhere and send a reference) or raise the limit "
-            "on producers, consumers and the broker's message.max.bytes together."
+            f"{message_type!r} record for topic {topic!r} {where}; it was not sent. Shrink "
+            "the payload (store large data elsewhere and send a reference) or raise the limit "
+            "on producers, consumers and the broker together."
         )
         self.topic = topic
         self.size = size

@@ -51,6 +51,9 @@ async def ensure_topics(
                     name,
                     num_partitions=partitions or settings.topic_partitions,
                     replication_factor=settings.topic_replication_factor,
+                    # Room for our largest record plus batch framing, whatever the
+                    # broker-wide default is.
+                    topic_configs={"max.message.bytes": str(settings.max_message_bytes + 65_536)},
                 )
                 for name in missing
             ]

@@ -98,56 +98,86 @@ class Publisher:
         return await self.publish_record(topic, encode(envelope), message_type=envelope.type)
 
     async def publish_many(self, items: Sequence[tuple[str, Envelope[Message]]]) -> list[Published]:
-        """Send several envelopes in one go; returns once all are acknowledged."""
-        futures = [
-            await self._enqueue(topic, encode(envelope), envelope.type) for topic, envelope in items
-        ]
-        return [_published(meta) for meta in await asyncio.gather(*futures)]
+        """Send several envelopes in one go; returns once all are acknowledged.
+
+        Sizes are checked for all before any is sent: a too-large item fails the
+        call with nothing sent.
+        """
+        outgoing = []
+        for topic, envelope in items:
+            record = encode(envelope)
+            outgoing.append(
+                _Outgoing.of(topic, record.key, record.value, record.headers, envelope.type)
+            )
+        for item in outgoing:
+            self._check_size(item)
+        pending = [await self._send(item) for item in outgoing]
+        return list(await asyncio.gather(*(self._settle(item, f) for item, f in pending)))
 
     async def publish_record(
         self, topic: str, record: EncodedRecord, *, message_type: str = "<raw>"
     ) -> Published:
         """Send an already encoded record and wait for its acknowledgement."""
-        future = await self._enqueue(topic, record, message_type)
-        return _published(await future)
+        item = _Outgoing.of(topic, record.key, record.value, record.headers, message_type)
+        return await self._publish(item)
 
     async def publish_raw(
         self, topic: str, *, key: bytes | None, value: bytes | None, headers: Headers
     ) -> Published:
         """Send bytes as they are, nulls included (used to dead-letter any record)."""
-        future = await self._send(topic, key, value, list(headers), "<raw>")
-        return _published(await future)
+        return await self._publish(_Outgoing.of(topic, key, value, headers, "<raw>"))
 
-    async def _enqueue(
-        self, topic: str, record: EncodedRecord, message_type: str
-    ) -> asyncio.Future[Any]:
-        return await self._send(topic, record.key, record.value, record.headers, message_type)
+    async def _publish(self, item: _Outgoing) -> Published:
+        self._check_size(item)
+        return await self._settle(*await self._send(item))
 
-    async def _send(
-        self,
+    def _check_size(self, item: _Outgoing) -> None:
+        if item.size > self._settings.max_message_bytes:
+            raise item.too_large(self._settings.max_message_bytes)
+
+    async def _send(self, item: _Outgoing) -> tuple[_Outgoing, asyncio.Future[Any]]:
+        try:
+            future: asyncio.Future[Any] = await self._producer.send(
+                item.topic, value=item.value, key=item.key, headers=item.headers
+            )
+        except MessageSizeTooLargeError as exc:
+            raise item.too_large(self._settings.max_message_bytes) from exc
+        return item, future
+
+    async def _settle(self, item: _Outgoing, future: asyncio.Future[Any]) -> Published:
+        try:
+            meta = await future
+        except MessageSizeTooLargeError as exc:
+            # The broker's (or the topic's) limit is below ours.
+            raise item.too_large(self._settings.max_message_bytes, by_broker=True) from exc
+        return Published(topic=meta.topic, partition=meta.partition, offset=meta.offset)
+
+
+@dataclass(frozen=True, slots=True)
+class _Outgoing:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]]
+    message_type: str
+    size: int
+
+    @classmethod
+    def of(
+        cls,
         topic: str,
         key: bytes | None,
         value: bytes | None,
-        headers: list[tuple[str, bytes]] | list[tuple[str, bytes | None]],
+        headers: Headers,
         message_type: str,
-    ) -> asyncio.Future[Any]:
+    ) -> _Outgoing:
         size = (
             len(key or b"")
             + len(value or b"")
             + sum(len(name) + len(v or b"") for name, v in headers)
             + _RECORD_OVERHEAD
         )
-        limit = self._settings.max_message_bytes
-        if size > limit:
-            raise MessageTooLarge(topic, message_type, size, limit)
-        try:
-            future: asyncio.Future[Any] = await self._producer.send(
-                topic, value=value, key=key, headers=headers
-            )
-        except MessageSizeTooLargeError as exc:
-            raise MessageTooLarge(topic, message_type, size, limit) from exc
-        return future
+        return cls(topic, key, value, list(headers), message_type, size)
 
-
-def _published(meta: Any) -> Published:
-    return Published(topic=meta.topic, partition=meta.partition, offset=meta.offset)
+    def too_large(self, limit: int, *, by_broker: bool = False) -> MessageTooLarge:
+        return MessageTooLarge(self.topic, self.message_type, self.size, limit, by_broker=by_broker)

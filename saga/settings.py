@@ -86,6 +86,14 @@ class Settings(BaseSettings):
     commit_interval_ms: int = Field(
         default=200, ge=0, description="Longest handled offsets wait before being committed."
     )
+    commit_timeout_ms: int = Field(
+        default=10_000, gt=0, description="Longest wait for an offset commit before retrying."
+    )
+    drain_timeout_ms: int = Field(
+        default=30_000,
+        gt=0,
+        description="Longest wait for in-flight records on revocation and shutdown.",
+    )
     handler_max_attempts: int = Field(
         default=5, ge=1, description="Tries of a failing handler before dead-lettering."
     )
@@ -136,6 +144,8 @@ class Settings(BaseSettings):
             )
         if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
             raise ValueError("SAGA_SSL_CERTFILE and SAGA_SSL_KEYFILE go together")
+        if self.drain_timeout_ms >= self.max_poll_interval_ms:
+            raise ValueError("SAGA_DRAIN_TIMEOUT_MS must be below SAGA_MAX_POLL_INTERVAL_MS")
         if self.heartbeat_interval_ms >= self.session_timeout_ms:
             raise ValueError("SAGA_HEARTBEAT_INTERVAL_MS must be below SAGA_SESSION_TIMEOUT_MS")
         return self

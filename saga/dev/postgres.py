@@ -14,7 +14,9 @@ import stat
 import subprocess
 from pathlib import Path
 
-from saga.dev.processes import ServerProcess, as_user, spawn, wait_until
+import psutil
+
+from saga.dev.processes import ServerProcess, as_user, spawn, stopped_on_failure, wait_until
 from saga.errors import DevStackError
 
 SYSTEM_USER = "saga-postgres"
@@ -54,7 +56,7 @@ def start_postgres(workdir: Path, port: int, *, detached: bool) -> ServerProcess
             user,
             workdir / "postgres-init.log",
         )
-    (data / "postmaster.pid").unlink(missing_ok=True)  # stale after a kill
+    _clear_stale_lock(data)
     server = spawn(
         "postgres",
         [
@@ -79,22 +81,31 @@ def start_postgres(workdir: Path, port: int, *, detached: bool) -> ServerProcess
         user=user,
     )
     wait_until(lambda: _ready(bins, port), server)
-    if not _database_exists(bins, port):
-        _run(
-            [
-                str(bins / "createdb"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "-U",
-                "postgres",
-                DATABASE,
-            ],
-            None,
-            workdir / "postgres-init.log",
-        )
+    with stopped_on_failure(server):
+        if not _database_exists(bins, port):
+            createdb = [str(bins / "createdb"), "-h", "127.0.0.1", "-p", str(port)]
+            _run([*createdb, "-U", "postgres", DATABASE], None, workdir / "postgres-init.log")
     return server
+
+
+def _clear_stale_lock(data: Path) -> None:
+    """Remove ``postmaster.pid`` left by a killed server; refuse if one still runs."""
+    lock = data / "postmaster.pid"
+    try:
+        pid = int(lock.read_text().split("\n", 1)[0])
+    except (FileNotFoundError, ValueError):
+        lock.unlink(missing_ok=True)
+        return
+    try:
+        running = "postgres" in psutil.Process(pid).name()
+    except psutil.NoSuchProcess:
+        running = False
+    if running:
+        raise DevStackError(
+            f"a PostgreSQL server (pid {pid}) already runs on {data}; stop it first "
+            "(`saga dev down`, or kill that pid)"
+        )
+    lock.unlink()
 
 
 def database_url(port: int, database: str = DATABASE) -> str:

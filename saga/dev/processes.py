@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -130,16 +130,25 @@ def wait_until(
     ready: Callable[[], bool], server: ServerProcess, *, timeout_s: float = 30.0
 ) -> None:
     """Poll ``ready`` until true; on failure stop the server and raise."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if ready():
-            return
-        if not server.alive():
-            stop(server)
-            raise DevStackError(f"{server.name} exited during start-up; see {server.log}")
-        time.sleep(0.05)
-    stop(server)
-    raise DevStackError(f"{server.name} not ready after {timeout_s}s; see {server.log}")
+    with stopped_on_failure(server):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if ready():
+                return
+            if not server.alive():
+                raise DevStackError(f"{server.name} exited during start-up; see {server.log}")
+            time.sleep(0.05)
+        raise DevStackError(f"{server.name} not ready after {timeout_s}s; see {server.log}")
+
+
+@contextlib.contextmanager
+def stopped_on_failure(server: ServerProcess) -> Iterator[None]:
+    """Stop ``server`` if the block fails in any way (Ctrl-C included), then re-raise."""
+    try:
+        yield
+    except BaseException:
+        stop(server)
+        raise
 
 
 def stop(server: ServerProcess, *, sig: int = signal.SIGTERM, timeout_s: float = 15.0) -> None:

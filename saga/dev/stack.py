@@ -19,7 +19,7 @@ from pathlib import Path
 
 from saga.dev.broker import kafka_answers, start_broker
 from saga.dev.postgres import database_url, start_postgres
-from saga.dev.processes import ServerProcess, free_port, stop
+from saga.dev.processes import ServerProcess, free_port, stop, stopped_on_failure
 from saga.errors import DevStackError
 
 DEFAULT_KAFKA_PORT = 9092
@@ -80,58 +80,71 @@ class DevStack:
         if running is not None:
             return running
         self.workdir.mkdir(parents=True, exist_ok=True)
+        # The state is saved as soon as each server runs, so that `down` finds it
+        # even if `up` is interrupted half-way.
         broker = start_broker(self.workdir, free_port(kafka_port), detached=self.detached)
+        self._save([broker])
         try:
-            postgres = start_postgres(
-                self.workdir, free_port(postgres_port), detached=self.detached
-            )
+            with stopped_on_failure(broker):
+                postgres = start_postgres(
+                    self.workdir, free_port(postgres_port), detached=self.detached
+                )
         except BaseException:
-            stop(broker)
+            self.state_file.unlink(missing_ok=True)
             raise
-        info = StackInfo(broker=broker, postgres=postgres, workdir=self.workdir)
-        self.state_file.write_text(
-            json.dumps({"broker": broker.to_json(), "postgres": postgres.to_json()}, indent=2)
-        )
-        self._info = info
-        return info
+        self._save([broker, postgres])
+        self._info = StackInfo(broker=broker, postgres=postgres, workdir=self.workdir)
+        return self._info
 
     def status(self) -> StackInfo | None:
         """The running stack, or ``None``. A half-dead stack is an error naming the fix."""
-        info = self._load()
-        if info is None:
-            return None
-        alive = {s.name: s.alive() for s in (info.broker, info.postgres)}
-        if all(alive.values()) and kafka_answers("127.0.0.1", info.broker.port):
-            return info
+        servers = self._servers()
+        alive = {s.name: s.alive() for s in servers}
         if not any(alive.values()):
             self.state_file.unlink(missing_ok=True)
+            self._info = None
             return None
-        dead = ", ".join(name for name, up in alive.items() if not up)
-        raise DevStackError(f"dev stack is half up ({dead} not running): run `saga dev down`")
+        info = self._load()
+        if info is not None and all(alive.values()):
+            if kafka_answers("127.0.0.1", info.broker.port):
+                return info
+            raise DevStackError(
+                f"the broker (pid {info.broker.pid}) runs but does not answer on port "
+                f"{info.broker.port}: run `saga dev down`, then `saga dev up`"
+            )
+        missing = [name for name in ("broker", "postgres") if not alive.get(name)]
+        raise DevStackError(
+            f"dev stack is half up ({', '.join(missing)} not running): run `saga dev down`"
+        )
 
     def down(self) -> list[str]:
         """Stop both servers by their recorded pids; returns what was stopped."""
-        info = self._load()
-        if info is None:
-            return []
         stopped = []
-        for server, sig in ((info.broker, signal.SIGTERM), (info.postgres, signal.SIGINT)):
+        for server in self._servers():
             if server.alive():
                 stopped.append(f"{server.name} (pid {server.pid})")
             # SIGINT is PostgreSQL's fast shutdown: clients are cut, data is kept.
-            stop(server, sig=sig)
+            stop(server, sig=signal.SIGINT if server.name == "postgres" else signal.SIGTERM)
         self.state_file.unlink(missing_ok=True)
         self._info = None
         return stopped
 
+    def _save(self, servers: list[ServerProcess]) -> None:
+        state = {server.name: server.to_json() for server in servers}
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(self.state_file)
+
+    def _servers(self) -> list[ServerProcess]:
+        if not self.state_file.exists():
+            return []
+        state = json.loads(self.state_file.read_text())
+        return [ServerProcess.from_json(entry) for entry in state.values()]
+
     def _load(self) -> StackInfo | None:
         if self._info is not None:
             return self._info
-        if not self.state_file.exists():
+        servers = {server.name: server for server in self._servers()}
+        if set(servers) != {"broker", "postgres"}:
             return None
-        data = json.loads(self.state_file.read_text())
-        return StackInfo(
-            broker=ServerProcess.from_json(data["broker"]),
-            postgres=ServerProcess.from_json(data["postgres"]),
-            workdir=self.workdir,
-        )
+        return StackInfo(servers["broker"], servers["postgres"], self.workdir)

@@ -31,6 +31,10 @@ def servers_under(workdir: Path) -> list[psutil.Process]:
     return found
 
 
+def brokers() -> set[int]:
+    return {p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "tansu"}
+
+
 @pytest.fixture
 def taken_port() -> Iterator[int]:
     with socket.socket() as sock:
@@ -101,5 +105,57 @@ def test_stack_comes_back_up_on_existing_data(workdir: Path) -> None:
     assert saga("dev", "down", "--dir", str(workdir)).returncode == 0
     again = saga("dev", "up", "--dir", str(workdir))
     assert again.returncode == 0, again.stderr
+    assert saga("dev", "down", "--dir", str(workdir)).returncode == 0
+    assert servers_under(workdir) == []
+
+
+def test_a_killed_server_is_reported_and_the_stack_recovers_over_its_stale_lock(
+    workdir: Path,
+) -> None:
+    assert (
+        saga(
+            "dev", "up", "--dir", str(workdir), "--kafka-port", "0", "--postgres-port", "0"
+        ).returncode
+        == 0
+    )
+    state = json.loads((workdir / "stack.json").read_text())
+    postgres = ServerProcess.from_json(state["postgres"])
+    psutil.Process(postgres.pid).kill()  # SIGKILL: postmaster.pid stays behind
+    psutil.Process(postgres.pid).wait(10)
+    assert (workdir / "postgres" / "postmaster.pid").exists()
+
+    status = saga("dev", "status", "--dir", str(workdir))
+    assert status.returncode == 1
+    assert "half up (postgres not running): run `saga dev down`" in status.stderr
+
+    assert saga("dev", "down", "--dir", str(workdir)).returncode == 0
+    again = saga("dev", "up", "--dir", str(workdir), "--kafka-port", "0", "--postgres-port", "0")
+    assert again.returncode == 0, again.stderr
+    assert saga("dev", "status", "--dir", str(workdir)).returncode == 0
+    assert saga("dev", "down", "--dir", str(workdir)).returncode == 0
+    assert servers_under(workdir) == []
+
+
+def test_up_refuses_a_data_directory_another_postgres_still_uses(workdir: Path) -> None:
+    assert (
+        saga(
+            "dev", "up", "--dir", str(workdir), "--kafka-port", "0", "--postgres-port", "0"
+        ).returncode
+        == 0
+    )
+    state_file = workdir / "stack.json"
+    saved = state_file.read_text()
+    state_file.unlink()  # forget the stack, but leave its servers running
+    brokers_before = brokers()
+    try:
+        second = saga(
+            "dev", "up", "--dir", str(workdir), "--kafka-port", "0", "--postgres-port", "0"
+        )
+        assert second.returncode == 1
+        assert "already runs on" in second.stderr
+        assert not state_file.exists(), "the failed start left no state behind"
+        assert brokers() == brokers_before, "the broker it had started was stopped"
+    finally:
+        state_file.write_text(saved)
     assert saga("dev", "down", "--dir", str(workdir)).returncode == 0
     assert servers_under(workdir) == []

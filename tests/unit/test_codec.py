@@ -136,6 +136,7 @@ def test_empty_required_header_counts_as_missing() -> None:
         (b"not json", "not JSON"),
         (b"\xff\xfe", "not UTF-8"),
         (None, r"empty \(null\)"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
     ],
 )
 def test_value_that_is_not_json_is_rejected(value: bytes | None, problem: str) -> None:
@@ -184,6 +185,8 @@ def test_schema_invalid_payload_names_the_field_but_not_the_value() -> None:
         (h.TIME, b"2026-11-21T12:00:00", "no UTC offset"),
         (h.SCHEMA_VERSION, b"two", "positive integer"),
         (h.ATTEMPT, b"0", "positive integer"),
+        (h.ATTEMPT, "²".encode(), "positive integer"),
+        (h.SCHEMA_VERSION, b"1" * 5000, "positive integer"),
         (h.SAGA_ID, b"\xff", "not UTF-8"),
     ],
 )

