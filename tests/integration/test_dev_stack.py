@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import pwd
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +20,8 @@ from saga.dev.broker import kafka_answers
 from saga.dev.processes import ServerProcess, stop
 
 SAGA = [sys.executable, "-m", "saga.cli"]
+ROOT = Path(__file__).resolve().parents[2]
+NOBODY = pwd.getpwnam("nobody")
 
 
 def saga(*args: str) -> subprocess.CompletedProcess[str]:
@@ -159,3 +165,69 @@ def test_up_refuses_a_data_directory_another_postgres_still_uses(workdir: Path) 
         state_file.write_text(saved)
     assert saga("dev", "down", "--dir", str(workdir)).returncode == 0
     assert servers_under(workdir) == []
+
+
+def _python_for_another_user() -> str | None:
+    """A Python of our version that a non-root user can run (ours may sit under /root)."""
+    for candidate in ("/usr/bin/python3", "/usr/local/bin/python3"):
+        probe = (
+            subprocess.run(
+                [candidate, "-c", "import sys; print(sys.version_info[:2])"],
+                capture_output=True,
+                text=True,
+                check=False,
+                user="nobody",
+            )
+            if Path(candidate).exists()
+            else None
+        )
+        if probe is not None and probe.stdout.strip() == str(sys.version_info[:2]):
+            return candidate
+    return None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to an unprivileged user")
+def test_a_normal_user_runs_the_stack_as_itself() -> None:
+    python = _python_for_another_user()
+    if python is None:
+        pytest.skip("no Python of this version that user nobody can run")
+    # pytest's own tmp_path sits in a directory only root may enter.
+    home = Path(tempfile.mkdtemp(prefix="saga-user-"))
+    home.chmod(0o755)
+    os.chown(home, NOBODY.pw_uid, NOBODY.pw_gid)
+    workdir = home / ".saga"
+    site = next(p for p in sys.path if p.endswith("site-packages"))
+    env = {"HOME": str(home), "PATH": "/usr/bin:/bin", "PYTHONPATH": f"{site}:{ROOT}"}
+
+    def as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [python, "-m", "saga.cli", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            user=NOBODY.pw_uid,
+            group=NOBODY.pw_gid,
+            extra_groups=[],
+        )
+
+    try:
+        up = as_nobody(
+            "dev", "up", "--dir", str(workdir), "--kafka-port", "0", "--postgres-port", "0"
+        )
+        assert up.returncode == 0, up.stderr
+        state = json.loads((workdir / "stack.json").read_text())
+        for entry in state.values():
+            server = ServerProcess.from_json(entry)
+            assert psutil.Process(server.pid).uids().real == NOBODY.pw_uid, server.name
+        down = as_nobody("dev", "down", "--dir", str(workdir))
+        assert down.returncode == 0, down.stderr
+        for entry in state.values():
+            assert not ServerProcess.from_json(entry).alive()
+        assert servers_under(workdir) == []
+    finally:
+        if (workdir / "stack.json").exists():
+            for entry in json.loads((workdir / "stack.json").read_text()).values():
+                stop(ServerProcess.from_json(entry))
+        shutil.rmtree(home, ignore_errors=True)
