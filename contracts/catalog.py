@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+from contracts.inventory import (
+    InventoryReleased,
+    InventoryReservationFailed,
+    InventoryReserved,
+    ReleaseInventory,
+)
 from contracts.messages import Message
 from contracts.orders import CancelOrder, OrderCancelled, OrderConfirmed, OrderPlaced
+from contracts.payment import PaymentCharged, PaymentFailed, PaymentRefunded, RefundPayment
 from contracts.registry import MessageRegistry
+from contracts.steps import CompensationFailed, StepFailed
 
 ALL_MESSAGES: tuple[type[Message], ...] = (
     OrderPlaced,
     OrderConfirmed,
     CancelOrder,
     OrderCancelled,
+    InventoryReserved,
+    InventoryReservationFailed,
+    ReleaseInventory,
+    InventoryReleased,
+    PaymentCharged,
+    PaymentFailed,
+    RefundPayment,
+    PaymentRefunded,
+    CompensationFailed,
+    StepFailed,
 )
 
 

@@ -8,6 +8,15 @@ consumed topic has a dead-letter companion ``<topic>.dlq``.
 'inventory.events'
 >>> dead_letter_topic("inventory.events")
 'inventory.events.dlq'
+
+A message type is named ``<owner>.<Name>``: an event's owner is the service
+that announces it, a command's owner is the service that carries it out. So
+the topic of any message follows from its type:
+
+>>> topic_for_type("inventory.InventoryReserved", "event")
+'inventory.events'
+>>> topic_for_type("inventory.ReleaseInventory", "command")
+'inventory.commands'
 """
 
 from __future__ import annotations
@@ -38,6 +47,25 @@ def events_topic(service: str) -> str:
 def commands_topic(service: str) -> str:
     """The topic on which ``service`` receives commands (e.g. compensations)."""
     return validate_topic(f"{service}{COMMANDS_SUFFIX}")
+
+
+def prefixed(prefix: str, topic: str) -> str:
+    """``topic`` in a deployment namespace (``SAGA_TOPIC_PREFIX``), e.g. ``staging.``."""
+    return validate_topic(f"{prefix}{topic}")
+
+
+def owner_of(message_type: str) -> str:
+    """The owning service named by ``message_type`` (``"inventory.ReleaseInventory"``)."""
+    owner, dot, name = message_type.rpartition(".")
+    if not dot or not owner or not name:
+        raise ValueError(f"message type {message_type!r} must be '<owner>.<Name>'")
+    return owner
+
+
+def topic_for_type(message_type: str, kind: str) -> str:
+    """Where messages of ``message_type`` travel: the owner's events or commands topic."""
+    owner = owner_of(message_type)
+    return events_topic(owner) if kind == "event" else commands_topic(owner)
 
 
 def dead_letter_topic(topic: str) -> str:

@@ -16,8 +16,12 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from saga.errors import SagaError
+
+if TYPE_CHECKING:
+    from saga.service import Service
 
 DEFAULT_DEV_DIR = Path(".saga")
 
@@ -61,7 +65,41 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run the demo on a throw-away embedded stack")
     demo.set_defaults(run=_demo)
+
+    service = commands.add_parser(
+        "run", help="run a step service, e.g. `saga run services.inventory`"
+    )
+    service.add_argument("module", help="module with a `service = Service(...)` attribute")
+    service.set_defaults(run=_run)
     return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    import importlib
+
+    from saga.service import Service
+
+    module = importlib.import_module(args.module)
+    service = getattr(module, "service", None)
+    if not isinstance(service, Service):
+        print(f"saga: error: {args.module} has no `service = Service(...)`", file=sys.stderr)
+        return 2
+    return run_service(service)
+
+
+def run_service(service: Service) -> int:
+    """Run ``service`` with settings from ``SAGA_*`` until SIGTERM/SIGINT; exit code."""
+    from saga.service_runtime import ServiceRuntime
+    from saga.settings import Settings
+
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root.setLevel(min(root.level, logging.INFO))
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    settings = Settings(service_name=service.name, client_id=service.name)
+    asyncio.run(ServiceRuntime(service, settings).serve())
+    return 0
 
 
 def _dev_up(args: argparse.Namespace) -> int:

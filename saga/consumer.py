@@ -34,11 +34,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import signal
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -49,15 +49,9 @@ from aiokafka.errors import (
     KafkaError,
     RecordTooLargeError,
 )
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
-)
 
-from contracts.codec import RawRecord, decode
+from contracts import headers as h
+from contracts.codec import RawRecord, decode, header_map
 from contracts.envelope import Envelope
 from contracts.errors import InvalidMessage
 from contracts.messages import Message
@@ -67,6 +61,7 @@ from saga.dead_letter import DeadLetter, dead_letter, describe_error, shrink
 from saga.errors import MessageTooLarge
 from saga.kafka_config import client_kwargs
 from saga.publisher import Publisher
+from saga.retry import RetryPolicy, run_with_retry
 from saga.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -89,7 +84,12 @@ class Consumer:
         registry: MessageRegistry,
         publisher: Publisher | None = None,
         client_id: str | None = None,
+        accepts: Callable[[str], bool] | None = None,
+        handler_attempts: int | None = None,
     ) -> None:
+        """``accepts(ce_type)`` false: the record is skipped unread (a shared topic
+        carries types this consumer does not handle). ``handler_attempts``
+        overrides ``settings.handler_max_attempts``; 0 retries without limit."""
         if not topics:
             raise ValueError("a consumer needs at least one topic")
         for topic in topics:
@@ -99,6 +99,17 @@ class Consumer:
         self._group_id = group_id
         self._handler = handler
         self._registry = registry
+        self._accepts = accepts
+        self._handler_attempts = (
+            settings.handler_max_attempts if handler_attempts is None else handler_attempts
+        )
+        self._retry = RetryPolicy(
+            initial_interval=timedelta(milliseconds=settings.handler_retry_initial_ms),
+            maximum_interval=timedelta(
+                milliseconds=max(settings.handler_retry_max_ms, settings.handler_retry_initial_ms)
+            ),
+            maximum_attempts=self._handler_attempts,
+        )
         self._client_id = client_id or f"{settings.client_id}-{group_id}"
         self._own_publisher = publisher is None
         self._publisher = publisher or Publisher(settings, client_id=f"{self._client_id}-dlq")
@@ -135,6 +146,15 @@ class Consumer:
             await self._publisher.start()
         self._kafka.subscribe(self._topics, listener=_Rebalance(self))
         await self._kafka.start()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def assignment(self) -> set[TopicPartition]:
+        """Partitions this member owns now (empty before joining the group)."""
+        assigned: set[TopicPartition] = self._kafka.assignment()
+        return assigned
 
     def stop(self) -> None:
         """Ask :meth:`run` to finish in-flight work, commit and return. Signal-safe."""
@@ -232,6 +252,10 @@ class Consumer:
             headers=tuple(record.headers or ()),
             timestamp_ms=record.timestamp,
         )
+        if self._accepts is not None:
+            message_type = header_map(raw.headers).get(h.TYPE)
+            if message_type and not self._accepts(message_type.decode(errors="replace")):
+                return
         try:
             envelope = decode(raw, self._registry)
         except InvalidMessage as exc:
@@ -249,32 +273,16 @@ class Consumer:
                 # Shutting down mid-retry: leave it uncommitted, to be retried after restart.
                 raise _Abandoned(describe_error(exc)) from exc
             reason = (
-                f"handler failed after {self._settings.handler_max_attempts} attempt(s): "
-                f"{describe_error(exc)}"
+                f"handler failed after {self._handler_attempts} attempt(s): {describe_error(exc)}"
             )
             await self._dead_letter(raw, reason, type(exc).__name__)
 
     async def _call_handler(self, envelope: Envelope[Message]) -> None:
-        # First attempt without retry machinery: it is the common, hot path.
-        try:
+        async def attempt(number: int) -> None:
             await self._handler(envelope)
-            return
-        except Exception:
-            if self._stopping.is_set() or self._settings.handler_max_attempts == 1:
-                raise
-        s = self._settings
-        initial, ceiling = s.handler_retry_initial_ms / 1000, s.handler_retry_max_ms / 1000
-        await asyncio.sleep(min(initial, ceiling) + random.uniform(0, initial))
-        # Waits double from ``initial`` (the sleep above was the first), capped, jittered.
-        async for attempt in AsyncRetrying(
-            stop=stop_after_attempt(s.handler_max_attempts - 1),
-            wait=wait_exponential(multiplier=2 * initial, max=ceiling) + wait_random(0, initial),
-            # Stopping abandons the record (uncommitted, so redelivered) instead of retrying.
-            retry=retry_if_exception(lambda exc: not self._stopping.is_set()),
-            reraise=True,
-        ):
-            with attempt:
-                await self._handler(envelope)
+
+        # Stopping abandons the record (uncommitted, so redelivered) instead of retrying.
+        await run_with_retry(self._retry, attempt, keep_going=lambda: not self._stopping.is_set())
 
     async def _dead_letter(self, raw: RawRecord, reason: str, error_type: str) -> None:
         letter = dead_letter(raw, reason=reason, error_type=error_type, group=self._group_id)

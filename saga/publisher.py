@@ -109,8 +109,23 @@ class Publisher:
             outgoing.append(
                 _Outgoing.of(topic, record.key, record.value, record.headers, envelope.type)
             )
+        return await self._publish_all(outgoing)
+
+    async def publish_raw_many(
+        self, records: Sequence[tuple[str, bytes | None, bytes | None, Headers]]
+    ) -> list[Published]:
+        """Send ``(topic, key, value, headers)`` records in this order; all or nothing sent."""
+        return await self._publish_all(
+            [
+                _Outgoing.of(topic, key, value, headers, "<raw>")
+                for topic, key, value, headers in records
+            ]
+        )
+
+    async def _publish_all(self, outgoing: list[_Outgoing]) -> list[Published]:
         for item in outgoing:
             self._check_size(item)
+        # Enqueued one after the other: per partition, the broker gets them in order.
         pending = [await self._send(item) for item in outgoing]
         return list(await asyncio.gather(*(self._settle(item, f) for item, f in pending)))
 

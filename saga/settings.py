@@ -101,8 +101,22 @@ class Settings(BaseSettings):
     handler_retry_max_ms: int = Field(default=5_000, ge=0)
 
     # --- Topics -----------------------------------------------------------
+    topic_prefix: str = Field(
+        default="",
+        pattern=r"^[a-zA-Z0-9._-]*$",
+        description="Put before every topic name, e.g. 'staging.' to share a cluster.",
+    )
     topic_partitions: int = Field(default=6, gt=0, description="Partitions of created topics.")
     topic_replication_factor: int = Field(default=1, gt=0)
+
+    # --- Services -----------------------------------------------------------
+    health_port: int | None = Field(
+        default=8080, ge=0, description="HTTP health endpoint port (0: any free port; unset: off)."
+    )
+    health_host: str = Field(default="0.0.0.0", description="Address the health endpoint binds.")
+    relay_interval_ms: int = Field(
+        default=500, gt=0, description="How often the outbox relay looks for unsent rows."
+    )
 
     # --- PostgreSQL and telemetry -----------------------------------------
     database_url: SecretStr = Field(

@@ -1,0 +1,39 @@
+"""Contracts of the inventory service: reserve stock for an order, release it."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+
+from contracts.messages import Command, Event
+from contracts.steps import StepFailed
+
+
+class InventoryReserved(Event):
+    message_type: ClassVar[str] = "inventory.InventoryReserved"
+
+    order_id: str = Field(min_length=1)
+    sku: str
+    quantity: int = Field(gt=0)
+    amount_cents: int = Field(gt=0, description="Order amount, for the payment step.")
+
+
+class InventoryReservationFailed(StepFailed):
+    message_type: ClassVar[str] = "inventory.InventoryReservationFailed"
+
+
+class ReleaseInventory(Command):
+    """Compensation of the reservation."""
+
+    message_type: ClassVar[str] = "inventory.ReleaseInventory"
+
+    order_id: str = Field(min_length=1)
+
+
+class InventoryReleased(Event):
+    message_type: ClassVar[str] = "inventory.InventoryReleased"
+
+    order_id: str = Field(min_length=1)
+    #: False when there was nothing to release (never reserved, or already released).
+    released: bool

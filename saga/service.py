@@ -1,0 +1,239 @@
+"""Step services: register forward steps and their compensations with decorators.
+
+A small, complete service::
+
+    from contracts.inventory import InventoryReleased, InventoryReserved, ReleaseInventory
+    from contracts.orders import OrderPlaced
+    from saga import Service, StepContext, StepFailure
+
+    service = Service("inventory", store="postgres")
+
+    @service.on(OrderPlaced, fails_with=InventoryReservationFailed)
+    async def reserve(order: OrderPlaced, ctx: StepContext) -> InventoryReserved:
+        if order.amount_cents > 1_000_000:
+            raise StepFailure("order too large", error_type="OrderTooLarge")
+        await ctx.db.execute("INSERT INTO reservations VALUES ($1)", order.order_id)
+        return InventoryReserved(order_id=order.order_id, sku="sku-1", quantity=1)
+
+    @service.compensate(ReleaseInventory)
+    async def release(command: ReleaseInventory, ctx: StepContext) -> InventoryReleased:
+        deleted = await ctx.db.execute("DELETE FROM reservations WHERE id = $1", command.order_id)
+        return InventoryReleased(order_id=command.order_id, released=deleted != "DELETE 0")
+
+A handler returns its completion event (or several, or none). Raising
+:class:`StepFailure` fails the step at once with its failure event; any other
+error is retried per the step's :class:`~saga.retry.RetryPolicy`, and when
+retries run out the failure event carries the last error's type and message.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal, TypeVar
+
+from contracts.catalog import default_registry
+from contracts.envelope import Envelope
+from contracts.messages import Command, Event, Message
+from contracts.registry import MessageRegistry
+from contracts.steps import StepFailed
+from contracts.topics import commands_topic, events_topic, owner_of, topic_for_type
+from saga.circuit import CircuitBreaker
+from saga.retry import NonRetryableError, RetryPolicy
+
+M = TypeVar("M", bound=Message)
+C = TypeVar("C", bound=Command)
+
+HandlerResult = Event | Sequence[Event] | None
+StepHandler = Callable[[M, "StepContext"], Awaitable[HandlerResult]]
+StoreChoice = Literal["postgres"] | None
+
+#: Compensations must eventually succeed: they are retried longer by default.
+DEFAULT_COMPENSATION_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=60),
+    maximum_attempts=20,
+)
+
+
+class StepFailure(NonRetryableError):
+    """A business failure: the step fails now, without retries.
+
+    ``raise StepFailure("out of stock", error_type="OutOfStock")`` emits the
+    step's failure event with that type and message; ``raise
+    StepFailure(event=MyFailure(...))`` emits the given event instead.
+    """
+
+    def __init__(
+        self, message: str = "", *, error_type: str = "StepFailure", event: Event | None = None
+    ) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.event = event
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a handler knows about the message it handles."""
+
+    envelope: Envelope[Message]
+    step: str
+    attempt: int
+    log: logging.LoggerAdapter[logging.Logger]
+    span: Any
+    #: The delivery's database connection, inside its transaction (``store="postgres"``).
+    db: Any = None
+
+    @property
+    def saga_id(self) -> str:
+        return self.envelope.saga_id
+
+    @property
+    def saga_type(self) -> str | None:
+        return self.envelope.saga_type
+
+    @property
+    def message_id(self) -> str:
+        return self.envelope.id
+
+    @property
+    def causation_id(self) -> str | None:
+        """Id of the message that caused the one being handled."""
+        return self.envelope.causation_id
+
+    @property
+    def idempotency_key(self) -> str:
+        """Stable across redeliveries: pass it to downstream calls to make them idempotent."""
+        return self.envelope.id
+
+
+@dataclass(frozen=True)
+class Step:
+    """One registered handler and how it is run."""
+
+    message: type[Message]
+    handler: Callable[[Any, StepContext], Awaitable[HandlerResult]]
+    name: str
+    compensation: bool
+    retry: RetryPolicy | None
+    timeout: timedelta | None
+    uses: tuple[CircuitBreaker, ...]
+    fails_with: type[StepFailed] | None
+
+    @property
+    def topic(self) -> str:
+        return topic_for_type(self.message.message_type, self.message.kind)
+
+
+@dataclass
+class Service:
+    """An independent step service: its name, its steps and their defaults."""
+
+    name: str
+    store: StoreChoice = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    compensation_retry: RetryPolicy = DEFAULT_COMPENSATION_RETRY
+    timeout: timedelta | None = None
+    #: SQL the service's own tables need, run once at start (idempotent statements).
+    schema: Sequence[str] = ()
+    registry: MessageRegistry = field(default_factory=default_registry)
+    steps: dict[str, Step] = field(default_factory=dict)
+
+    @property
+    def source(self) -> str:
+        return f"/services/{self.name}"
+
+    @property
+    def events_topic(self) -> str:
+        return events_topic(self.name)
+
+    @property
+    def commands_topic(self) -> str:
+        return commands_topic(self.name)
+
+    @property
+    def topics(self) -> list[str]:
+        """Topics this service consumes, in registration order."""
+        return list(dict.fromkeys(step.topic for step in self.steps.values()))
+
+    def on(
+        self,
+        message: type[M],
+        *,
+        step: str | None = None,
+        fails_with: type[StepFailed] | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: timedelta | None = None,
+        uses: Sequence[CircuitBreaker] = (),
+    ) -> Callable[[StepHandler[M]], StepHandler[M]]:
+        """Register a forward step run for each ``message`` (an event or a command)."""
+
+        def register(handler: StepHandler[M]) -> StepHandler[M]:
+            self._add(
+                Step(
+                    message,
+                    handler,
+                    step or handler.__name__,
+                    False,
+                    retry,
+                    timeout,
+                    tuple(uses),
+                    fails_with,
+                )
+            )
+            return handler
+
+        return register
+
+    def compensate(
+        self,
+        command: type[C],
+        *,
+        step: str | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: timedelta | None = None,
+        uses: Sequence[CircuitBreaker] = (),
+    ) -> Callable[[StepHandler[C]], StepHandler[C]]:
+        """Register the undo of a step. It must be idempotent: undoing what never
+        happened (or was undone already) succeeds and says so in its event."""
+        if owner_of(command.message_type) != self.name:
+            raise ValueError(
+                f"{self.name} can only carry out its own commands, not "
+                f"{command.message_type!r} (commands travel on <owner>.commands)"
+            )
+
+        def register(handler: StepHandler[C]) -> StepHandler[C]:
+            self._add(
+                Step(
+                    command,
+                    handler,
+                    step or handler.__name__,
+                    True,
+                    retry,
+                    timeout,
+                    tuple(uses),
+                    None,
+                )
+            )
+            return handler
+
+        return register
+
+    def policy_for(self, step: Step) -> RetryPolicy:
+        if step.retry is not None:
+            return step.retry
+        return self.compensation_retry if step.compensation else self.retry
+
+    def timeout_for(self, step: Step) -> timedelta | None:
+        return step.timeout if step.timeout is not None else self.timeout
+
+    def _add(self, step: Step) -> None:
+        message_type = step.message.message_type
+        if message_type in self.steps:
+            raise ValueError(f"{self.name} already handles {message_type!r}")
+        for model in (step.message, step.fails_with):
+            if model is not None and model.message_type not in self.registry:
+                self.registry.register(model)
+        self.steps[message_type] = step

@@ -1,0 +1,154 @@
+"""Runs a :class:`~saga.service.Service` as its own process on Kafka.
+
+Wiring: topics provisioned, the store migrated, a consumer group named after
+the service reading the topics of its steps, a :class:`~saga.step_runner.StepRunner`
+per delivery, the outbox relay, and the health endpoint. SIGTERM/SIGINT stop
+it gracefully (in-flight deliveries finish, offsets are committed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+from contracts.codec import EncodedRecord
+from contracts.envelope import Envelope
+from contracts.messages import Message
+from contracts.topics import prefixed
+from saga.circuit import CircuitBreaker
+from saga.consumer import Consumer
+from saga.health import HealthServer
+from saga.provisioning import ensure_topics
+from saga.publisher import Publisher
+from saga.service import Service
+from saga.settings import Settings
+from saga.step_runner import StepRunner
+from saga.store.relay import OutboxRelay
+from saga.store.service_store import PostgresServiceStore
+
+log = logging.getLogger(__name__)
+
+
+class ServiceRuntime:
+    """``await ServiceRuntime(service, settings).serve()`` runs until SIGTERM/SIGINT."""
+
+    def __init__(self, service: Service, settings: Settings) -> None:
+        if not service.steps:
+            raise ValueError(f"service {service.name!r} has no steps")
+        self.service = service
+        self.settings = settings
+        prefix = settings.topic_prefix
+        self.topics = [prefixed(prefix, topic) for topic in service.topics]
+        self.events_topic = prefixed(prefix, service.events_topic)
+        self.commands_topic = prefixed(prefix, service.commands_topic)
+        self.publisher = Publisher(settings, client_id=f"{service.name}-producer")
+        self.store = (
+            PostgresServiceStore(
+                settings.database_url.get_secret_value(), service.name, schema=service.schema
+            )
+            if service.store == "postgres"
+            else None
+        )
+        self.relay = (
+            OutboxRelay(self.store, self.publisher, interval_s=settings.relay_interval_ms / 1000)
+            if self.store is not None
+            else None
+        )
+        self.consumer = Consumer(
+            settings,
+            topics=self.topics,
+            group_id=service.name,
+            handler=self._handle,
+            registry=service.registry,
+            publisher=self.publisher,
+            client_id=f"{service.name}-consumer",
+            accepts=service.steps.__contains__,
+            # Step errors are handled by the runner; what reaches the consumer is
+            # infrastructure (database, broker) and is retried until it recovers.
+            handler_attempts=0,
+        )
+        self.runner = StepRunner(
+            service,
+            store=self.store,
+            emit=self._emit,
+            after_commit=self.relay.publish if self.relay is not None else None,
+            keep_going=lambda: not self.consumer.stopping,
+            events_topic=self.events_topic,
+        )
+        self.health = (
+            HealthServer(self._report, host=settings.health_host, port=settings.health_port)
+            if settings.health_port is not None
+            else None
+        )
+        self._relay_task: asyncio.Task[None] | None = None
+        self._ready = False
+
+    async def start(self) -> None:
+        service = self.service
+        await ensure_topics(self.settings, [*self.topics, self.events_topic, self.commands_topic])
+        if self.health is not None:
+            await self.health.start()
+        await self.publisher.start()
+        if self.store is not None and self.relay is not None:
+            await self.store.start()
+            await self.relay.publish_pending()  # left over from a crash
+            self._relay_task = asyncio.create_task(self.relay.run(), name="outbox relay")
+        await self.consumer.start()
+        self._ready = True
+        log.info("service %s consuming %s", service.name, ", ".join(self.topics))
+
+    async def run(self) -> None:
+        try:
+            await self.consumer.run()
+        finally:
+            self._ready = False
+            await self._close()
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        try:
+            await self.start()
+            await self.run()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+    def stop(self) -> None:
+        self._ready = False
+        self.consumer.stop()
+
+    async def _handle(self, envelope: Envelope[Message]) -> None:
+        await self.runner.handle(envelope)
+
+    async def _emit(self, records: list[tuple[str, EncodedRecord]]) -> None:
+        await self.publisher.publish_raw_many(
+            [(topic, r.key, r.value, r.headers) for topic, r in records]
+        )
+
+    def _report(self) -> tuple[bool, dict[str, Any]]:
+        breakers = {b.name for step in self.service.steps.values() for b in step.uses}
+        return self._ready, {
+            "service": self.service.name,
+            "partitions": len(self.consumer.assignment()) if self._ready else 0,
+            "circuits": CircuitBreaker.states(breakers),
+        }
+
+    async def _close(self) -> None:
+        if self.relay is not None:
+            self.relay.stop()
+        if self._relay_task is not None:
+            with contextlib.suppress(Exception):
+                await self._relay_task
+        with contextlib.suppress(Exception):
+            if self.relay is not None:
+                await self.relay.publish_pending()
+        await self.publisher.stop()
+        if self.store is not None:
+            await self.store.stop()
+        if self.health is not None:
+            await self.health.stop()

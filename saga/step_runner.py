@@ -1,0 +1,279 @@
+"""Runs one delivery through its step: dedupe, retry, timeout, breakers, emit.
+
+The same runner serves the Kafka runtime and the in-memory test kit; only the
+store and the way records leave differ.
+
+Outcomes:
+
+* ``completed``: the handler returned; its events are emitted with the attempt
+  number that produced them.
+* ``failed``: :class:`~saga.service.StepFailure`, a non-retryable error, or
+  retries exhausted: the step's failure event is emitted (error type and
+  message, attempts) instead.
+* ``compensation_failed``: a compensation ran out of retries:
+  :class:`~contracts.steps.CompensationFailed` is emitted for an operator.
+* ``duplicate``: the inbox already holds this message id: nothing runs, nothing
+  is emitted again.
+* ``ignored``: no step handles this type.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal
+
+from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from contracts.codec import EncodedRecord, encode
+from contracts.envelope import Envelope
+from contracts.messages import Event, Message
+from contracts.steps import CompensationFailed, StepFailed
+from saga.dead_letter import describe_error
+from saga.retry import run_with_retry
+from saga.service import Service, Step, StepContext, StepFailure
+from saga.store.service_store import Delivery, DeliveryStore
+
+log = logging.getLogger(__name__)
+_tracer = trace.get_tracer("saga")
+_propagator = TraceContextTextMapPropagator()
+
+OutcomeKind = Literal["completed", "failed", "compensation_failed", "duplicate", "ignored"]
+#: Publishes records of a service without a store (at-least-once).
+Emit = Callable[[list[tuple[str, EncodedRecord]]], Awaitable[None]]
+#: Called with outbox row ids once their transaction committed.
+AfterCommit = Callable[[list[int]], Awaitable[object]]
+Sleep = Callable[[float], Awaitable[None]]
+
+MAX_ERROR_MESSAGE = 500
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: OutcomeKind
+    attempts: int = 0
+    emitted: list[Envelope[Message]] = field(default_factory=list)
+
+
+class _Duplicate(Exception):
+    pass
+
+
+class StepRunner:
+    """Handles envelopes for ``service``."""
+
+    def __init__(
+        self,
+        service: Service,
+        *,
+        store: DeliveryStore | None,
+        emit: Emit,
+        after_commit: AfterCommit | None = None,
+        sleep: Sleep = asyncio.sleep,
+        keep_going: Callable[[], bool] = lambda: True,
+        events_topic: str | None = None,
+    ) -> None:
+        self.service = service
+        self.events_topic = events_topic or service.events_topic
+        self._store = store
+        self._emit = emit
+        self._after_commit = after_commit
+        self._sleep = sleep
+        self._keep_going = keep_going
+
+    async def handle(self, envelope: Envelope[Message]) -> Outcome:
+        step = self.service.steps.get(envelope.type)
+        if step is None:
+            return Outcome("ignored")
+        parent = _propagator.extract(
+            {
+                k: v
+                for k, v in (
+                    ("traceparent", envelope.traceparent),
+                    ("tracestate", envelope.tracestate),
+                )
+                if v
+            }
+        )
+        with _tracer.start_as_current_span(
+            f"{step.name} process",
+            context=parent,
+            kind=trace.SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.operation.type": "process",
+                "messaging.message.id": envelope.id,
+                "saga.id": envelope.saga_id,
+                "saga.type": envelope.saga_type or "",
+                "saga.step": step.name,
+            },
+        ) as span:
+            outcome = await self._run(step, envelope, span)
+            span.set_attribute("saga.outcome", outcome.kind)
+            span.set_attribute("saga.attempt", outcome.attempts)
+            return outcome
+
+    async def _run(self, step: Step, envelope: Envelope[Message], span: Any) -> Outcome:
+        policy = self.service.policy_for(step)
+        timeout = self.service.timeout_for(step)
+        logger = logging.LoggerAdapter(
+            logging.getLogger(f"saga.service.{self.service.name}"),
+            {"saga_id": envelope.saga_id, "step": step.name},
+        )
+        last_attempt = 0
+
+        async def attempt(number: int) -> tuple[list[Envelope[Message]], list[int]]:
+            nonlocal last_attempt
+            last_attempt = number
+            span.set_attribute("saga.attempt", number)
+            for breaker in step.uses:
+                breaker.check()  # fails fast while open: retried later per policy
+            async with self._delivery(envelope, "completed", number) as delivery:
+                if delivery.duplicate:
+                    raise _Duplicate
+                ctx = StepContext(envelope, step.name, number, logger, span, delivery.connection)
+                try:
+                    result = await _within(timeout, step.handler(envelope.payload, ctx))
+                except StepFailure:
+                    _record(step, None)  # a business refusal: the dependency worked
+                    raise
+                except Exception as exc:
+                    _record(step, exc)
+                    raise
+                _record(step, None)
+                emitted = [self._caused(envelope, event, step, number) for event in _events(result)]
+                for out in emitted:
+                    delivery.emit(self.events_topic, encode(out))
+            return emitted, delivery.outbox_ids
+
+        def retrying(number: int, error: BaseException, delay: timedelta) -> None:
+            logger.warning(
+                "attempt %d failed (%s); retrying in %.2fs",
+                number,
+                describe_error(error),
+                delay.total_seconds(),
+            )
+
+        try:
+            emitted, ids = await run_with_retry(
+                policy,
+                attempt,
+                keep_going=self._keep_going,
+                before_sleep=retrying,
+                sleep=self._sleep,
+            )
+        except _Duplicate:
+            logger.info("duplicate delivery of %s: already handled", envelope.id)
+            return Outcome("duplicate", last_attempt)
+        except Exception as exc:
+            if not self._keep_going() and not isinstance(exc, StepFailure):
+                raise  # shutting down mid-retry: leave the record for redelivery
+            return await self._fail(step, envelope, exc, last_attempt, logger)
+        await self._publish(emitted, ids)
+        return Outcome("completed", last_attempt, emitted)
+
+    async def _fail(
+        self,
+        step: Step,
+        envelope: Envelope[Message],
+        error: BaseException,
+        attempts: int,
+        logger: logging.LoggerAdapter[logging.Logger],
+    ) -> Outcome:
+        failure = _failure_event(step, error, attempts)
+        kind: OutcomeKind = "compensation_failed" if step.compensation else "failed"
+        logger.warning(
+            "step %s %s after %d attempt(s): %s", step.name, kind, attempts, describe_error(error)
+        )
+        out = self._caused(envelope, failure, step, attempts)
+        async with self._delivery(envelope, kind, attempts) as delivery:
+            if delivery.duplicate:
+                return Outcome("duplicate", attempts)
+            delivery.emit(self.events_topic, encode(out))
+        await self._publish([out], delivery.outbox_ids)
+        return Outcome(kind, attempts, [out])
+
+    def _caused(
+        self, incoming: Envelope[Message], event: Event, step: Step, attempt: int
+    ) -> Envelope[Message]:
+        carrier: dict[str, str] = {}
+        _propagator.inject(carrier)
+        out = incoming.caused(event, source=self.service.source, step=step.name)
+        return out.replace(
+            attempt=attempt,
+            traceparent=carrier.get("traceparent", out.traceparent),
+            tracestate=carrier.get("tracestate", out.tracestate),
+        )
+
+    @asynccontextmanager
+    async def _delivery(
+        self, envelope: Envelope[Message], outcome: str, attempts: int
+    ) -> AsyncIterator[Delivery]:
+        if self._store is None:
+            yield Delivery(duplicate=False)
+            return
+        async with self._store.delivery(
+            envelope.id, envelope.type, envelope.saga_id, outcome, attempts
+        ) as delivery:
+            yield delivery
+
+    async def _publish(self, emitted: Sequence[Envelope[Message]], ids: list[int]) -> None:
+        if self._store is None:
+            await self._emit([(self.events_topic, encode(e)) for e in emitted])
+        elif ids and self._after_commit is not None:
+            try:
+                await self._after_commit(ids)
+            except Exception as exc:
+                # Committed in the outbox: the relay publishes it later.
+                log.warning(
+                    "publish after commit failed (%s); relay will retry", describe_error(exc)
+                )
+
+
+def _events(result: Event | Sequence[Event] | None) -> list[Event]:
+    if result is None:
+        return []
+    if isinstance(result, Event):
+        return [result]
+    return list(result)
+
+
+async def _within(limit: timedelta | None, work: Awaitable[Any]) -> Any:
+    if limit is None:
+        return await work
+    seconds = limit.total_seconds()
+    try:
+        async with asyncio.timeout(seconds):
+            return await work
+    except TimeoutError:
+        raise StepTimeout(f"step exceeded its timeout of {seconds:g}s") from None
+
+
+class StepTimeout(TimeoutError):
+    """An attempt ran longer than the step's timeout; retried per policy."""
+
+
+def _record(step: Step, error: BaseException | None) -> None:
+    for breaker in step.uses:
+        breaker.record(error)
+
+
+def _failure_event(step: Step, error: BaseException, attempts: int) -> Event:
+    if isinstance(error, StepFailure) and error.event is not None:
+        return error.event
+    error_type = error.error_type if isinstance(error, StepFailure) else type(error).__name__
+    message = " ".join(str(error).split())[:MAX_ERROR_MESSAGE]
+    if step.compensation:
+        return CompensationFailed(
+            command_type=step.message.message_type,
+            error_type=error_type,
+            error_message=message,
+            attempts=attempts,
+        )
+    model = step.fails_with or StepFailed
+    return model(error_type=error_type, error_message=message, attempts=attempts)

@@ -1,0 +1,1 @@
+"""Durable state in PostgreSQL: schema migrations, the service inbox/outbox, the relay."""

@@ -1,0 +1,74 @@
+"""The database schema: numbered, append-only migrations per component.
+
+Never edit a migration that has shipped; add the next number. ``migrate``
+applies what is missing under an advisory lock, so several processes starting
+at once apply each migration exactly once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+#: component -> ordered migrations (index + 1 = version).
+MIGRATIONS: Final[dict[str, tuple[str, ...]]] = {
+    "service": (
+        # 1: inbox (one row per handled message) and outbox (events to publish).
+        """
+        CREATE TABLE saga_inbox (
+            service      text        NOT NULL,
+            message_id   text        NOT NULL,
+            message_type text        NOT NULL,
+            saga_id      text        NOT NULL,
+            outcome      text        NOT NULL,
+            attempts     integer     NOT NULL,
+            handled_at   timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (service, message_id)
+        );
+        CREATE TABLE saga_outbox (
+            id         bigserial   PRIMARY KEY,
+            service    text        NOT NULL,
+            topic      text        NOT NULL,
+            key        bytea,
+            value      bytea,
+            headers    jsonb       NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            sent_at    timestamptz
+        );
+        CREATE INDEX saga_outbox_unsent ON saga_outbox (service, id) WHERE sent_at IS NULL;
+        """,
+    ),
+}
+
+_LOCK_KEY = 0x5A6A  # advisory lock for migrations
+
+
+async def migrate(connection: Any, component: str, *, extra: Sequence[str] = ()) -> int:
+    """Bring ``component``'s tables up to date; returns the resulting version.
+
+    ``extra`` statements (a service's own idempotent DDL) run after, under the
+    same lock, so concurrent starts do not race on ``CREATE ... IF NOT EXISTS``.
+    """
+    steps = MIGRATIONS[component]
+    async with connection.transaction():
+        await connection.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
+        await connection.execute(
+            "CREATE TABLE IF NOT EXISTS saga_schema_version ("
+            " component text PRIMARY KEY, version integer NOT NULL)"
+        )
+        current = await connection.fetchval(
+            "SELECT version FROM saga_schema_version WHERE component = $1", component
+        )
+        current = current or 0
+        for version in range(current + 1, len(steps) + 1):
+            await connection.execute(steps[version - 1])
+        if len(steps) > current:
+            await connection.execute(
+                "INSERT INTO saga_schema_version VALUES ($1, $2) "
+                "ON CONFLICT (component) DO UPDATE SET version = EXCLUDED.version",
+                component,
+                len(steps),
+            )
+        for statement in extra:
+            await connection.execute(statement)
+    return len(steps)

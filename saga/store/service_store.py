@@ -1,0 +1,194 @@
+"""A step service's inbox and outbox: one transaction per delivery.
+
+Within :meth:`ServiceStore.delivery` the inbox row (message id), the handler's
+own writes (on ``delivery.connection``) and the outgoing records (outbox rows)
+commit together or not at all. A message already in the inbox is reported as
+a duplicate, and the handler is not run again.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import asyncpg
+
+from contracts.codec import EncodedRecord
+from saga.store.schema import migrate
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]]
+
+
+@dataclass
+class Delivery:
+    """One attempt at one message, inside one transaction (when there is a store)."""
+
+    duplicate: bool
+    connection: Any = None
+    outgoing: list[tuple[str, EncodedRecord]] = field(default_factory=list)
+    outbox_ids: list[int] = field(default_factory=list)
+
+    def emit(self, topic: str, record: EncodedRecord) -> None:
+        self.outgoing.append((topic, record))
+
+
+class DeliveryStore(Protocol):
+    """Where a service records what it handled and what it must publish."""
+
+    def delivery(
+        self, message_id: str, message_type: str, saga_id: str, outcome: str, attempts: int
+    ) -> AbstractAsyncContextManager[Delivery]: ...
+
+
+class PostgresServiceStore:
+    """Inbox/outbox in PostgreSQL for service ``service``."""
+
+    def __init__(
+        self,
+        database_url: str,
+        service: str,
+        *,
+        schema: Sequence[str] = (),
+        pool_size: int = 10,
+    ) -> None:
+        self.database_url = database_url
+        self.service = service
+        self._schema = schema
+        self._pool_size = pool_size
+        self._pool: Any = None
+
+    @property
+    def pool(self) -> Any:
+        if self._pool is None:
+            raise RuntimeError("the store is not started")
+        return self._pool
+
+    async def start(self) -> None:
+        self._pool = await asyncpg.create_pool(
+            self.database_url, min_size=1, max_size=self._pool_size
+        )
+        async with self._pool.acquire() as connection:
+            await migrate(connection, "service", extra=self._schema)
+
+    async def stop(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    @asynccontextmanager
+    async def delivery(
+        self, message_id: str, message_type: str, saga_id: str, outcome: str, attempts: int
+    ) -> AsyncIterator[Delivery]:
+        """A transaction that claims ``message_id`` in the inbox, or reports a duplicate.
+
+        ``outcome`` and ``attempts`` are what the inbox records if the block
+        succeeds; the outbox rows for ``delivery.emit``-ed records are written
+        before commit. Any error rolls everything back.
+        """
+        async with self.pool.acquire() as connection, connection.transaction():
+            claimed = await connection.fetchval(
+                "INSERT INTO saga_inbox (service, message_id, message_type, saga_id, outcome,"
+                " attempts) VALUES ($1, $2, $3, $4, $5, $6)"
+                " ON CONFLICT (service, message_id) DO NOTHING RETURNING true",
+                self.service,
+                message_id,
+                message_type,
+                saga_id,
+                outcome,
+                attempts,
+            )
+            delivery = Delivery(duplicate=not claimed, connection=connection)
+            yield delivery
+            if delivery.outgoing and not delivery.duplicate:
+                delivery.outbox_ids = await self._write_outbox(connection, delivery.outgoing)
+
+    async def _write_outbox(
+        self, connection: Any, outgoing: Sequence[tuple[str, EncodedRecord]]
+    ) -> list[int]:
+        rows = await connection.fetch(
+            "INSERT INTO saga_outbox (service, topic, key, value, headers)"
+            " SELECT $1, t.topic, t.key, t.value, t.headers::jsonb"
+            " FROM unnest($2::text[], $3::bytea[], $4::bytea[], $5::text[])"
+            " WITH ORDINALITY AS t(topic, key, value, headers, n) ORDER BY t.n RETURNING id",
+            self.service,
+            [topic for topic, _ in outgoing],
+            [record.key for _, record in outgoing],
+            [record.value for _, record in outgoing],
+            [_headers_json(record.headers) for _, record in outgoing],
+        )
+        return sorted(row["id"] for row in rows)
+
+    async def unsent(
+        self, connection: Any, ids: Sequence[int] | None, limit: int
+    ) -> list[OutboxRow]:
+        """Lock unsent rows (all, or ``ids``) in id order, skipping rows locked elsewhere.
+
+        For ``ids``, a row is left to the relay if an older unsent row with the
+        same key exists: one saga's events go out in the order written.
+        """
+        if ids is None:
+            rows = await connection.fetch(
+                "SELECT id, topic, key, value, headers FROM saga_outbox"
+                " WHERE service = $1 AND sent_at IS NULL ORDER BY id LIMIT $2"
+                " FOR UPDATE SKIP LOCKED",
+                self.service,
+                limit,
+            )
+        else:
+            rows = await connection.fetch(
+                "SELECT o.id, o.topic, o.key, o.value, o.headers FROM saga_outbox o"
+                " WHERE o.id = ANY($2::bigint[]) AND o.sent_at IS NULL AND NOT EXISTS ("
+                "   SELECT 1 FROM saga_outbox p WHERE p.service = $1 AND p.sent_at IS NULL"
+                "   AND p.key IS NOT DISTINCT FROM o.key AND p.id < o.id"
+                "   AND NOT p.id = ANY($2::bigint[]))"
+                " ORDER BY o.id FOR UPDATE SKIP LOCKED",
+                self.service,
+                list(ids),
+            )
+        return [
+            OutboxRow(
+                id=row["id"],
+                topic=row["topic"],
+                key=row["key"],
+                value=row["value"],
+                headers=_headers_from_json(row["headers"]),
+            )
+            for row in rows
+        ]
+
+    async def mark_sent(self, connection: Any, ids: Sequence[int]) -> None:
+        await connection.execute(
+            "UPDATE saga_outbox SET sent_at = now() WHERE id = ANY($1::bigint[])", list(ids)
+        )
+
+    async def outcome(self, message_id: str) -> str | None:
+        return await self.pool.fetchval(  # type: ignore[no-any-return]
+            "SELECT outcome FROM saga_inbox WHERE service = $1 AND message_id = $2",
+            self.service,
+            message_id,
+        )
+
+
+def _headers_json(headers: Sequence[tuple[str, bytes | None]]) -> str:
+    return json.dumps(
+        [
+            [name, None if value is None else base64.b64encode(value).decode()]
+            for name, value in headers
+        ]
+    )
+
+
+def _headers_from_json(raw: str | list[Any]) -> list[tuple[str, bytes | None]]:
+    data = json.loads(raw) if isinstance(raw, str) else raw
+    return [(name, None if value is None else base64.b64decode(value)) for name, value in data]

@@ -1,0 +1,168 @@
+"""Test a step service without a broker: same handlers, same runner, in memory.
+
+>>> from contracts.orders import OrderPlaced
+>>> async def test_reserve() -> None:                      # doctest: +SKIP
+...     kit = ServiceTestKit(service)
+...     outcome = await kit.send(OrderPlaced(order_id="o-1", customer_id="c", amount_cents=5),
+...                              saga_id="o-1")
+...     assert outcome.kind == "completed"
+...     assert [e.type for e in kit.emitted()] == ["inventory.InventoryReserved"]
+
+Retry delays are skipped (the attempts still happen), so a policy with long
+backoffs tests in milliseconds. With ``inbox=True`` (the default for services
+with a store) a message id is handled once, as the PostgreSQL inbox would.
+Handlers that use ``ctx.db`` need a real database: pass ``database_url`` to
+run the PostgreSQL store itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from contracts.codec import EncodedRecord, RawRecord, decode, encode
+from contracts.envelope import Envelope
+from contracts.messages import Message
+from contracts.topics import topic_for_type
+from saga.service import Service
+from saga.step_runner import Outcome, StepRunner
+from saga.store.service_store import Delivery, DeliveryStore, PostgresServiceStore
+
+__all__ = ["InMemoryTransport", "ServiceTestKit"]
+
+
+class InMemoryTransport:
+    """Topics as in-memory logs of encoded records, read back as envelopes."""
+
+    def __init__(self) -> None:
+        self.topics: dict[str, list[EncodedRecord]] = defaultdict(list)
+
+    def publish(self, topic: str, record: EncodedRecord) -> None:
+        self.topics[topic].append(record)
+
+    def read(self, topic: str, service: Service) -> list[Envelope[Message]]:
+        """Every record on ``topic``, decoded exactly as a consumer would."""
+        return [
+            decode(RawRecord(topic, 0, offset, r.key, r.value, list(r.headers)), service.registry)
+            for offset, r in enumerate(self.topics[topic])
+        ]
+
+
+class _MemoryStore:
+    """The inbox/outbox contract of the PostgreSQL store, in memory."""
+
+    def __init__(self, transport: InMemoryTransport) -> None:
+        self._transport = transport
+        self.inbox: dict[str, str] = {}
+        self._outbox: dict[int, tuple[str, EncodedRecord]] = {}
+        self._ids = itertools.count(1)
+
+    @asynccontextmanager
+    async def delivery(
+        self, message_id: str, message_type: str, saga_id: str, outcome: str, attempts: int
+    ) -> AsyncIterator[Delivery]:
+        delivery = Delivery(duplicate=message_id in self.inbox)
+        yield delivery  # an exception here leaves nothing behind: a rollback
+        if not delivery.duplicate:
+            self.inbox[message_id] = outcome
+            for topic_record in delivery.outgoing:
+                row = next(self._ids)
+                self._outbox[row] = topic_record
+                delivery.outbox_ids.append(row)
+
+    async def publish(self, ids: list[int]) -> None:
+        for row in ids:
+            self._transport.publish(*self._outbox.pop(row))
+
+
+class ServiceTestKit:
+    """Runs ``service``'s handlers against an :class:`InMemoryTransport`."""
+
+    def __init__(
+        self,
+        service: Service,
+        *,
+        inbox: bool | None = None,
+        database_url: str | None = None,
+        skip_retry_delays: bool = True,
+    ) -> None:
+        self.service = service
+        self.transport = InMemoryTransport()
+        self.delays: list[float] = []
+        self._postgres: PostgresServiceStore | None = None
+        store: DeliveryStore | None = None
+        after_commit: Any = None
+        if database_url is not None:
+            self._postgres = PostgresServiceStore(database_url, service.name, schema=service.schema)
+            store = self._postgres
+            after_commit = self._publish_outbox
+        elif inbox if inbox is not None else service.store is not None:
+            memory = _MemoryStore(self.transport)
+            store, after_commit = memory, memory.publish
+        self._skip = skip_retry_delays
+        self.runner = StepRunner(
+            service, store=store, emit=self._emit, after_commit=after_commit, sleep=self._sleep
+        )
+
+    async def __aenter__(self) -> ServiceTestKit:
+        if self._postgres is not None:
+            await self._postgres.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._postgres is not None:
+            await self._postgres.stop()
+
+    async def send(
+        self,
+        message: Message,
+        *,
+        saga_id: str,
+        saga_type: str | None = None,
+        source: str = "/tests",
+    ) -> Outcome:
+        """Publish ``message`` on its topic as another service would, and handle it."""
+        envelope: Envelope[Message] = Envelope(
+            payload=message, saga_id=saga_id, saga_type=saga_type, source=source
+        )
+        return await self.deliver(envelope)
+
+    async def deliver(self, envelope: Envelope[Message]) -> Outcome:
+        """Handle ``envelope`` (again, to test redelivery) through the real codec."""
+        topic = topic_for_type(envelope.type, envelope.payload.kind)
+        record = encode(envelope)
+        self.transport.publish(topic, record)
+        read = decode(
+            RawRecord(topic, 0, 0, record.key, record.value, record.headers), self.service.registry
+        )
+        return await self.runner.handle(read)
+
+    def emitted(self) -> list[Envelope[Message]]:
+        """Everything the service published on its events topic, in order."""
+        return self.transport.read(self.service.events_topic, self.service)
+
+    async def _emit(self, records: list[tuple[str, EncodedRecord]]) -> None:
+        for topic, record in records:
+            self.transport.publish(topic, record)
+
+    async def _publish_outbox(self, ids: list[int]) -> None:
+        assert self._postgres is not None
+        async with self._postgres.pool.acquire() as connection, connection.transaction():
+            rows = await self._postgres.unsent(connection, ids, len(ids))
+            for row in rows:
+                self.transport.publish(
+                    row.topic,
+                    EncodedRecord(
+                        row.key or b"", row.value or b"", [(n, v or b"") for n, v in row.headers]
+                    ),
+                )
+            await self._postgres.mark_sent(connection, [row.id for row in rows])
+
+    async def _sleep(self, seconds: float) -> None:
+        self.delays.append(seconds)
+        if not self._skip:
+            await asyncio.sleep(seconds)

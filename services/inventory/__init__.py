@@ -1,0 +1,5 @@
+"""The inventory service: reserves stock for placed orders, releases it on compensation."""
+
+from services.inventory.service import service
+
+__all__ = ["service"]
