@@ -98,7 +98,11 @@ def run_service(service: Service) -> int:
     root.setLevel(min(root.level, logging.INFO))
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     settings = Settings(service_name=service.name, client_id=service.name)
-    asyncio.run(ServiceRuntime(service, settings).serve())
+
+    async def serve() -> None:
+        await ServiceRuntime(service, settings).serve()
+
+    asyncio.run(serve())
     return 0
 
 

@@ -35,7 +35,7 @@ from contracts.envelope import Envelope
 from contracts.messages import Event, Message
 from contracts.steps import CompensationFailed, StepFailed
 from saga.dead_letter import describe_error
-from saga.retry import run_with_retry
+from saga.retry import NonRetryableError, run_with_retry
 from saga.service import Service, Step, StepContext, StepFailure
 from saga.store.service_store import Delivery, DeliveryStore
 
@@ -60,8 +60,8 @@ class Outcome:
     emitted: list[Envelope[Message]] = field(default_factory=list)
 
 
-class _Duplicate(Exception):
-    pass
+class _Duplicate(NonRetryableError):
+    """The inbox already holds this message: stop, run nothing."""
 
 
 class StepRunner:

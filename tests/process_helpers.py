@@ -47,7 +47,7 @@ class Child:
 
 
 @contextlib.asynccontextmanager
-async def child(module: str, *args: str) -> AsyncIterator[Child]:
+async def child(module: str, *args: str, env: dict[str, str] | None = None) -> AsyncIterator[Child]:
     """Run ``python -m module args``; SIGKILL it by pid on exit if it still runs."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -57,6 +57,7 @@ async def child(module: str, *args: str) -> AsyncIterator[Child]:
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
         stderr=None,
+        env={**os.environ, **env} if env is not None else None,
     )
     try:
         yield Child(proc)

@@ -1,0 +1,349 @@
+"""Step services as real processes on the real broker and PostgreSQL."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import threading
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import asyncpg
+import psutil
+import pytest
+
+from contracts.catalog import default_registry
+from contracts.codec import RawRecord, decode
+from contracts.envelope import Envelope
+from contracts.inventory import (
+    InventoryReleased,
+    InventoryReservationFailed,
+    InventoryReserved,
+    ReleaseInventory,
+)
+from contracts.messages import Message
+from contracts.orders import OrderPlaced
+from contracts.topics import topic_for_type
+from saga.dev.broker import start_broker
+from saga.dev.processes import free_port, stop
+from saga.publisher import Publisher
+from saga.settings import Settings
+from tests.conftest import Infra
+from tests.kafka_helpers import eventually, read_records
+from tests.process_helpers import Child, child
+
+
+@dataclass
+class Deployment:
+    """Where a service process runs and how to reach it."""
+
+    name: str
+    env: dict[str, str]
+    settings: Settings
+    infra: Infra
+
+    @property
+    def prefix(self) -> str:
+        return self.env["SAGA_TOPIC_PREFIX"]
+
+    def topic(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    @property
+    def health(self) -> str:
+        return f"http://127.0.0.1:{self.env['SAGA_HEALTH_PORT']}"
+
+    async def send(self, message: Message, saga_id: str, **extra: object) -> Envelope[Message]:
+        envelope: Envelope[Message] = Envelope(
+            payload=message,
+            saga_id=saga_id,
+            source="/tests",
+            saga_type="order",
+            **extra,  # type: ignore[arg-type]
+        )
+        async with Publisher(self.settings) as publisher:
+            await publisher.publish(
+                self.topic(topic_for_type(message.message_type, message.kind)), envelope
+            )
+        return envelope
+
+    async def events(self, count: int, timeout_s: float = 60) -> list[Envelope[Message]]:
+        topic = self.topic(f"{self.name}.events")
+        records = await read_records(self.settings, topic, count, timeout_s=timeout_s)
+        registry = default_registry()
+        return [
+            decode(
+                RawRecord(topic, r.partition, r.offset, r.key, r.value, list(r.headers)), registry
+            )
+            for r in records
+        ]
+
+    async def no_more_events(self, beyond: int) -> None:
+        with pytest.raises(TimeoutError):
+            await self.events(beyond + 1, timeout_s=3)
+
+    async def query(self, sql: str, *args: object) -> list[asyncpg.Record]:
+        connection = await asyncpg.connect(self.infra.database_url)
+        try:
+            return list(await connection.fetch(sql, *args))
+        finally:
+            await connection.close()
+
+    def status(self, path: str = "/readyz") -> tuple[int, dict[str, object]]:
+        try:
+            with urllib.request.urlopen(self.health + path, timeout=2) as answer:  # noqa: S310
+                return answer.status, json.loads(answer.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+        except OSError:
+            return 0, {}
+
+
+def deployment(
+    infra: Infra, settings: Settings, name: str, bootstrap: str | None = None
+) -> Deployment:
+    prefix = f"t{uuid.uuid4().hex[:8]}."
+    bootstrap = bootstrap or infra.bootstrap_servers
+    env = {
+        "SAGA_BOOTSTRAP_SERVERS": bootstrap,
+        "SAGA_DATABASE_URL": infra.database_url,
+        "SAGA_ENABLE_IDEMPOTENCE": str(settings.enable_idempotence).lower(),
+        "SAGA_FETCH_MAX_WAIT_MS": str(settings.fetch_max_wait_ms),
+        "SAGA_TOPIC_PREFIX": prefix,
+        "SAGA_TOPIC_PARTITIONS": "3",
+        "SAGA_HEALTH_PORT": str(free_port()),
+        "SAGA_HEALTH_HOST": "127.0.0.1",
+        "SAGA_SESSION_TIMEOUT_MS": "6000",
+        "SAGA_HEARTBEAT_INTERVAL_MS": "500",
+        "SAGA_COMMIT_INTERVAL_MS": "20",
+        "SAGA_RELAY_INTERVAL_MS": "100",
+        "STEP_SERVICE": name,
+    }
+    local = settings.model_copy(update={"bootstrap_servers": bootstrap, "topic_prefix": prefix})
+    return Deployment(name, env, local, infra)
+
+
+@pytest.fixture
+def steps(infra: Infra, settings: Settings) -> Deployment:
+    return deployment(infra, settings, f"steps{uuid.uuid4().hex[:6]}")
+
+
+@contextlib.asynccontextmanager
+async def running(
+    where: Deployment, module: str = "tests.integration.step_service", *args: str, **env: str
+) -> AsyncIterator[Child]:
+    async with child(module, *args, env={**where.env, **env}) as process:
+
+        def ready() -> bool:
+            if process.proc.returncode is not None:
+                raise AssertionError(f"service exited with {process.proc.returncode}")
+            return where.status()[0] == 200
+
+        await eventually(ready, timeout_s=60, what="service ready")
+        yield process
+
+
+def order(saga_id: str, mode: str) -> OrderPlaced:
+    return OrderPlaced(order_id=saga_id, customer_id=mode, amount_cents=1200)
+
+
+async def test_the_same_message_delivered_twice_causes_one_effect_and_one_event(
+    steps: Deployment,
+) -> None:
+    async with running(steps):
+        sent = await steps.send(order("dup-1", "ok"), "dup-1")
+        async with Publisher(steps.settings) as publisher:  # the very same message again
+            await publisher.publish(steps.topic("orders.events"), sent)
+        [event] = await steps.events(1)
+        await steps.no_more_events(1)
+    assert event.payload == InventoryReserved(
+        order_id="dup-1", sku="sku", quantity=1, amount_cents=1200
+    )
+    assert event.causation_id == sent.id
+    effects = await steps.query("SELECT * FROM step_effects WHERE saga_id = 'dup-1'")
+    calls = await steps.query("SELECT * FROM step_calls WHERE saga_id = 'dup-1'")
+    assert len(effects) == 1
+    assert len(calls) == 1, "the duplicate did not run the handler"
+
+
+async def test_transient_error_twice_then_success_gives_one_completion_at_attempt_three(
+    steps: Deployment,
+) -> None:
+    async with running(steps):
+        await steps.send(order("flaky-1", "flaky-2"), "flaky-1")
+        [event] = await steps.events(1)
+        await steps.no_more_events(1)
+    assert isinstance(event.payload, InventoryReserved)
+    assert event.attempt == 3
+    [inbox] = await steps.query(
+        "SELECT outcome, attempts FROM saga_inbox WHERE service = $1", steps.name
+    )
+    assert (inbox["outcome"], inbox["attempts"]) == ("completed", 3)
+    calls = await steps.query("SELECT attempt FROM step_calls WHERE saga_id = 'flaky-1'")
+    assert sorted(r["attempt"] for r in calls) == [1, 2, 3]
+
+
+async def test_a_non_retryable_error_emits_one_failure_event_without_retry(
+    steps: Deployment,
+) -> None:
+    async with running(steps):
+        await steps.send(order("refuse-1", "refuse"), "refuse-1")
+        [event] = await steps.events(1)
+        await steps.no_more_events(1)
+    assert event.payload == InventoryReservationFailed(
+        error_type="PermissionError", error_message="account frozen", attempts=1
+    )
+    assert len(await steps.query("SELECT * FROM step_calls WHERE saga_id = 'refuse-1'")) == 1
+    assert await steps.query("SELECT * FROM step_effects WHERE saga_id = 'refuse-1'") == []
+
+
+async def test_a_handler_over_its_timeout_is_retried_then_failed(steps: Deployment) -> None:
+    async with running(steps):
+        await steps.send(order("slow-1", "slow"), "slow-1")
+        [event] = await steps.events(1)
+    assert event.payload == InventoryReservationFailed(
+        error_type="StepTimeout", error_message="step exceeded its timeout of 1.5s", attempts=4
+    )
+    calls = await steps.query("SELECT attempt FROM step_calls WHERE saga_id = 'slow-1'")
+    assert sorted(r["attempt"] for r in calls) == [1, 2, 3, 4]
+
+
+class Downstream:
+    """A real HTTP dependency whose health the test switches."""
+
+    def __init__(self) -> None:
+        self.healthy = False
+        self.hits = 0
+
+
+@pytest.fixture
+def downstream() -> Iterator[tuple[Downstream, str]]:
+    state = Downstream()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            state.hits += 1
+            self.send_response(200 if state.healthy else 503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state, f"http://127.0.0.1:{server.server_address[1]}/charge"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+async def test_circuit_opens_fails_fast_while_open_and_closes_after_a_good_probe(
+    steps: Deployment, downstream: tuple[Downstream, str]
+) -> None:
+    dependency, url = downstream
+    async with running(steps, STEP_DOWNSTREAM=url):
+        await steps.send(order("cb-1", "downstream"), "cb-1")
+        [failed] = await steps.events(1)
+        # Threshold 2: two real calls, then the circuit is open and attempts 3 and 4
+        # fail fast without touching the dependency.
+        assert dependency.hits == 2
+        payload = failed.payload
+        assert isinstance(payload, InventoryReservationFailed)
+        assert (payload.error_type, payload.attempts) == ("CircuitOpen", 4)
+        assert "circuit 'downstream' is open" in payload.error_message
+        assert steps.status()[1]["circuits"] == {"downstream": "open"}
+
+        dependency.healthy = True
+        await eventually(
+            lambda: steps.status()[1]["circuits"] == {"downstream": "half_open"},
+            what="reset timeout to pass",
+        )
+        await steps.send(order("cb-2", "downstream"), "cb-2")
+        events = await steps.events(2)
+        assert isinstance(events[1].payload, InventoryReserved)
+        assert dependency.hits == 3, "one probe"
+        assert steps.status()[1]["circuits"] == {"downstream": "closed"}
+
+
+async def test_service_killed_after_its_write_but_before_publishing_publishes_once_on_restart(
+    infra: Infra, settings: Settings, tmp_path: Path
+) -> None:
+    # A broker of its own: this test freezes it to hold the publish back.
+    broker = start_broker(tmp_path, free_port(), detached=False)
+    try:
+        steps = deployment(
+            infra, settings, f"steps{uuid.uuid4().hex[:6]}", f"127.0.0.1:{broker.port}"
+        )
+        async with running(steps) as first:
+            sent = await steps.send(order("kill-1", "pause"), "kill-1")
+
+            async def started() -> bool:
+                return bool(await steps.query("SELECT 1 FROM step_calls WHERE saga_id='kill-1'"))
+
+            await eventually(started, what="the handler to start")
+            broker_process = psutil.Process(broker.pid)
+            broker_process.suspend()  # SIGSTOP: nothing can be published any more
+            try:
+
+                async def committed() -> bool:
+                    return bool(
+                        await steps.query(
+                            "SELECT 1 FROM saga_outbox WHERE service = $1", steps.name
+                        )
+                    )
+
+                await eventually(committed, what="the delivery's transaction to commit")
+                await first.signal(signal.SIGKILL)
+                assert await first.wait() == -signal.SIGKILL
+            finally:
+                broker_process.resume()
+        [row] = await steps.query("SELECT sent_at FROM saga_outbox WHERE service = $1", steps.name)
+        assert row["sent_at"] is None, "killed between commit and publish"
+
+        async with running(steps):
+            [event] = await steps.events(1)
+            await steps.no_more_events(1)
+            assert event.causation_id == sent.id
+        effects = await steps.query("SELECT * FROM step_effects WHERE saga_id = 'kill-1'")
+        assert len(effects) == 1, "the effect happened once"
+        [row] = await steps.query("SELECT sent_at FROM saga_outbox WHERE service = $1", steps.name)
+        assert row["sent_at"] is not None
+    finally:
+        stop(broker)
+
+
+async def test_compensating_a_step_that_never_ran_succeeds_as_a_no_op(
+    infra: Infra, settings: Settings
+) -> None:
+    inventory = deployment(infra, settings, "inventory")
+    async with running(inventory, "services.inventory"):
+        await inventory.send(ReleaseInventory(order_id=f"never-{uuid.uuid4().hex[:6]}"), "n-1")
+        [event] = await inventory.events(1)
+    assert isinstance(event.payload, InventoryReleased)
+    assert event.payload.released is False
+    assert event.step == "release"
+
+
+async def test_saga_run_serves_health_and_stops_gracefully_on_sigterm(
+    infra: Infra, settings: Settings
+) -> None:
+    payment = deployment(infra, settings, "payment")
+    async with running(payment, "saga.cli", "run", "services.payment") as process:
+        alive, body = payment.status("/healthz")
+        assert (alive, body["status"], body["service"]) == (200, "alive", "payment")
+        ready, body = payment.status("/readyz")
+        assert (ready, body["circuits"]) == (200, {"bank": "closed"})
+        assert body["partitions"] == 6, "3 partitions each of inventory.events, payment.commands"
+        await process.signal(signal.SIGTERM)
+        assert await process.wait() == 0
+    assert payment.status("/healthz")[0] == 0, "endpoint gone with the process"
