@@ -12,6 +12,7 @@ from contracts.messages import Message
 from contracts.orders import CancelOrder, OrderCancelled, OrderConfirmed, OrderPlaced
 from contracts.payment import PaymentCharged, PaymentFailed, PaymentRefunded, RefundPayment
 from contracts.registry import MessageRegistry
+from contracts.shipping import CancelShipment, OrderShipped, ShipmentCancelled, ShippingFailed
 from contracts.steps import CompensationFailed, StepFailed
 
 ALL_MESSAGES: tuple[type[Message], ...] = (
@@ -27,6 +28,10 @@ ALL_MESSAGES: tuple[type[Message], ...] = (
     PaymentFailed,
     RefundPayment,
     PaymentRefunded,
+    OrderShipped,
+    ShippingFailed,
+    CancelShipment,
+    ShipmentCancelled,
     CompensationFailed,
     StepFailed,
 )

@@ -3,6 +3,7 @@
 The public API is what ``__all__`` lists; everything else may change.
 """
 
+from saga.circuit import CircuitBreaker, CircuitOpen, CircuitState
 from saga.consumer import Consumer, Handler
 from saga.dead_letter import DeadLetter
 from saga.errors import (
@@ -14,11 +15,18 @@ from saga.errors import (
 )
 from saga.provisioning import ensure_topics
 from saga.publisher import Published, Publisher
+from saga.retry import NonRetryableError, RetryPolicy
+from saga.service import Service, StepContext, StepFailure
+from saga.service_runtime import ServiceRuntime
 from saga.settings import Settings
+from saga.step_runner import Outcome, StepTimeout
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CircuitBreaker",
+    "CircuitOpen",
+    "CircuitState",
     "ConfigurationError",
     "Consumer",
     "DeadLetter",
@@ -26,10 +34,18 @@ __all__ = [
     "Handler",
     "IdempotenceUnsupported",
     "MessageTooLarge",
+    "NonRetryableError",
+    "Outcome",
     "Published",
     "Publisher",
+    "RetryPolicy",
     "SagaError",
+    "Service",
+    "ServiceRuntime",
     "Settings",
+    "StepContext",
+    "StepFailure",
+    "StepTimeout",
     "__version__",
     "ensure_topics",
 ]

@@ -1,24 +1,18 @@
 """Step services: register forward steps and their compensations with decorators.
 
-A small, complete service::
+A small, complete service (``services/shipping/service.py``)::
 
-    from contracts.inventory import InventoryReleased, InventoryReserved, ReleaseInventory
-    from contracts.orders import OrderPlaced
-    from saga import Service, StepContext, StepFailure
+    service = Service("shipping")
 
-    service = Service("inventory", store="postgres")
+    @service.on(PaymentCharged, fails_with=ShippingFailed)
+    async def ship(charged: PaymentCharged, ctx: StepContext) -> OrderShipped:
+        if charged.order_id.startswith("nowhere"):
+            raise StepFailure("no carrier for this address", error_type="NoCarrier")
+        return OrderShipped(order_id=charged.order_id, parcel_id=ctx.idempotency_key[:8])
 
-    @service.on(OrderPlaced, fails_with=InventoryReservationFailed)
-    async def reserve(order: OrderPlaced, ctx: StepContext) -> InventoryReserved:
-        if order.amount_cents > 1_000_000:
-            raise StepFailure("order too large", error_type="OrderTooLarge")
-        await ctx.db.execute("INSERT INTO reservations VALUES ($1)", order.order_id)
-        return InventoryReserved(order_id=order.order_id, sku="sku-1", quantity=1)
-
-    @service.compensate(ReleaseInventory)
-    async def release(command: ReleaseInventory, ctx: StepContext) -> InventoryReleased:
-        deleted = await ctx.db.execute("DELETE FROM reservations WHERE id = $1", command.order_id)
-        return InventoryReleased(order_id=command.order_id, released=deleted != "DELETE 0")
+    @service.compensate(CancelShipment)
+    async def cancel(command: CancelShipment, ctx: StepContext) -> ShipmentCancelled:
+        return ShipmentCancelled(order_id=command.order_id, cancelled=...)
 
 A handler returns its completion event (or several, or none). Raising
 :class:`StepFailure` fails the step at once with its failure event; any other

@@ -8,6 +8,9 @@ import saga
 
 def test_saga_exports() -> None:
     assert saga.__all__ == [
+        "CircuitBreaker",
+        "CircuitOpen",
+        "CircuitState",
         "ConfigurationError",
         "Consumer",
         "DeadLetter",
@@ -15,13 +18,27 @@ def test_saga_exports() -> None:
         "Handler",
         "IdempotenceUnsupported",
         "MessageTooLarge",
+        "NonRetryableError",
+        "Outcome",
         "Published",
         "Publisher",
+        "RetryPolicy",
         "SagaError",
+        "Service",
+        "ServiceRuntime",
         "Settings",
+        "StepContext",
+        "StepFailure",
+        "StepTimeout",
         "__version__",
         "ensure_topics",
     ]
+
+
+def test_testing_kit_exports() -> None:
+    import saga.testing
+
+    assert saga.testing.__all__ == ["InMemoryTransport", "ServiceTestKit"]
 
 
 def test_contracts_exports() -> None:
