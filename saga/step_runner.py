@@ -20,6 +20,7 @@ Outcomes:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -58,6 +59,10 @@ class Outcome:
     kind: OutcomeKind
     attempts: int = 0
     emitted: list[Envelope[Message]] = field(default_factory=list)
+
+
+class StoreUnavailable(NonRetryableError):
+    """The service's database failed (not the handler): retry the delivery later."""
 
 
 class _Duplicate(NonRetryableError):
@@ -170,6 +175,8 @@ class StepRunner:
         except _Duplicate:
             logger.info("duplicate delivery of %s: already handled", envelope.id)
             return Outcome("duplicate", last_attempt)
+        except StoreUnavailable:
+            raise  # not the step's failure: the delivery is retried as a whole
         except Exception as exc:
             if not self._keep_going() and not isinstance(exc, StepFailure):
                 raise  # shutting down mid-retry: leave the record for redelivery
@@ -214,13 +221,33 @@ class StepRunner:
     async def _delivery(
         self, envelope: Envelope[Message], outcome: str, attempts: int
     ) -> AsyncIterator[Delivery]:
+        """The store's transaction; its own failures become :class:`StoreUnavailable`.
+
+        Errors of the handler pass through unchanged (and roll back): they are
+        the step's. Errors of the store (connect, inbox claim, outbox write,
+        commit) are not a reason to fail the step: they go to the consumer,
+        which retries the delivery until the database is back.
+        """
         if self._store is None:
             yield Delivery(duplicate=False)
             return
-        async with self._store.delivery(
+        transaction = self._store.delivery(
             envelope.id, envelope.type, envelope.saga_id, outcome, attempts
-        ) as delivery:
+        )
+        try:
+            delivery = await transaction.__aenter__()
+        except Exception as exc:
+            raise StoreUnavailable(describe_error(exc)) from exc
+        try:
             yield delivery
+        except BaseException as exc:
+            with contextlib.suppress(Exception):  # the handler's error is the one that counts
+                await transaction.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        try:
+            await transaction.__aexit__(None, None, None)
+        except Exception as exc:
+            raise StoreUnavailable(describe_error(exc)) from exc
 
     async def _publish(self, emitted: Sequence[Envelope[Message]], ids: list[int]) -> None:
         if self._store is None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 
 import pytest
 
+from contracts.envelope import Envelope
 from contracts.inventory import InventoryReserved
 from contracts.orders import OrderPlaced
 from contracts.payment import PaymentCharged, PaymentFailed, PaymentRefunded, RefundPayment
@@ -14,6 +17,8 @@ from contracts.steps import CompensationFailed, StepFailed
 from saga.circuit import CircuitBreaker, CircuitOpen
 from saga.retry import RetryPolicy
 from saga.service import Service, StepContext, StepFailure
+from saga.step_runner import StepRunner, StoreUnavailable
+from saga.store.service_store import Delivery
 from saga.testing import ServiceTestKit
 
 RESERVED = InventoryReserved(order_id="o-1", sku="s", quantity=1, amount_cents=500)
@@ -275,3 +280,33 @@ def test_one_handler_per_message_type() -> None:
 
     with pytest.raises(ValueError, match="already handles"):
         service.on(InventoryReserved)(one)
+
+
+async def test_a_database_outage_is_not_a_step_failure_and_emits_nothing() -> None:
+    class DownStore:
+        @asynccontextmanager
+        async def delivery(
+            self, message_id: str, message_type: str, saga_id: str, outcome: str, attempts: int
+        ) -> AsyncIterator[Delivery]:
+            if message_id:  # always: the database refuses every connection
+                raise ConnectionRefusedError("database is down")
+            yield Delivery(duplicate=False)
+
+    service = payment()
+    calls = 0
+
+    @service.on(InventoryReserved, fails_with=PaymentFailed)
+    async def charge(reserved: InventoryReserved, ctx: StepContext) -> None:
+        nonlocal calls
+        calls += 1
+
+    emitted: list[object] = []
+
+    async def emit(records: list[object]) -> None:
+        emitted.extend(records)
+
+    runner = StepRunner(service, store=DownStore(), emit=emit)  # type: ignore[arg-type]
+    with pytest.raises(StoreUnavailable, match="database is down"):
+        await runner.handle(Envelope(payload=RESERVED, saga_id="o-1", source="/t"))
+    assert calls == 0
+    assert emitted == []
