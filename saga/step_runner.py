@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -36,7 +37,7 @@ from contracts.envelope import Envelope
 from contracts.messages import Event, Message
 from contracts.steps import CompensationFailed, StepFailed
 from saga.dead_letter import describe_error
-from saga.retry import NonRetryableError, run_with_retry
+from saga.retry import run_with_retry
 from saga.service import Service, Step, StepContext, StepFailure
 from saga.store.service_store import Delivery, DeliveryStore
 
@@ -61,11 +62,11 @@ class Outcome:
     emitted: list[Envelope[Message]] = field(default_factory=list)
 
 
-class StoreUnavailable(NonRetryableError):
+class StoreUnavailable(Exception):
     """The service's database failed (not the handler): retry the delivery later."""
 
 
-class _Duplicate(NonRetryableError):
+class _Duplicate(Exception):
     """The inbox already holds this message: stop, run nothing."""
 
 
@@ -125,6 +126,15 @@ class StepRunner:
 
     async def _run(self, step: Step, envelope: Envelope[Message], span: Any) -> Outcome:
         policy = self.service.policy_for(step)
+        # Neither is the step's failure: both end the attempts at once.
+        policy = dataclasses.replace(
+            policy,
+            non_retryable_error_types=(
+                *policy.non_retryable_error_types,
+                _Duplicate,
+                StoreUnavailable,
+            ),
+        )
         timeout = self.service.timeout_for(step)
         logger = logging.LoggerAdapter(
             logging.getLogger(f"saga.service.{self.service.name}"),

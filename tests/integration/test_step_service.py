@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import signal
@@ -31,6 +32,7 @@ from contracts.messages import Message
 from contracts.orders import OrderPlaced
 from contracts.topics import topic_for_type
 from saga.dev.broker import start_broker
+from saga.dev.postgres import database_url, start_postgres
 from saga.dev.processes import free_port, stop
 from saga.publisher import Publisher
 from saga.settings import Settings
@@ -347,3 +349,31 @@ async def test_saga_run_serves_health_and_stops_gracefully_on_sigterm(
         await process.signal(signal.SIGTERM)
         assert await process.wait() == 0
     assert payment.status("/healthz")[0] == 0, "endpoint gone with the process"
+
+
+async def test_a_database_restart_mid_traffic_loses_nothing_and_doubles_nothing(
+    infra: Infra, settings: Settings, tmp_path: Path
+) -> None:
+    # A PostgreSQL of its own, killed and restarted on the same data and port.
+    port = free_port()
+    database = start_postgres(tmp_path, port, detached=False)
+    local = Infra(infra.bootstrap_servers, database_url(port), infra.embedded_broker, tmp_path)
+    steps = deployment(local, settings, f"steps{uuid.uuid4().hex[:6]}")
+    try:
+        async with running(steps):
+            await steps.send(order("db-0", "ok"), "db-0")
+            await steps.events(1)
+            psutil.Process(database.pid).kill()  # SIGKILL the postmaster
+            psutil.Process(database.pid).wait(10)
+            sagas = [f"db-{i}" for i in range(1, 6)]
+            for saga_id in sagas:
+                await steps.send(order(saga_id, "ok"), saga_id)
+            await asyncio.sleep(1.0)  # the service meets the outage
+            database = start_postgres(tmp_path, port, detached=False)
+            events = await steps.events(6, timeout_s=90)
+            await steps.no_more_events(6)
+        assert sorted(e.saga_id for e in events) == ["db-0", *sagas]
+        effects = await steps.query("SELECT saga_id FROM step_effects ORDER BY saga_id")
+        assert [r["saga_id"] for r in effects] == ["db-0", *sagas], "each effect exactly once"
+    finally:
+        stop(database, sig=signal.SIGINT)
