@@ -52,7 +52,8 @@ class CircuitOpen(Exception):
     def __init__(self, name: str, retry_in: timedelta) -> None:
         super().__init__(f"circuit {name!r} is open; next probe in {retry_in.total_seconds():.1f}s")
         self.name = name
-        self.retry_in = retry_in
+        #: Read by the retry policy: the next attempt waits at least this long.
+        self.retry_after = retry_in
 
 
 @dataclass
@@ -80,8 +81,15 @@ class BreakerLogic:
         return False
 
     def success(self, now: float) -> None:
-        self.failures.clear()
-        self.state = CircuitState.CLOSED
+        if self.state is CircuitState.HALF_OPEN:
+            # The probe worked: close, and start counting afresh.
+            self.failures.clear()
+            self.state = CircuitState.CLOSED
+        # While closed, failures within the window keep counting across successes.
+        self.probing = False
+
+    def release(self) -> None:
+        """A granted probe did not happen (the attempt stopped before the call)."""
         self.probing = False
 
     def failure(self, now: float) -> None:
@@ -157,6 +165,10 @@ class CircuitBreaker:
             # Not the dependency's fault (e.g. a business refusal): a working call.
             self._logic.success(self._clock())
         self._changed(before)
+
+    def release(self) -> None:
+        """Give back a probe granted by :meth:`check` when no call was made after all."""
+        self._logic.release()
 
     async def __aenter__(self) -> CircuitBreaker:
         self.check()

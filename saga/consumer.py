@@ -281,8 +281,23 @@ class Consumer:
         async def attempt(number: int) -> None:
             await self._handler(envelope)
 
+        def retrying(number: int, error: BaseException, delay: timedelta) -> None:
+            log.warning(
+                "handling %s (saga %s) failed, attempt %d: %s; retrying in %.1fs",
+                envelope.type,
+                envelope.saga_id,
+                number,
+                describe_error(error),
+                delay.total_seconds(),
+            )
+
         # Stopping abandons the record (uncommitted, so redelivered) instead of retrying.
-        await run_with_retry(self._retry, attempt, keep_going=lambda: not self._stopping.is_set())
+        await run_with_retry(
+            self._retry,
+            attempt,
+            keep_going=lambda: not self._stopping.is_set(),
+            before_sleep=retrying,
+        )
 
     async def _dead_letter(self, raw: RawRecord, reason: str, error_type: str) -> None:
         letter = dead_letter(raw, reason=reason, error_type=error_type, group=self._group_id)
@@ -324,32 +339,33 @@ class Consumer:
     # --- commits ----------------------------------------------------------------
 
     async def _commit(self, workers: Iterable[_PartitionWorker]) -> None:
+        """Commit what ``workers`` handled. One commit at a time, and what is due is
+        read under the lock: a revocation's commit and a periodic one never
+        interleave, and a revoked worker (gone from ``self._workers``, whose live
+        view the periodic commit passes) is never committed late."""
         self._last_commit = time.monotonic()
-        # One commit at a time: a revocation's commit waits for (or outlives) a
-        # periodic one, so no older offset can land after the partition moved on.
-        self._commit_lock = asyncio.Lock()
-        due = [w for w in workers if w.handled is not None and w.handled != w.committed]
-        if not due:
-            return
-        offsets = {w.tp: w.handled for w in due}
-        try:
-            async with self._commit_lock:
+        async with self._commit_lock:
+            due = [w for w in workers if w.handled is not None and w.handled != w.committed]
+            if not due:
+                return
+            offsets = {w.tp: w.handled for w in due}
+            try:
                 await asyncio.wait_for(
                     self._kafka.commit(offsets), self._settings.commit_timeout_ms / 1000
                 )
-        except TimeoutError:
-            log.warning("commit of %s timed out; offsets stay due", offsets)
-            return
-        except (CommitFailedError, IllegalStateError) as exc:
-            # The group moved on (rebalance); the new owner resumes from the last commit.
-            log.warning("commit of %s skipped: %s", offsets, describe_error(exc))
-            return
-        except KafkaError as exc:
-            # Coordinator moving or unreachable: the offsets stay due and are tried again.
-            log.warning("commit of %s failed, will retry: %s", offsets, describe_error(exc))
-            return
-        for w in due:
-            w.committed = offsets[w.tp]
+            except TimeoutError:
+                log.warning("commit of %s timed out; offsets stay due", offsets)
+                return
+            except (CommitFailedError, IllegalStateError) as exc:
+                # The group moved on (rebalance); the new owner resumes from the last commit.
+                log.warning("commit of %s skipped: %s", offsets, describe_error(exc))
+                return
+            except KafkaError as exc:
+                # Coordinator moving or unreachable: the offsets stay due and are tried again.
+                log.warning("commit of %s failed, will retry: %s", offsets, describe_error(exc))
+                return
+            for w in due:
+                w.committed = offsets[w.tp]
 
     async def _revoke(self, revoked: Iterable[TopicPartition]) -> None:
         workers = [w for tp in revoked if (w := self._workers.pop(tp, None)) is not None]

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from contracts import headers as h
 from contracts.codec import RawRecord
 from contracts.topics import dead_letter_topic
+from saga.redaction import redact
 
 #: Longest reason kept in a dead-letter header.
 MAX_REASON_CHARS = 1000
@@ -60,8 +61,8 @@ def shrink(letter: DeadLetter, size: int) -> DeadLetter | None:
 
 
 def describe_error(error: BaseException) -> str:
-    """``Type: message`` on one line, bounded, for headers and logs."""
-    text = " ".join(str(error).split())
+    """``Type: message`` on one line, bounded, secrets redacted, for headers and logs."""
+    text = redact(" ".join(str(error).split()))
     return f"{type(error).__name__}: {text}"[:MAX_REASON_CHARS] if text else type(error).__name__
 
 

@@ -63,7 +63,7 @@ class HealthServer:
                 + payload
             )
             await writer.drain()
-        except (TimeoutError, ConnectionError):
-            pass
+        except (TimeoutError, ConnectionError, ValueError, asyncio.IncompleteReadError):
+            pass  # a bad or vanished client: nothing to answer
         finally:
             writer.close()

@@ -168,6 +168,16 @@ class Publisher:
         return Published(topic=meta.topic, partition=meta.partition, offset=meta.offset)
 
 
+def record_size(key: bytes | None, value: bytes | None, headers: Headers) -> int:
+    """Bytes a record counts against the size limit (an estimate that errs high)."""
+    return (
+        len(key or b"")
+        + len(value or b"")
+        + sum(len(name) + len(v or b"") for name, v in headers)
+        + _RECORD_OVERHEAD
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class _Outgoing:
     topic: str
@@ -186,12 +196,7 @@ class _Outgoing:
         headers: Headers,
         message_type: str,
     ) -> _Outgoing:
-        size = (
-            len(key or b"")
-            + len(value or b"")
-            + sum(len(name) + len(v or b"") for name, v in headers)
-            + _RECORD_OVERHEAD
-        )
+        size = record_size(key, value, headers)
         return cls(topic, key, value, list(headers), message_type, size)
 
     def too_large(self, limit: int, *, by_broker: bool = False) -> MessageTooLarge:

@@ -71,11 +71,22 @@ class RetryPolicy:
         seconds = self.initial_interval.total_seconds() * self.backoff_coefficient ** (attempt - 1)
         return min(timedelta(seconds=seconds), self.cap)
 
-    def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> timedelta:
-        """Delay after failed attempt ``attempt``, with jitter applied."""
+    def delay(
+        self,
+        attempt: int,
+        rand: Callable[[], float] = random.random,
+        error: BaseException | None = None,
+    ) -> timedelta:
+        """Delay after failed attempt ``attempt``, with jitter applied.
+
+        An error carrying ``retry_after`` (a ``timedelta``, e.g. an open
+        circuit's time to its next probe) stretches the delay to at least that.
+        """
         base = self.backoff(attempt).total_seconds()
         spread = base * self.jitter * (2 * rand() - 1)
-        return timedelta(seconds=max(0.0, base + spread))
+        delay = timedelta(seconds=max(0.0, base + spread))
+        after = getattr(error, "retry_after", None)
+        return max(delay, after) if isinstance(after, timedelta) else delay
 
     def is_retryable(self, error: BaseException) -> bool:
         if isinstance(error, NonRetryableError):
@@ -118,14 +129,15 @@ async def run_with_retry(
     except Exception as error:
         if not retry(error) or policy.gives_up_after(1):
             raise
-        delay = policy.delay(1)
+        delay = policy.delay(1, error=error)
         if before_sleep is not None:
             before_sleep(1, error, delay)
         await sleep(delay.total_seconds())
 
     # tenacity counts its own attempts from 1; ours continue from 2.
     def wait(state: RetryCallState) -> float:
-        return policy.delay(state.attempt_number + 1).total_seconds()
+        error = state.outcome.exception() if state.outcome is not None else None
+        return policy.delay(state.attempt_number + 1, error=error).total_seconds()
 
     def stop(state: RetryCallState) -> bool:
         return policy.gives_up_after(state.attempt_number + 1)

@@ -64,8 +64,14 @@ class StepFailure(NonRetryableError):
         self, message: str = "", *, error_type: str = "StepFailure", event: Event | None = None
     ) -> None:
         super().__init__(message)
+        if event is not None and not isinstance(event, Event):
+            raise TypeError(f"StepFailure(event=...) needs an Event, not {type(event).__name__}")
         self.error_type = error_type
         self.event = event
+
+
+class NoDatabase(NonRetryableError):
+    """``ctx.db`` used by a step whose service has no store: a defect, not retried."""
 
 
 @dataclass(frozen=True)
@@ -77,8 +83,24 @@ class StepContext:
     attempt: int
     log: logging.LoggerAdapter[logging.Logger]
     span: Any
-    #: The delivery's database connection, inside its transaction (``store="postgres"``).
-    db: Any = None
+    _db: Any = None
+
+    @property
+    def db(self) -> Any:
+        """The delivery's database connection, inside its transaction (``store="postgres"``).
+
+        Its writes commit together with the inbox row and the outgoing events.
+        """
+        if self._db is None:
+            raise NoDatabase(
+                "this delivery has no database: use Service(..., store='postgres'), and in "
+                "tests ServiceTestKit(service, database_url=...)"
+            )
+        return self._db
+
+    @property
+    def has_db(self) -> bool:
+        return self._db is not None
 
     @property
     def saga_id(self) -> str:
@@ -227,6 +249,14 @@ class Service:
         message_type = step.message.message_type
         if message_type in self.steps:
             raise ValueError(f"{self.name} already handles {message_type!r}")
+        if step.fails_with is not None:
+            try:  # the SDK builds it by itself when a step fails: make sure it can
+                step.fails_with(error_type="Check", error_message="", attempts=1)
+            except ValueError as exc:
+                raise TypeError(
+                    f"{step.fails_with.__name__} must be buildable from error_type, "
+                    "error_message and attempts alone (give other fields defaults)"
+                ) from exc
         for model in (step.message, step.fails_with):
             if model is not None and model.message_type not in self.registry:
                 self.registry.register(model)

@@ -77,6 +77,7 @@ class ServiceRuntime:
             after_commit=self.relay.publish if self.relay is not None else None,
             keep_going=lambda: not self.consumer.stopping,
             events_topic=self.events_topic,
+            max_record_bytes=settings.max_message_bytes,
         )
         self.health = (
             HealthServer(self._report, host=settings.health_host, port=settings.health_port)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
+import asyncpg
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -36,8 +37,12 @@ from contracts.codec import EncodedRecord, encode
 from contracts.envelope import Envelope
 from contracts.messages import Event, Message
 from contracts.steps import CompensationFailed, StepFailed
+from saga.circuit import CircuitBreaker, CircuitOpen
 from saga.dead_letter import describe_error
-from saga.retry import run_with_retry
+from saga.errors import MessageTooLarge
+from saga.publisher import record_size
+from saga.redaction import redact
+from saga.retry import NonRetryableError, run_with_retry
 from saga.service import Service, Step, StepContext, StepFailure
 from saga.store.service_store import Delivery, DeliveryStore
 
@@ -83,8 +88,10 @@ class StepRunner:
         sleep: Sleep = asyncio.sleep,
         keep_going: Callable[[], bool] = lambda: True,
         events_topic: str | None = None,
+        max_record_bytes: int | None = None,
     ) -> None:
         self.service = service
+        self._max_record_bytes = max_record_bytes
         self.events_topic = events_topic or service.events_topic
         self._store = store
         self._emit = emit
@@ -146,24 +153,16 @@ class StepRunner:
             nonlocal last_attempt
             last_attempt = number
             span.set_attribute("saga.attempt", number)
-            for breaker in step.uses:
-                breaker.check()  # fails fast while open: retried later per policy
             async with self._delivery(envelope, "completed", number) as delivery:
                 if delivery.duplicate:
                     raise _Duplicate
                 ctx = StepContext(envelope, step.name, number, logger, span, delivery.connection)
-                try:
-                    result = await _within(timeout, step.handler(envelope.payload, ctx))
-                except StepFailure:
-                    _record(step, None)  # a business refusal: the dependency worked
-                    raise
-                except Exception as exc:
-                    _record(step, exc)
-                    raise
-                _record(step, None)
+                result = await _call(step, timeout, envelope.payload, ctx)
+                if delivery.connection is not None:
+                    await _check_transaction(delivery.connection)
                 emitted = [self._caused(envelope, event, step, number) for event in _events(result)]
                 for out in emitted:
-                    delivery.emit(self.events_topic, encode(out))
+                    delivery.emit(self.events_topic, self._encode(out))
             return emitted, delivery.outbox_ids
 
         def retrying(number: int, error: BaseException, delay: timedelta) -> None:
@@ -214,6 +213,16 @@ class StepRunner:
             delivery.emit(self.events_topic, encode(out))
         await self._publish([out], delivery.outbox_ids)
         return Outcome(kind, attempts, [out])
+
+    def _encode(self, out: Envelope[Message]) -> EncodedRecord:
+        record = encode(out)
+        if self._max_record_bytes is not None:
+            size = record_size(record.key, record.value, record.headers)
+            if size > self._max_record_bytes:
+                raise EventTooLarge(
+                    str(MessageTooLarge(self.events_topic, out.type, size, self._max_record_bytes))
+                )
+        return record
 
     def _caused(
         self, incoming: Envelope[Message], event: Event, step: Step, attempt: int
@@ -272,12 +281,16 @@ class StepRunner:
                 )
 
 
-def _events(result: Event | Sequence[Event] | None) -> list[Event]:
+def _events(result: object) -> list[Event]:
     if result is None:
         return []
-    if isinstance(result, Event):
-        return [result]
-    return list(result)
+    events = [result] if isinstance(result, Message) else result
+    if not isinstance(events, list | tuple) or not all(isinstance(e, Event) for e in events):
+        raise InvalidHandlerResult(
+            f"handler returned {type(result).__name__}; expected an Event, a list of "
+            "Events, or None (commands are sent by the coordinator, not returned)"
+        )
+    return list(events)
 
 
 async def _within(limit: timedelta | None, work: Awaitable[Any]) -> Any:
@@ -295,16 +308,73 @@ class StepTimeout(TimeoutError):
     """An attempt ran longer than the step's timeout; retried per policy."""
 
 
-def _record(step: Step, error: BaseException | None) -> None:
-    for breaker in step.uses:
+async def _call(step: Step, limit: timedelta | None, payload: Message, ctx: StepContext) -> Any:
+    """The handler, behind the step's circuit breakers and within its time limit."""
+    granted: list[CircuitBreaker] = []
+    try:
+        for breaker in step.uses:
+            breaker.check()  # fails fast while open: retried later per policy
+            granted.append(breaker)
+    except CircuitOpen:
+        _release(granted)
+        raise
+    try:
+        result = await _within(limit, step.handler(payload, ctx))
+    except StepFailure:
+        _record(granted, None)  # a business refusal: the dependency worked
+        raise
+    except Exception as exc:
+        _record(granted, exc)
+        if ctx.has_db and ctx.db.is_closed():
+            raise StoreUnavailable(f"database connection lost: {describe_error(exc)}") from exc
+        raise
+    except BaseException:
+        _release(granted)  # cancelled: no outcome to report
+        raise
+    _record(granted, None)
+    return result
+
+
+def _record(breakers: Sequence[CircuitBreaker], error: BaseException | None) -> None:
+    for breaker in breakers:
         breaker.record(error)
+
+
+def _release(breakers: Sequence[CircuitBreaker]) -> None:
+    for breaker in breakers:
+        breaker.release()
+
+
+async def _check_transaction(connection: Any) -> None:
+    # A handler that catches a database error and carries on leaves the
+    # transaction aborted; its COMMIT would silently roll everything back.
+    try:
+        await connection.fetchval("SELECT 1")
+    except asyncpg.InFailedSQLTransactionError:
+        raise AbortedTransaction(
+            "the handler caught a database error and went on: its transaction is aborted "
+            "(use a savepoint, `async with ctx.db.transaction():`, around statements that "
+            "may fail)"
+        ) from None
+
+
+class AbortedTransaction(Exception):
+    """The handler left its database transaction aborted; retried per policy."""
+
+
+class InvalidHandlerResult(NonRetryableError):
+    """A handler returned something other than events: a defect, not retried."""
+
+
+class EventTooLarge(NonRetryableError):
+    """An event the handler returned exceeds the record size limit; not retried."""
 
 
 def _failure_event(step: Step, error: BaseException, attempts: int) -> Event:
     if isinstance(error, StepFailure) and error.event is not None:
         return error.event
     error_type = error.error_type if isinstance(error, StepFailure) else type(error).__name__
-    message = " ".join(str(error).split())[:MAX_ERROR_MESSAGE]
+    message = redact(" ".join(str(error).split()))[:MAX_ERROR_MESSAGE]
     if step.compensation:
         return CompensationFailed(
             command_type=step.message.message_type,

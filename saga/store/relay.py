@@ -12,8 +12,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from saga.dead_letter import describe_error
+from saga.errors import MessageTooLarge
 from saga.publisher import Publisher
 from saga.store.service_store import OutboxRow, PostgresServiceStore
 
@@ -70,7 +72,12 @@ class OutboxRelay:
             rows = await self._store.unsent(connection, ids, self._batch)
             if not rows:
                 return 0
-            await self._send(rows)
+            try:
+                await self._send(rows)
+            except MessageTooLarge:
+                # One bad row must not hold up the others: send one by one, park it.
+                await self._send_one_by_one(connection, rows)
+                return len(rows)
             await self._store.mark_sent(connection, [row.id for row in rows])
             return len(rows)
 
@@ -78,3 +85,13 @@ class OutboxRelay:
         await self._publisher.publish_raw_many(
             [(row.topic, row.key, row.value, row.headers) for row in rows]
         )
+
+    async def _send_one_by_one(self, connection: Any, rows: list[OutboxRow]) -> None:
+        for row in rows:
+            try:
+                await self._send([row])
+            except MessageTooLarge as exc:
+                log.error("outbox row %d parked: %s", row.id, exc)
+                await self._store.park(connection, row.id, str(exc))
+                continue
+            await self._store.mark_sent(connection, [row.id])

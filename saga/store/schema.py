@@ -37,6 +37,13 @@ MIGRATIONS: Final[dict[str, tuple[str, ...]]] = {
         );
         CREATE INDEX saga_outbox_unsent ON saga_outbox (service, id) WHERE sent_at IS NULL;
         """,
+        # 2: rows the broker will never take are parked with the reason, not retried.
+        """
+        ALTER TABLE saga_outbox ADD COLUMN parked_reason text;
+        DROP INDEX saga_outbox_unsent;
+        CREATE INDEX saga_outbox_unsent ON saga_outbox (service, id)
+            WHERE sent_at IS NULL AND parked_reason IS NULL;
+        """,
     ),
 }
 

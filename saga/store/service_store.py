@@ -61,10 +61,12 @@ class PostgresServiceStore:
         *,
         schema: Sequence[str] = (),
         pool_size: int = 10,
+        command_timeout_s: float = 60.0,
     ) -> None:
         self.database_url = database_url
         self.service = service
         self._schema = schema
+        self._command_timeout_s = command_timeout_s
         self._pool_size = pool_size
         self._pool: Any = None
 
@@ -76,7 +78,12 @@ class PostgresServiceStore:
 
     async def start(self) -> None:
         self._pool = await asyncpg.create_pool(
-            self.database_url, min_size=1, max_size=self._pool_size
+            self.database_url,
+            min_size=1,
+            max_size=self._pool_size,
+            # A database that stops answering fails the statement instead of hanging
+            # the partition; the delivery is then retried.
+            command_timeout=self._command_timeout_s,
         )
         async with self._pool.acquire() as connection:
             await migrate(connection, "service", extra=self._schema)
@@ -140,7 +147,8 @@ class PostgresServiceStore:
         if ids is None:
             rows = await connection.fetch(
                 "SELECT id, topic, key, value, headers FROM saga_outbox"
-                " WHERE service = $1 AND sent_at IS NULL ORDER BY id LIMIT $2"
+                " WHERE service = $1 AND sent_at IS NULL AND parked_reason IS NULL"
+                " ORDER BY id LIMIT $2"
                 " FOR UPDATE SKIP LOCKED",
                 self.service,
                 limit,
@@ -148,8 +156,10 @@ class PostgresServiceStore:
         else:
             rows = await connection.fetch(
                 "SELECT o.id, o.topic, o.key, o.value, o.headers FROM saga_outbox o"
-                " WHERE o.id = ANY($2::bigint[]) AND o.sent_at IS NULL AND NOT EXISTS ("
+                " WHERE o.id = ANY($2::bigint[]) AND o.sent_at IS NULL"
+                " AND o.parked_reason IS NULL AND NOT EXISTS ("
                 "   SELECT 1 FROM saga_outbox p WHERE p.service = $1 AND p.sent_at IS NULL"
+                "   AND p.parked_reason IS NULL"
                 "   AND p.key IS NOT DISTINCT FROM o.key AND p.id < o.id"
                 "   AND NOT p.id = ANY($2::bigint[]))"
                 " ORDER BY o.id FOR UPDATE SKIP LOCKED",
@@ -170,6 +180,11 @@ class PostgresServiceStore:
     async def mark_sent(self, connection: Any, ids: Sequence[int]) -> None:
         await connection.execute(
             "UPDATE saga_outbox SET sent_at = now() WHERE id = ANY($1::bigint[])", list(ids)
+        )
+
+    async def park(self, connection: Any, row_id: int, reason: str) -> None:
+        await connection.execute(
+            "UPDATE saga_outbox SET parked_reason = $2 WHERE id = $1", row_id, reason
         )
 
     async def outcome(self, message_id: str) -> str | None:

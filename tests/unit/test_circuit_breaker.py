@@ -56,13 +56,27 @@ def test_failures_outside_the_window_do_not_count() -> None:
     assert state(bank) is CircuitState.CLOSED
 
 
-def test_success_resets_the_count() -> None:
+def test_failures_within_the_window_count_even_with_successes_between() -> None:
     clock = Clock()
     bank = breaker(clock)
     bank.record(ConnectionError())
-    bank.record(ConnectionError())
     bank.record(None)
     bank.record(ConnectionError())
+    bank.record(None)
+    assert state(bank) is CircuitState.CLOSED
+    bank.record(ConnectionError())
+    assert state(bank) is CircuitState.OPEN
+
+
+def test_a_probe_given_back_unused_lets_the_next_caller_probe() -> None:
+    clock = Clock()
+    bank = breaker(clock, failure_threshold=1)
+    bank.record(ConnectionError())
+    clock.now += 5
+    bank.check()
+    bank.release()  # e.g. the delivery turned out to be a duplicate
+    bank.check()  # not stuck half-open
+    bank.record(None)
     assert state(bank) is CircuitState.CLOSED
 
 

@@ -29,6 +29,14 @@ def test_jitter_spreads_within_its_fraction(rand: float, seconds: float) -> None
     assert policy.delay(1, rand=lambda: rand).total_seconds() == pytest.approx(seconds)
 
 
+def test_an_open_circuit_stretches_the_delay_to_its_next_probe() -> None:
+    from saga.circuit import CircuitOpen
+
+    policy = RetryPolicy(initial_interval=timedelta(milliseconds=100), jitter=0)
+    assert policy.delay(1, error=CircuitOpen("bank", timedelta(seconds=9))) == timedelta(seconds=9)
+    assert policy.delay(1, error=ConnectionError()) == timedelta(milliseconds=100)
+
+
 def test_non_retryable_by_type_by_name_and_by_marker_class() -> None:
     class Declined(Exception):
         pass

@@ -310,3 +310,69 @@ async def test_a_database_outage_is_not_a_step_failure_and_emits_nothing() -> No
         await runner.handle(Envelope(payload=RESERVED, saga_id="o-1", source="/t"))
     assert calls == 0
     assert emitted == []
+
+
+async def test_returning_something_other_than_events_is_a_defect_and_not_retried() -> None:
+    service = payment()
+    calls = 0
+
+    @service.on(InventoryReserved, fails_with=PaymentFailed)  # type: ignore[arg-type]
+    async def charge(reserved: InventoryReserved, ctx: StepContext) -> RefundPayment:
+        nonlocal calls
+        calls += 1
+        return RefundPayment(order_id="o-1")  # a command: not for a handler to emit
+
+    kit = ServiceTestKit(service)
+    outcome = await kit.send(RESERVED, saga_id="o-1")
+    assert (outcome.kind, calls) == ("failed", 1)
+    failure = kit.emitted()[0].payload
+    assert isinstance(failure, PaymentFailed)
+    assert failure.error_type == "InvalidHandlerResult"
+    assert [e.type for e in kit.emitted()] == ["payment.PaymentFailed"]
+
+
+async def test_ctx_db_without_a_store_says_what_to_do() -> None:
+    service = payment()
+
+    @service.on(InventoryReserved, fails_with=PaymentFailed)
+    async def charge(reserved: InventoryReserved, ctx: StepContext) -> None:
+        await ctx.db.execute("SELECT 1")
+
+    kit = ServiceTestKit(service)
+    outcome = await kit.send(RESERVED, saga_id="o-1")
+    assert (outcome.kind, outcome.attempts) == ("failed", 1)
+    failure = kit.emitted()[0].payload
+    assert isinstance(failure, PaymentFailed)
+    assert failure.error_type == "NoDatabase"
+    assert "store='postgres'" in failure.error_message
+
+
+async def test_an_event_over_the_size_limit_fails_the_step_instead_of_blocking_the_outbox() -> None:
+    service = payment()
+
+    @service.on(InventoryReserved, fails_with=PaymentFailed)
+    async def charge(reserved: InventoryReserved, ctx: StepContext) -> PaymentCharged:
+        return PaymentCharged(order_id="o-1", amount_cents=1, charge_id="x" * 5000)
+
+    kit = ServiceTestKit(service)
+    kit.runner._max_record_bytes = 2048
+    outcome = await kit.send(RESERVED, saga_id="o-1")
+    assert (outcome.kind, outcome.attempts) == ("failed", 1)
+    failure = kit.emitted()[0].payload
+    assert isinstance(failure, PaymentFailed)
+    assert failure.error_type == "EventTooLarge"
+
+
+def test_a_failure_event_the_sdk_cannot_build_is_refused_at_registration() -> None:
+    from typing import ClassVar
+
+    class NeedsMore(StepFailed):
+        message_type: ClassVar[str] = "payment.NeedsMore"
+        order_id: str
+
+    service = payment()
+    with pytest.raises(TypeError, match="must be buildable from error_type"):
+
+        @service.on(InventoryReserved, fails_with=NeedsMore)
+        async def charge(reserved: InventoryReserved, ctx: StepContext) -> None:
+            return None

@@ -1,0 +1,137 @@
+"""The PostgreSQL inbox/outbox through the test kit: one transaction per delivery."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Callable
+
+import asyncpg
+
+from contracts.codec import EncodedRecord
+from contracts.inventory import InventoryReserved
+from contracts.payment import PaymentCharged, PaymentFailed
+from saga.provisioning import ensure_topics
+from saga.publisher import Publisher
+from saga.retry import RetryPolicy
+from saga.service import Service, StepContext, StepFailure
+from saga.settings import Settings
+from saga.store.relay import OutboxRelay
+from saga.store.service_store import PostgresServiceStore
+from saga.testing import ServiceTestKit
+from tests.conftest import Infra
+from tests.kafka_helpers import read_records
+
+RESERVED = InventoryReserved(order_id="o-1", sku="s", quantity=1, amount_cents=500)
+
+
+def service_with_table() -> tuple[Service, str]:
+    table = f"charges_{uuid.uuid4().hex[:8]}"
+    service = Service(
+        f"pay{uuid.uuid4().hex[:6]}",
+        store="postgres",
+        schema=(f"CREATE TABLE IF NOT EXISTS {table} (order_id text PRIMARY KEY)",),
+        retry=RetryPolicy(maximum_attempts=3),
+    )
+    return service, table
+
+
+async def rows(infra: Infra, table: str) -> int:
+    connection = await asyncpg.connect(infra.database_url)
+    try:
+        count: int = await connection.fetchval(f"SELECT count(*) FROM {table}")  # noqa: S608
+        return count
+    finally:
+        await connection.close()
+
+
+async def test_handler_writes_commit_with_the_inbox_and_the_outbox(infra: Infra) -> None:
+    service, table = service_with_table()
+
+    @service.on(InventoryReserved, fails_with=PaymentFailed)
+    async def charge(reserved: InventoryReserved, ctx: StepContext) -> PaymentCharged:
+        await ctx.db.execute(f"INSERT INTO {table} VALUES ($1)", reserved.order_id)  # noqa: S608
+        return PaymentCharged(order_id=reserved.order_id, amount_cents=500, charge_id="c")
+
+    async with ServiceTestKit(service, database_url=infra.database_url) as kit:
+        first = await kit.send(RESERVED, saga_id="o-1")
+        again = await kit.deliver(kit.transport.read("inventory.events", service)[0])
+    assert (first.kind, again.kind) == ("completed", "duplicate")
+    assert await rows(infra, table) == 1
+    assert [e.type for e in kit.emitted()] == ["payment.PaymentCharged"]
+
+
+async def test_a_step_failure_rolls_back_the_handlers_writes(infra: Infra) -> None:
+    service, table = service_with_table()
+
+    @service.on(InventoryReserved, fails_with=PaymentFailed)
+    async def charge(reserved: InventoryReserved, ctx: StepContext) -> None:
+        await ctx.db.execute(f"INSERT INTO {table} VALUES ($1)", reserved.order_id)  # noqa: S608
+        raise StepFailure("declined after writing", error_type="Declined")
+
+    async with ServiceTestKit(service, database_url=infra.database_url) as kit:
+        outcome = await kit.send(RESERVED, saga_id="o-1")
+    assert outcome.kind == "failed"
+    assert await rows(infra, table) == 0
+    assert [e.type for e in kit.emitted()] == ["payment.PaymentFailed"]
+
+
+async def test_a_handler_that_swallows_a_database_error_is_caught_not_silently_lost(
+    infra: Infra,
+) -> None:
+    service, table = service_with_table()
+
+    @service.on(InventoryReserved, fails_with=PaymentFailed)
+    async def charge(reserved: InventoryReserved, ctx: StepContext) -> PaymentCharged:
+        insert = f"INSERT INTO {table} VALUES ($1)"  # noqa: S608
+        for _ in range(2):  # the second insert violates the key; the error is swallowed
+            with contextlib.suppress(asyncpg.UniqueViolationError):
+                await ctx.db.execute(insert, reserved.order_id)
+        return PaymentCharged(order_id=reserved.order_id, amount_cents=500, charge_id="c")
+
+    async with ServiceTestKit(service, database_url=infra.database_url) as kit:
+        outcome = await kit.send(RESERVED, saga_id="o-1")
+    assert (outcome.kind, outcome.attempts) == ("failed", 3)
+    failure = kit.emitted()[0].payload
+    assert isinstance(failure, PaymentFailed)
+    assert failure.error_type == "AbortedTransaction"
+    assert await rows(infra, table) == 0
+
+
+async def test_relay_parks_a_row_the_broker_cannot_take_and_sends_the_rest(
+    infra: Infra, settings: Settings, unique: Callable[[str], str]
+) -> None:
+    topic = unique("payment.events")
+    await ensure_topics(settings, [topic], partitions=1)
+    store = PostgresServiceStore(infra.database_url, f"relay{uuid.uuid4().hex[:6]}")
+    await store.start()
+    try:
+        async with store.pool.acquire() as connection, connection.transaction():
+            ids = await store._write_outbox(
+                connection,
+                [
+                    (topic, EncodedRecord(b"s-1", b"first", [("n", b"1")])),
+                    (topic, EncodedRecord(b"s-2", b"x" * 10_000, [("n", b"2")])),
+                    (topic, EncodedRecord(b"s-3", b"third", [("n", b"3")])),
+                ],
+            )
+        tight = settings.model_copy(update={"max_message_bytes": 4096})
+        async with Publisher(tight) as publisher:
+            relay = OutboxRelay(store, publisher)
+            assert await relay.publish_pending() == 3
+            assert await relay.publish_pending() == 0, "nothing left to retry"
+        states = await store.pool.fetch(
+            "SELECT id, sent_at IS NOT NULL AS sent, parked_reason FROM saga_outbox"
+            " WHERE id = ANY($1::bigint[]) ORDER BY id",
+            ids,
+        )
+    finally:
+        await store.stop()
+    assert [(r["sent"], r["parked_reason"] is not None) for r in states] == [
+        (True, False),
+        (False, True),
+        (True, False),
+    ]
+    assert "over the limit of 4096 bytes" in states[1]["parked_reason"]
+    records = await read_records(settings, topic, 2)
+    assert [r.value for r in records] == [b"first", b"third"]
