@@ -256,14 +256,16 @@ async def test_circuit_opens_fails_fast_while_open_and_closes_after_a_good_probe
     async with running(steps, STEP_DOWNSTREAM=url):
         await steps.send(order("cb-1", "downstream"), "cb-1")
         [failed] = await steps.events(1)
-        # Threshold 2: two real calls, then the circuit is open and attempts 3 and 4
-        # fail fast without touching the dependency.
-        assert dependency.hits == 2
+        # Threshold 2: attempts 1 and 2 call the dependency and open the circuit;
+        # attempt 3 fails fast without a call and waits for the reset timeout;
+        # attempt 4 is the half-open probe, which fails and opens the circuit again.
+        assert dependency.hits == 3
         payload = failed.payload
         assert isinstance(payload, InventoryReservationFailed)
-        assert (payload.error_type, payload.attempts) == ("CircuitOpen", 4)
-        assert "circuit 'downstream' is open" in payload.error_message
+        assert (payload.error_type, payload.attempts) == ("HTTPError", 4)
         assert steps.status()[1]["circuits"] == {"downstream": "open"}
+        calls = await steps.query("SELECT attempt FROM step_calls WHERE saga_id = 'cb-1'")
+        assert sorted(r["attempt"] for r in calls) == [1, 2, 4], "attempt 3 never ran"
 
         dependency.healthy = True
         await eventually(
@@ -273,7 +275,7 @@ async def test_circuit_opens_fails_fast_while_open_and_closes_after_a_good_probe
         await steps.send(order("cb-2", "downstream"), "cb-2")
         events = await steps.events(2)
         assert isinstance(events[1].payload, InventoryReserved)
-        assert dependency.hits == 3, "one probe"
+        assert dependency.hits == 4, "one probe, which closed the circuit"
         assert steps.status()[1]["circuits"] == {"downstream": "closed"}
 
 
