@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from contracts.inventory import (
     InventoryReleased,
     InventoryReservationFailed,
@@ -40,3 +42,14 @@ ALL_MESSAGES: tuple[type[Message], ...] = (
 def default_registry() -> MessageRegistry:
     """A fresh registry holding every shipped contract."""
     return MessageRegistry(ALL_MESSAGES)
+
+
+if TYPE_CHECKING:
+    from contracts.sagas import SagaDefinition
+
+
+def saga_definitions() -> tuple[SagaDefinition, ...]:
+    """Every shipped saga definition, validated."""
+    from contracts.order_saga import ORDER_SAGA
+
+    return (ORDER_SAGA.validate(),)

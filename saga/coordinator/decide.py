@@ -1,0 +1,471 @@
+"""The coordinator's decisions: ``decide(state, incoming, definition, now)``.
+
+A pure function. Given the saga's current state (``None`` for a saga not seen
+yet), one incoming fact (an event, a fired timer or an operator action) and the
+saga definition, it returns the new state, the commands to send and the timers
+to set or cancel. No I/O: every rule below is tested with plain objects.
+
+Rules:
+
+* A step starts when an event that starts it arrives (its timeout timer is
+  set), completes or fails on its events; the terminal event completes the saga.
+* A failure, a step timeout or the saga deadline starts compensation: completed
+  steps are undone one at a time in reverse order of completion. A step that
+  timed out has an unknown outcome and is compensated too (compensations are
+  idempotent). Irreversible steps are never undone.
+* A completion arriving after compensation began is compensated as well.
+* A compensation that reports failure, or whose confirmation does not arrive in
+  the step's timeout, is sent again with backoff per the step's compensation
+  retry policy; when attempts run out the saga is parked for an operator.
+* Events for finished sagas change nothing (except late completions, which are
+  undone); timers firing after the fact do nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from contracts.sagas import SagaDefinition, StepDefinition
+from contracts.steps import CompensationFailed, StepFailed
+from saga.coordinator.state import SagaState, StepState
+
+IncomingKind = Literal["event", "timer", "operator"]
+
+STEP_TIMEOUT = "step-timeout"
+COMPENSATION_TIMEOUT = "compensation-timeout"
+COMPENSATION_RETRY = "compensation-retry"
+DEADLINE = "deadline"
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One fact for one saga."""
+
+    kind: IncomingKind
+    message_id: str
+    #: Event type, timer name (``step-timeout:reserve``), or operator action.
+    type: str
+    saga_id: str
+    saga_type: str
+    at: datetime
+    service: str | None = None
+    step_hint: str | None = None
+    attempt: int = 1
+    payload: dict[str, Any] = field(default_factory=dict)
+    traceparent: str | None = None
+    tracestate: str | None = None
+    actor: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class CommandToSend:
+    step: str
+    message_type: str
+    payload: dict[str, Any]
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Timer:
+    name: str
+    due: datetime
+
+
+@dataclass(frozen=True)
+class Decision:
+    state: SagaState | None
+    commands: list[CommandToSend] = field(default_factory=list)
+    set_timers: list[Timer] = field(default_factory=list)
+    cancel_timers: list[str] = field(default_factory=list)
+    #: What happened, for the saga log and the operator.
+    notes: list[str] = field(default_factory=list)
+    #: False when the fact changed nothing (recorded and counted as ignored).
+    applied: bool = True
+
+
+class _Builder:
+    """Accumulates one decision."""
+
+    def __init__(self, state: SagaState, definition: SagaDefinition, now: datetime) -> None:
+        self.state = state
+        self.definition = definition
+        self.now = now
+        self.commands: list[CommandToSend] = []
+        self.set_timers: list[Timer] = []
+        self.cancel_timers: list[str] = []
+        self.notes: list[str] = []
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+    def decision(self, applied: bool = True) -> Decision:
+        return Decision(
+            self.state, self.commands, self.set_timers, self.cancel_timers, self.notes, applied
+        )
+
+    def step(self, name: str) -> StepState:
+        return self.state.steps[name]
+
+    def update(self, name: str, **changes: Any) -> None:
+        self.state = self.state.with_step(name, **changes)
+
+    def next_order(self) -> int:
+        order = self.state.next_order
+        self.state = replace(self.state, next_order=order + 1)
+        return order
+
+
+def new_saga(incoming: Incoming, definition: SagaDefinition) -> SagaState:
+    return SagaState(
+        saga_id=incoming.saga_id,
+        saga_type=definition.name,
+        status="running",
+        steps={s.name: StepState() for s in definition.steps},
+        started_at=incoming.at,
+        traceparent=incoming.traceparent,
+        tracestate=incoming.tracestate,
+    )
+
+
+def decide(
+    state: SagaState | None, incoming: Incoming, definition: SagaDefinition, now: datetime
+) -> Decision:
+    """The decision for ``incoming``; ``state`` is ``None`` for a saga not seen yet."""
+    if state is None:
+        if incoming.kind != "event":
+            return Decision(None, notes=[f"{incoming.type}: no such saga"], applied=False)
+        b = _Builder(new_saga(incoming, definition), definition, now)
+        if incoming.type != definition.starts_with.message_type:
+            b.note(f"{incoming.type} arrived before the saga's start event: saga opened")
+        else:
+            b.note("saga started")
+        if definition.deadline is not None:
+            b.set_timers.append(Timer(DEADLINE, incoming.at + definition.deadline))
+    else:
+        b = _Builder(state, definition, now)
+    if incoming.kind == "event":
+        _on_event(b, incoming)
+    elif incoming.kind == "timer":
+        _on_timer(b, incoming)
+    else:
+        _on_operator(b, incoming)
+    changed = b.state != state or bool(b.commands or b.set_timers or b.cancel_timers)
+    return b.decision(applied=changed)
+
+
+# --- events ------------------------------------------------------------------------
+
+
+def _on_event(b: _Builder, incoming: Incoming) -> None:
+    d = b.definition
+    kind = incoming.type
+    matched = False
+    for step in d.steps:
+        if kind in _types(step.completed_by):
+            matched = True
+            _completed(b, step, incoming)
+        elif kind in _types(step.failed_by):
+            matched = True
+            _failed(b, step, incoming)
+        elif kind in _types(step.compensated_by):
+            matched = True
+            _compensated(b, step, incoming)
+    for step in d.steps:
+        if kind in _types(step.started_by):
+            matched = True
+            _started(b, step, incoming)
+    if kind == StepFailed.message_type:
+        failing = _step_of(b, incoming, want=("running", "pending", "timed_out"))
+        if failing is not None:
+            matched = True
+            _failed(b, failing, incoming)
+    if kind == CompensationFailed.message_type:
+        undoing = _step_of(b, incoming, want=("compensating",))
+        if undoing is not None:
+            matched = True
+            _compensation_failed(b, undoing, incoming)
+    if not matched:
+        b.note(f"{kind}: not part of saga {d.name!r}; recorded only")
+    _maybe_finish(b)
+
+
+def _started(b: _Builder, step: StepDefinition, incoming: Incoming) -> None:
+    current = b.step(step.name)
+    if current.status != "pending":
+        return
+    if b.state.status != "running":
+        b.note(f"{step.name}: not started, the saga is {b.state.status}")
+        return
+    b.update(step.name, status="running", started_at=incoming.at, data=dict(incoming.payload))
+    b.note(f"{step.name} started")
+    if step.timeout is not None:
+        b.set_timers.append(Timer(f"{STEP_TIMEOUT}:{step.name}", incoming.at + step.timeout))
+
+
+def _completed(b: _Builder, step: StepDefinition, incoming: Incoming) -> None:
+    current = b.step(step.name)
+    b.cancel_timers.append(f"{STEP_TIMEOUT}:{step.name}")
+    fields = {
+        "finished_at": incoming.at,
+        "attempt": incoming.attempt,
+        "data": {**current.data, **incoming.payload},
+        "started_at": current.started_at or incoming.at,
+    }
+    if current.status in ("pending", "running"):
+        b.update(step.name, status="completed", order=b.next_order(), **fields)
+        b.note(f"{step.name} completed")
+        if b.state.status in ("compensating", "compensated", "parked"):
+            b.note(f"{step.name} completed after compensation began: it is undone too")
+            _reopen(b)
+            _next_compensation(b)
+        elif b.state.status == "running" and incoming.type == b.definition.ends_with.message_type:
+            b.state = replace(b.state, status="completed", finished_at=incoming.at)
+            b.cancel_timers.append(DEADLINE)
+            b.note("saga completed")
+    elif current.status == "timed_out":
+        # The late answer to a step already being undone: the undo covers it.
+        b.update(step.name, **fields)
+        b.note(f"{step.name} answered after its timeout; its compensation covers it")
+    elif current.status == "compensating":
+        b.update(step.name, compensate_again=True, **fields)
+        b.note(f"{step.name} completed while its compensation was in flight: undo again after")
+    elif current.status == "compensated":
+        b.update(step.name, status="completed", order=b.next_order(), **fields)
+        b.note(f"{step.name} completed after it was compensated: undo again")
+        _reopen(b)
+        _next_compensation(b)
+    else:
+        b.note(f"{step.name}: completion ignored, step is {current.status}")
+
+
+def _failed(b: _Builder, step: StepDefinition, incoming: Incoming) -> None:
+    current = b.step(step.name)
+    if current.status not in ("pending", "running", "timed_out"):
+        b.note(f"{step.name}: failure ignored, step is {current.status}")
+        return
+    error = _error(incoming)
+    b.cancel_timers.append(f"{STEP_TIMEOUT}:{step.name}")
+    timed_out = current.status == "timed_out"
+    b.update(
+        step.name,
+        status="timed_out" if timed_out else "failed",
+        finished_at=incoming.at,
+        attempt=incoming.attempt,
+        error=error,
+        started_at=current.started_at or incoming.at,
+    )
+    b.note(f"{step.name} failed: {error}")
+    if b.state.status == "running":
+        _begin_compensation(b, f"step {step.name} failed: {error}")
+
+
+def _compensated(b: _Builder, step: StepDefinition, incoming: Incoming) -> None:
+    current = b.step(step.name)
+    if current.status != "compensating":
+        b.note(f"{step.name}: confirmation ignored, step is {current.status}")
+        return
+    b.cancel_timers.extend(
+        [f"{COMPENSATION_TIMEOUT}:{step.name}", f"{COMPENSATION_RETRY}:{step.name}"]
+    )
+    if current.compensate_again:
+        b.update(step.name, status="completed", compensate_again=False, order=b.next_order())
+        b.note(f"{step.name} compensated, and undone once more for its late completion")
+    else:
+        b.update(step.name, status="compensated", compensated_at=incoming.at)
+        b.note(f"{step.name} compensated")
+    if b.state.status == "parked":
+        b.state = replace(b.state, status="compensating")
+    _next_compensation(b)
+
+
+def _compensation_failed(b: _Builder, step: StepDefinition, incoming: Incoming) -> None:
+    error = _error(incoming)
+    b.update(step.name, error=f"compensation failed: {error}")
+    b.cancel_timers.append(f"{COMPENSATION_TIMEOUT}:{step.name}")
+    _retry_or_park(b, step, f"compensation of {step.name} failed: {error}")
+
+
+# --- timers ------------------------------------------------------------------------
+
+
+def _on_timer(b: _Builder, incoming: Incoming) -> None:
+    kind, _, name = incoming.type.partition(":")
+    if b.state.finished:
+        b.note(f"timer {incoming.type} fired after the saga finished: nothing to do")
+        return
+    if kind == DEADLINE:
+        if b.state.status == "running":
+            b.note("saga deadline passed")
+            for step in b.definition.steps:
+                if b.step(step.name).status == "running":
+                    _time_out(b, step)
+            _begin_compensation(b, "saga deadline passed")
+        return
+    step = b.definition.step(name)
+    current = b.step(step.name)
+    if kind == STEP_TIMEOUT and current.status == "running":
+        _time_out(b, step)
+        if b.state.status == "running":
+            _begin_compensation(b, f"step {step.name} timed out")
+    elif kind == COMPENSATION_TIMEOUT and current.status == "compensating":
+        _retry_or_park(b, step, f"no confirmation of {step.name}'s compensation in time")
+    elif kind == COMPENSATION_RETRY and current.status == "compensating":
+        _send_compensation(b, step)
+    else:
+        b.note(f"timer {incoming.type}: nothing to do, step is {current.status}")
+
+
+def _time_out(b: _Builder, step: StepDefinition) -> None:
+    b.update(
+        step.name,
+        status="timed_out",
+        finished_at=b.now,
+        order=b.next_order(),
+        error="timed out: outcome unknown",
+    )
+    b.note(f"{step.name} timed out (outcome unknown: it will be compensated)")
+
+
+# --- operator actions ----------------------------------------------------------------
+
+
+def _on_operator(b: _Builder, incoming: Incoming) -> None:
+    who = f"{incoming.actor or 'unknown'}" + (f" ({incoming.reason})" if incoming.reason else "")
+    action, _, name = incoming.type.partition(":")
+    if action == "retry":
+        if b.state.status != "parked":
+            b.note(f"retry by {who}: nothing to do, saga is {b.state.status}")
+            return
+        b.state = replace(b.state, status="compensating")
+        b.note(f"retry by {who}")
+        for step in b.definition.steps:
+            if b.step(step.name).status == "compensation_failed":
+                b.update(step.name, status="completed", compensation_attempts=0)
+        _next_compensation(b)
+    elif action == "skip":
+        step = b.definition.step(name)
+        if b.step(name).status not in (
+            "compensation_failed",
+            "compensating",
+            "completed",
+            "timed_out",
+        ):
+            b.note(f"skip {name} by {who}: nothing to do, step is {b.step(name).status}")
+            return
+        b.update(name, status="skipped", error=f"skipped by {who}")
+        b.cancel_timers.extend([f"{COMPENSATION_TIMEOUT}:{name}", f"{COMPENSATION_RETRY}:{name}"])
+        b.note(f"{step.name} skipped by {who}")
+        if b.state.status == "parked":
+            b.state = replace(b.state, status="compensating")
+        if b.state.status == "compensating":
+            _next_compensation(b)
+    elif action == "resolve":
+        b.state = replace(
+            b.state, status="resolved", finished_at=b.now, reason=f"resolved by {who}"
+        )
+        b.cancel_timers.append(DEADLINE)
+        for step in b.definition.steps:
+            b.cancel_timers.extend(
+                [
+                    f"{STEP_TIMEOUT}:{step.name}",
+                    f"{COMPENSATION_TIMEOUT}:{step.name}",
+                    f"{COMPENSATION_RETRY}:{step.name}",
+                ]
+            )
+        b.note(f"resolved by {who}")
+    else:
+        b.note(f"unknown operator action {incoming.type!r}")
+
+
+# --- compensation ---------------------------------------------------------------------
+
+
+def _begin_compensation(b: _Builder, reason: str) -> None:
+    b.state = replace(b.state, status="compensating", reason=reason)
+    b.cancel_timers.append(DEADLINE)
+    b.note(f"compensating: {reason}")
+    _next_compensation(b)
+
+
+def _reopen(b: _Builder) -> None:
+    if b.state.status == "compensated":
+        b.state = replace(b.state, status="compensating", finished_at=None)
+
+
+def _next_compensation(b: _Builder) -> None:
+    """Send the next compensation, or finish: one at a time, latest completion first."""
+    if b.state.status not in ("compensating",):
+        return
+    steps = b.definition.steps
+    if any(b.step(s.name).status == "compensating" for s in steps):
+        return  # one in flight: wait for its confirmation
+    due = [
+        s
+        for s in steps
+        if b.step(s.name).status in ("completed", "timed_out") and not s.irreversible
+    ]
+    if not due:
+        b.state = replace(b.state, status="compensated", finished_at=b.now)
+        b.note("saga compensated")
+        return
+    step = max(due, key=lambda s: b.step(s.name).order or 0)
+    b.update(step.name, status="compensating", compensation_attempts=0)
+    _send_compensation(b, step)
+
+
+def _send_compensation(b: _Builder, step: StepDefinition) -> None:
+    assert step.compensation is not None
+    current = b.step(step.name)
+    attempt = current.compensation_attempts + 1
+    data = current.data
+    payload = {n: data[n] for n in step.compensation.model_fields if n in data}
+    b.update(step.name, compensation_attempts=attempt)
+    b.commands.append(CommandToSend(step.name, step.compensation.message_type, payload, attempt))
+    b.note(f"sent {step.compensation.message_type} for {step.name} (attempt {attempt})")
+    if step.timeout is not None:
+        b.set_timers.append(Timer(f"{COMPENSATION_TIMEOUT}:{step.name}", b.now + step.timeout))
+
+
+def _retry_or_park(b: _Builder, step: StepDefinition, why: str) -> None:
+    current = b.step(step.name)
+    policy = step.compensation_retry
+    if not policy.gives_up_after(current.compensation_attempts):
+        delay: timedelta = policy.delay(current.compensation_attempts, rand=lambda: 0.5)
+        b.set_timers.append(Timer(f"{COMPENSATION_RETRY}:{step.name}", b.now + delay))
+        b.note(f"{why}; sent again in {delay.total_seconds():g}s")
+        return
+    b.update(step.name, status="compensation_failed", error=why)
+    b.state = replace(b.state, status="parked", reason=why)
+    b.note(f"{why}; attempts exhausted: saga parked for an operator")
+
+
+# --- helpers --------------------------------------------------------------------------
+
+
+def _maybe_finish(b: _Builder) -> None:
+    if b.state.status == "compensating":
+        _next_compensation(b)
+
+
+def _types(models: tuple[type[Any], ...]) -> set[str]:
+    return {m.message_type for m in models}
+
+
+def _step_of(b: _Builder, incoming: Incoming, want: tuple[str, ...]) -> StepDefinition | None:
+    """The step a generic event (StepFailed, CompensationFailed) is about."""
+    candidates = [s for s in b.definition.steps if s.service == incoming.service]
+    if incoming.step_hint:
+        named = [s for s in candidates if s.name == incoming.step_hint]
+        if named:
+            return named[0]
+    active = [s for s in candidates if b.step(s.name).status in want]
+    return active[0] if active else (candidates[0] if len(candidates) == 1 else None)
+
+
+def _error(incoming: Incoming) -> str:
+    kind = incoming.payload.get("error_type", incoming.type)
+    message = incoming.payload.get("error_message", "")
+    return f"{kind}: {message}" if message else str(kind)

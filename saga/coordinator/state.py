@@ -1,0 +1,109 @@
+"""The state of one saga, as the coordinator keeps it (JSON in the saga row)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
+from typing import Any, Literal
+
+SagaStatus = Literal["running", "completed", "compensating", "compensated", "parked", "resolved"]
+StepStatus = Literal[
+    "pending",
+    "running",
+    "completed",
+    "failed",
+    "timed_out",
+    "compensating",
+    "compensated",
+    "compensation_failed",
+    "skipped",
+]
+
+FINISHED: frozenset[str] = frozenset({"completed", "compensated", "resolved"})
+
+
+@dataclass(frozen=True)
+class StepState:
+    status: StepStatus = "pending"
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    attempt: int = 0
+    error: str | None = None
+    #: Order in which steps completed (or timed out): compensation runs in reverse.
+    order: int | None = None
+    #: Payload the compensation command is built from (completion, else start event).
+    data: dict[str, Any] = field(default_factory=dict)
+    compensation_attempts: int = 0
+    compensated_at: datetime | None = None
+    #: A completion arrived while its compensation was in flight: undo once more.
+    compensate_again: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key in ("started_at", "finished_at", "compensated_at"):
+            out[key] = out[key].isoformat() if out[key] else None
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StepState:
+        data = dict(data)
+        for key in ("started_at", "finished_at", "compensated_at"):
+            data[key] = datetime.fromisoformat(data[key]) if data.get(key) else None
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class SagaState:
+    saga_id: str
+    saga_type: str
+    status: SagaStatus
+    steps: dict[str, StepState]
+    started_at: datetime
+    finished_at: datetime | None = None
+    #: Why the saga is compensating (the failure, timeout or deadline).
+    reason: str | None = None
+    traceparent: str | None = None
+    tracestate: str | None = None
+    next_order: int = 1
+    version: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    def with_step(self, name: str, **changes: Any) -> SagaState:
+        steps = dict(self.steps)
+        steps[name] = replace(steps[name], **changes)
+        return replace(self, steps=steps)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "saga_id": self.saga_id,
+            "saga_type": self.saga_type,
+            "status": self.status,
+            "steps": {name: step.to_json() for name, step in self.steps.items()},
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "reason": self.reason,
+            "traceparent": self.traceparent,
+            "tracestate": self.tracestate,
+            "next_order": self.next_order,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], version: int) -> SagaState:
+        return cls(
+            saga_id=data["saga_id"],
+            saga_type=data["saga_type"],
+            status=data["status"],
+            steps={n: StepState.from_json(s) for n, s in data["steps"].items()},
+            started_at=datetime.fromisoformat(data["started_at"]),
+            finished_at=(
+                datetime.fromisoformat(data["finished_at"]) if data.get("finished_at") else None
+            ),
+            reason=data.get("reason"),
+            traceparent=data.get("traceparent"),
+            tracestate=data.get("tracestate"),
+            next_order=data.get("next_order", 1),
+            version=version,
+        )
