@@ -71,6 +71,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     service.add_argument("module", help="module with a `service = Service(...)` attribute")
     service.set_defaults(run=_run)
+
+    from saga.operator_cli import register
+
+    register(commands)
     return parser
 
 
@@ -89,14 +93,11 @@ def _run(args: argparse.Namespace) -> int:
 
 def run_service(service: Service) -> int:
     """Run ``service`` with settings from ``SAGA_*`` until SIGTERM/SIGINT; exit code."""
+    from saga.logs import configure_logging
     from saga.service_runtime import ServiceRuntime
     from saga.settings import Settings
 
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    root.setLevel(min(root.level, logging.INFO))
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    configure_logging()
     settings = Settings(service_name=service.name, client_id=service.name)
 
     async def serve() -> None:

@@ -67,6 +67,7 @@ from saga.settings import Settings
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Envelope[Message]], Awaitable[None]]
+BatchHandler = Callable[[list[Envelope[Message]]], Awaitable[None]]
 
 _FETCH_HEADROOM = 1_048_576
 
@@ -80,16 +81,21 @@ class Consumer:
         *,
         topics: Sequence[str],
         group_id: str,
-        handler: Handler,
+        handler: Handler | None = None,
         registry: MessageRegistry,
         publisher: Publisher | None = None,
         client_id: str | None = None,
         accepts: Callable[[str], bool] | None = None,
         handler_attempts: int | None = None,
+        batch_handler: BatchHandler | None = None,
     ) -> None:
         """``accepts(ce_type)`` false: the record is skipped unread (a shared topic
         carries types this consumer does not handle). ``handler_attempts``
-        overrides ``settings.handler_max_attempts``; 0 retries without limit."""
+        overrides ``settings.handler_max_attempts``; 0 retries without limit.
+        ``batch_handler`` instead of ``handler`` receives each partition's fetched
+        batch at once (valid envelopes, in order): one call, one unit of work."""
+        if (handler is None) == (batch_handler is None):
+            raise ValueError("give a consumer either handler or batch_handler")
         if not topics:
             raise ValueError("a consumer needs at least one topic")
         for topic in topics:
@@ -98,6 +104,7 @@ class Consumer:
         self._topics = list(topics)
         self._group_id = group_id
         self._handler = handler
+        self._batch_handler = batch_handler
         self._registry = registry
         self._accepts = accepts
         self._handler_attempts = (
@@ -243,6 +250,47 @@ class Consumer:
                 worker.paused = False
 
     async def _handle(self, record: ConsumerRecord) -> None:
+        envelope, raw = await self._read(record)
+        if envelope is None:
+            return
+        try:
+            await self._call(lambda: self._handler_of(envelope), envelope.type)
+        except Exception as exc:
+            if self._stopping.is_set():
+                # Shutting down mid-retry: leave it uncommitted, to be retried after restart.
+                raise _Abandoned(describe_error(exc)) from exc
+            reason = (
+                f"handler failed after {self._handler_attempts} attempt(s): {describe_error(exc)}"
+            )
+            await self._dead_letter(raw, reason, type(exc).__name__)
+
+    async def _handle_batch(self, records: Sequence[ConsumerRecord]) -> None:
+        """One call of the batch handler for the valid envelopes among ``records``."""
+        assert self._batch_handler is not None
+        read = [await self._read(record) for record in records]
+        envelopes = [envelope for envelope, _ in read if envelope is not None]
+        if not envelopes:
+            return
+        handler = self._batch_handler
+        try:
+            await self._call(lambda: handler(envelopes), f"batch of {len(envelopes)}")
+        except Exception as exc:
+            if self._stopping.is_set():
+                raise _Abandoned(describe_error(exc)) from exc
+            reason = (
+                f"batch handler failed after {self._handler_attempts} attempt(s): "
+                f"{describe_error(exc)}"
+            )
+            for envelope, raw in read:
+                if envelope is not None:
+                    await self._dead_letter(raw, reason, type(exc).__name__)
+
+    def _handler_of(self, envelope: Envelope[Message]) -> Awaitable[None]:
+        assert self._handler is not None
+        return self._handler(envelope)
+
+    async def _read(self, record: ConsumerRecord) -> tuple[Envelope[Message] | None, RawRecord]:
+        """The record as an envelope; ``None`` if skipped or dead-lettered."""
         raw = RawRecord(
             topic=record.topic,
             partition=record.partition,
@@ -255,37 +303,25 @@ class Consumer:
         if self._accepts is not None:
             message_type = header_map(raw.headers).get(h.TYPE)
             if message_type and not self._accepts(message_type.decode(errors="replace")):
-                return
+                return None, raw
         try:
-            envelope = decode(raw, self._registry)
+            return decode(raw, self._registry), raw
         except InvalidMessage as exc:
             await self._dead_letter(raw, exc.reason, type(exc).__name__)
-            return
         except Exception as exc:  # e.g. a faulty upcaster: still this record's problem
             await self._dead_letter(
                 raw, f"record could not be read: {describe_error(exc)}", type(exc).__name__
             )
-            return
-        try:
-            await self._call_handler(envelope)
-        except Exception as exc:
-            if self._stopping.is_set():
-                # Shutting down mid-retry: leave it uncommitted, to be retried after restart.
-                raise _Abandoned(describe_error(exc)) from exc
-            reason = (
-                f"handler failed after {self._handler_attempts} attempt(s): {describe_error(exc)}"
-            )
-            await self._dead_letter(raw, reason, type(exc).__name__)
+        return None, raw
 
-    async def _call_handler(self, envelope: Envelope[Message]) -> None:
+    async def _call(self, work: Callable[[], Awaitable[None]], what: str) -> None:
         async def attempt(number: int) -> None:
-            await self._handler(envelope)
+            await work()
 
         def retrying(number: int, error: BaseException, delay: timedelta) -> None:
             log.warning(
-                "handling %s (saga %s) failed, attempt %d: %s; retrying in %.1fs",
-                envelope.type,
-                envelope.saga_id,
+                "handling %s failed, attempt %d: %s; retrying in %.1fs",
+                what,
                 number,
                 describe_error(error),
                 delay.total_seconds(),
@@ -440,27 +476,36 @@ class _PartitionWorker:
             self.task.cancel()
 
     async def _run(self) -> None:
+        batched = self.consumer._batch_handler is not None
         while self._queue:
-            record = self._queue.popleft()
+            if batched:
+                take = min(len(self._queue), self.backlog_limit)
+                records = [self._queue.popleft() for _ in range(take)]
+            else:
+                records = [self._queue.popleft()]
+            first, last = records[0], records[-1]
             try:
                 async with self.consumer._slots:
-                    await self.consumer._handle(record)
+                    if batched:
+                        await self.consumer._handle_batch(records)
+                    else:
+                        await self.consumer._handle(first)
             except _Abandoned as exc:
                 # Shutting down: the offset stays uncommitted, the record is read again.
-                log.warning("record %s@%d left for redelivery: %s", self.tp, record.offset, exc)
+                log.warning("record %s@%d left for redelivery: %s", self.tp, first.offset, exc)
                 self._queue.clear()
                 return
             except Exception:
                 # A defect, not bad input. Skipping would lose the record, so this
                 # partition stays paused (others go on) until the process restarts.
                 log.critical(
-                    "partition %s stalled at offset %d", self.tp, record.offset, exc_info=True
+                    "partition %s stalled at offset %d", self.tp, first.offset, exc_info=True
                 )
                 self.stalled = True
                 self._queue.clear()
                 self.consumer._pause(self)
                 return
-            self.handled = record.offset + 1
+            self.handled = last.offset + 1
             if self.paused and len(self._queue) <= self.backlog_limit // 2:
                 self.consumer._resume(self)
 

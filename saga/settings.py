@@ -118,6 +118,15 @@ class Settings(BaseSettings):
         default=500, gt=0, description="How often the outbox relay looks for unsent rows."
     )
 
+    # --- Coordinator --------------------------------------------------------
+    definitions: str = Field(
+        default="contracts.catalog:saga_definitions",
+        description="module:attribute of the saga definitions (a sequence, or a function).",
+    )
+    timer_interval_ms: int = Field(
+        default=200, gt=0, description="How often the coordinator looks for due timers."
+    )
+
     # --- PostgreSQL and telemetry -----------------------------------------
     database_url: SecretStr = Field(
         default=SecretStr("postgresql://postgres@localhost:5432/saga"),

@@ -45,6 +45,40 @@ MIGRATIONS: Final[dict[str, tuple[str, ...]]] = {
             WHERE sent_at IS NULL AND parked_reason IS NULL;
         """,
     ),
+    "coordinator": (
+        # 1: saga instances, the saga log (audit trail) and durable timers.
+        """
+        CREATE TABLE saga_instances (
+            saga_id    text        PRIMARY KEY,
+            saga_type  text        NOT NULL,
+            status     text        NOT NULL,
+            version    integer     NOT NULL,
+            state      jsonb       NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            updated_at timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE INDEX saga_instances_status ON saga_instances (status, updated_at);
+        CREATE TABLE saga_log (
+            id         bigserial   PRIMARY KEY,
+            saga_id    text        NOT NULL,
+            kind       text        NOT NULL,
+            message_id text,
+            type       text        NOT NULL,
+            actor      text        NOT NULL,
+            detail     jsonb       NOT NULL DEFAULT '{}',
+            at         timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE UNIQUE INDEX saga_log_event ON saga_log (message_id) WHERE kind = 'event';
+        CREATE INDEX saga_log_saga ON saga_log (saga_id, id);
+        CREATE TABLE saga_timers (
+            saga_id text        NOT NULL,
+            name    text        NOT NULL,
+            due_at  timestamptz NOT NULL,
+            PRIMARY KEY (saga_id, name)
+        );
+        CREATE INDEX saga_timers_due ON saga_timers (due_at);
+        """,
+    ),
 }
 
 _LOCK_KEY = 0x5A6A  # advisory lock for migrations

@@ -62,11 +62,13 @@ class PostgresServiceStore:
         schema: Sequence[str] = (),
         pool_size: int = 10,
         command_timeout_s: float = 60.0,
+        components: Sequence[str] = ("service",),
     ) -> None:
         self.database_url = database_url
         self.service = service
         self._schema = schema
         self._command_timeout_s = command_timeout_s
+        self._components = components
         self._pool_size = pool_size
         self._pool: Any = None
 
@@ -86,6 +88,8 @@ class PostgresServiceStore:
             command_timeout=self._command_timeout_s,
         )
         async with self._pool.acquire() as connection:
+            for component in self._components:
+                await migrate(connection, component)
             await migrate(connection, "service", extra=self._schema)
 
     async def stop(self) -> None:
@@ -118,9 +122,9 @@ class PostgresServiceStore:
             delivery = Delivery(duplicate=not claimed, connection=connection)
             yield delivery
             if delivery.outgoing and not delivery.duplicate:
-                delivery.outbox_ids = await self._write_outbox(connection, delivery.outgoing)
+                delivery.outbox_ids = await self.write_outbox(connection, delivery.outgoing)
 
-    async def _write_outbox(
+    async def write_outbox(
         self, connection: Any, outgoing: Sequence[tuple[str, EncodedRecord]]
     ) -> list[int]:
         rows = await connection.fetch(

@@ -107,7 +107,7 @@ async def test_relay_parks_a_row_the_broker_cannot_take_and_sends_the_rest(
     await store.start()
     try:
         async with store.pool.acquire() as connection, connection.transaction():
-            ids = await store._write_outbox(
+            ids = await store.write_outbox(
                 connection,
                 [
                     (topic, EncodedRecord(b"s-1", b"first", [("n", b"1")])),

@@ -1,0 +1,317 @@
+"""The coordinator's I/O shell: facts in, one transaction, commands out.
+
+For a batch of events (or due timers, or an operator action), in ONE
+PostgreSQL transaction: append the events to the saga log (a message id seen
+before is a duplicate and changes nothing), lock the sagas involved, run the
+pure :func:`~saga.coordinator.decide.decide` for each fact in order, save the
+saga rows with a version check, append the decisions to the log, set or cancel
+timers and put the commands in the outbox. After commit the outbox is
+published (by the caller, through the relay) and only then are Kafka offsets
+committed. Time is the database's clock.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from opentelemetry import metrics
+
+from contracts.codec import EncodedRecord, encode
+from contracts.envelope import Envelope
+from contracts.messages import Message
+from contracts.registry import MessageRegistry
+from contracts.sagas import SagaDefinition
+from contracts.topics import commands_topic, events_topic, owner_of, prefixed, topic_for_type
+from saga.coordinator import store
+from saga.coordinator.decide import Decision, Incoming, decide
+from saga.coordinator.state import SagaState
+from saga.store.service_store import PostgresServiceStore
+
+log = logging.getLogger(__name__)
+_meter = metrics.get_meter("saga")
+_ignored = _meter.create_counter(
+    "saga.coordinator.ignored", description="Facts recorded but not acted on (unknown saga, ...)"
+)
+_decisions = _meter.create_counter("saga.coordinator.decisions", description="Decisions made")
+
+COORDINATOR = "coordinator"
+SOURCE = "/coordinator"
+
+
+@dataclass
+class _Batch:
+    """What one transaction accumulates."""
+
+    states: dict[str, SagaState]
+    read_versions: dict[str, int | None]
+    changed: set[str] = field(default_factory=set)
+    log: list[store.LogEntry] = field(default_factory=list)
+    timers: dict[tuple[str, str], datetime | None] = field(default_factory=dict)
+    outgoing: list[tuple[str, EncodedRecord]] = field(default_factory=list)
+    decisions: list[tuple[Incoming, Decision]] = field(default_factory=list)
+
+
+class Coordinator:
+    """Applies facts to sagas of the given definitions, durably."""
+
+    def __init__(
+        self,
+        definitions: Sequence[SagaDefinition],
+        outbox: PostgresServiceStore,
+        *,
+        topic_prefix: str = "",
+    ) -> None:
+        self.definitions = {d.name: d.validate() for d in definitions}
+        self.outbox = outbox
+        self.prefix = topic_prefix
+        self.registry = MessageRegistry()
+        self._by_type: dict[str, list[SagaDefinition]] = {}
+        for definition in self.definitions.values():
+            for model in definition.models():
+                if model.message_type not in self.registry:
+                    self.registry.register(model)
+            for message_type in definition.message_types():
+                self._by_type.setdefault(message_type, []).append(definition)
+
+    @property
+    def pool(self) -> Any:
+        return self.outbox.pool
+
+    def topics(self) -> list[str]:
+        """Every events topic the loaded sagas listen to (prefixed)."""
+        names: list[str] = []
+        for definition in self.definitions.values():
+            start = definition.starts_with
+            names.append(topic_for_type(start.message_type, start.kind))
+            names.extend(events_topic(service) for service in definition.services)
+        return [prefixed(self.prefix, n) for n in dict.fromkeys(names)]
+
+    def definition_for(self, saga_type: str | None, message_type: str) -> SagaDefinition | None:
+        if saga_type:
+            # Named: that saga or none (never a guess from the event type).
+            return self.definitions.get(saga_type)
+        candidates = self._by_type.get(message_type, [])
+        return candidates[0] if len(candidates) == 1 else None
+
+    # --- the three kinds of facts -----------------------------------------------------
+
+    async def apply_events(self, envelopes: Sequence[Envelope[Message]]) -> list[int]:
+        """Decide on a batch of events; returns the outbox row ids written."""
+        async with self.pool.acquire() as connection, connection.transaction():
+            now: datetime = await connection.fetchval("SELECT now()")
+            unique = list({e.id: e for e in envelopes}.values())
+            fresh = await store.append_events(connection, [self._event_entry(e) for e in unique])
+            facts: list[tuple[Incoming, SagaDefinition]] = []
+            ignored: list[store.LogEntry] = []
+            for envelope in unique:
+                if envelope.id not in fresh:
+                    continue  # a duplicate: already decided on
+                definition = self.definition_for(envelope.saga_type, envelope.type)
+                if definition is None:
+                    _ignored.add(1, {"reason": "unknown saga type"})
+                    ignored.append(self._ignored(envelope, "no saga definition for this event"))
+                    continue
+                facts.append((self._incoming(envelope, definition, now), definition))
+            batch = await self._open(connection, [f.saga_id for f, _ in facts])
+            batch.log.extend(ignored)
+            return await self._decide(connection, batch, facts, now)
+
+    async def fire_due_timers(self, limit: int = 200) -> tuple[int, list[int]]:
+        """Fire timers due by the database clock; returns (fired, outbox ids)."""
+        async with self.pool.acquire() as connection, connection.transaction():
+            fired = await store.due_timers(connection, limit)
+            if not fired:
+                return 0, []
+            now: datetime = await connection.fetchval("SELECT now()")
+            batch = await self._open(connection, [saga_id for saga_id, _, _ in fired])
+            await store.delete_timers(connection, fired)
+            facts: list[tuple[Incoming, SagaDefinition]] = []
+            for saga_id, name, due in fired:
+                state = batch.states.get(saga_id)
+                definition = self.definitions.get(state.saga_type) if state else None
+                if state is None or definition is None:
+                    continue
+                incoming = Incoming(
+                    kind="timer",
+                    message_id=f"timer:{saga_id}:{name}:{due.isoformat()}",
+                    type=name,
+                    saga_id=saga_id,
+                    saga_type=state.saga_type,
+                    at=now,
+                )
+                batch.log.append(
+                    store.LogEntry(
+                        saga_id,
+                        "timer",
+                        name,
+                        COORDINATOR,
+                        {"due": due.isoformat()},
+                        incoming.message_id,
+                    )
+                )
+                facts.append((incoming, definition))
+            return len(fired), await self._decide(connection, batch, facts, now)
+
+    async def operate(
+        self, saga_id: str, action: str, *, actor: str, reason: str | None
+    ) -> tuple[Decision | None, list[int]]:
+        """An operator's ``retry``, ``skip:<step>`` or ``resolve``, audited."""
+        async with self.pool.acquire() as connection, connection.transaction():
+            now: datetime = await connection.fetchval("SELECT now()")
+            batch = await self._open(connection, [saga_id])
+            state = batch.states.get(saga_id)
+            if state is None:
+                return None, []
+            definition = self.definitions[state.saga_type]
+            incoming = Incoming(
+                kind="operator",
+                message_id=f"operator:{saga_id}:{now.isoformat()}",
+                type=action,
+                saga_id=saga_id,
+                saga_type=state.saga_type,
+                at=now,
+                actor=actor,
+                reason=reason,
+            )
+            batch.log.append(
+                store.LogEntry(
+                    saga_id, "operator", action, actor, {"reason": reason}, incoming.message_id
+                )
+            )
+            ids = await self._decide(connection, batch, [(incoming, definition)], now)
+            return batch.decisions[0][1] if batch.decisions else None, ids
+
+    # --- inside the transaction -------------------------------------------------------
+
+    async def _open(self, connection: Any, saga_ids: Sequence[str]) -> _Batch:
+        await store.lock_sagas(connection, saga_ids)
+        states = await store.load_sagas(connection, saga_ids)
+        return _Batch(states=states, read_versions={k: v.version for k, v in states.items()})
+
+    async def _decide(
+        self,
+        connection: Any,
+        batch: _Batch,
+        facts: Sequence[tuple[Incoming, SagaDefinition]],
+        now: datetime,
+    ) -> list[int]:
+        for incoming, definition in facts:
+            decision = decide(batch.states.get(incoming.saga_id), incoming, definition, now)
+            batch.decisions.append((incoming, decision))
+            self._record(batch, incoming, decision)
+        await store.save_sagas(
+            connection,
+            [(batch.states[s], batch.read_versions.get(s)) for s in sorted(batch.changed)],
+        )
+        await store.apply_timers(connection, batch.timers)
+        await store.append_log(connection, batch.log)
+        if not batch.outgoing:
+            return []
+        return await self.outbox.write_outbox(connection, batch.outgoing)
+
+    def _record(self, batch: _Batch, incoming: Incoming, decision: Decision) -> None:
+        saga_id = incoming.saga_id
+        if decision.state is not None and decision.applied:
+            batch.states[saga_id] = decision.state
+            batch.changed.add(saga_id)
+        for name in decision.cancel_timers:
+            batch.timers[(saga_id, name)] = None
+        for timer in decision.set_timers:
+            batch.timers[(saga_id, timer.name)] = timer.due
+        commands = [self._command(incoming, decision.state, c) for c in decision.commands]
+        batch.outgoing.extend(commands)
+        kind = "decision" if decision.applied else "ignored"
+        if not decision.applied:
+            _ignored.add(1, {"reason": "no effect"})
+        _decisions.add(1, {"applied": str(decision.applied).lower()})
+        batch.log.append(
+            store.LogEntry(
+                saga_id,
+                kind,
+                incoming.type,
+                COORDINATOR,
+                {
+                    "notes": decision.notes,
+                    "commands": [
+                        {
+                            "type": c.message_type,
+                            "step": c.step,
+                            "attempt": c.attempt,
+                            "payload": c.payload,
+                        }
+                        for c in decision.commands
+                    ],
+                    "status": decision.state.status if decision.state else None,
+                    "cause": incoming.message_id,
+                },
+            )
+        )
+
+    def _command(
+        self, incoming: Incoming, state: SagaState | None, command: Any
+    ) -> tuple[str, EncodedRecord]:
+        model = self.registry.model_for(command.message_type)
+        envelope: Envelope[Message] = Envelope(
+            payload=model.model_validate(command.payload),
+            saga_id=incoming.saga_id,
+            saga_type=incoming.saga_type,
+            source=SOURCE,
+            step=command.step,
+            causation_id=incoming.message_id,
+            attempt=command.attempt,
+            # The saga's trace: compensations fired later stay in the same trace.
+            traceparent=state.traceparent if state else None,
+            tracestate=state.tracestate if state else None,
+        )
+        topic = prefixed(self.prefix, commands_topic(owner_of(command.message_type)))
+        return topic, encode(envelope)
+
+    def _event_entry(self, envelope: Envelope[Message]) -> store.LogEntry:
+        return store.LogEntry(
+            envelope.saga_id,
+            "event",
+            envelope.type,
+            envelope.source,
+            {
+                "payload": envelope.payload.model_dump(mode="json"),
+                "step": envelope.step,
+                "attempt": envelope.attempt,
+                "time": envelope.time.isoformat(),
+                "traceparent": envelope.traceparent,
+            },
+            envelope.id,
+        )
+
+    def _ignored(self, envelope: Envelope[Message], why: str) -> store.LogEntry:
+        return store.LogEntry(
+            envelope.saga_id,
+            "ignored",
+            envelope.type,
+            COORDINATOR,
+            {"why": why, "message_id": envelope.id},
+        )
+
+    @staticmethod
+    def _incoming(
+        envelope: Envelope[Message], definition: SagaDefinition, now: datetime
+    ) -> Incoming:
+        source = envelope.source
+        service = source.rsplit("/", 1)[-1] if source.startswith("/services/") else None
+        return Incoming(
+            kind="event",
+            message_id=envelope.id,
+            type=envelope.type,
+            saga_id=envelope.saga_id,
+            saga_type=definition.name,
+            at=now,
+            service=service,
+            step_hint=envelope.step,
+            attempt=envelope.attempt,
+            payload=envelope.payload.model_dump(mode="json"),
+            traceparent=envelope.traceparent,
+            tracestate=envelope.tracestate,
+        )

@@ -1,0 +1,160 @@
+"""The coordinator process: consume every events topic, decide, publish, fire timers.
+
+``saga coordinator`` runs it. Several instances share the work through the
+consumer group (a partition is a shard) and per-saga locks in PostgreSQL, so
+two instances never decide on the same saga at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import signal
+from collections.abc import Sequence
+from typing import Any
+
+from contracts.envelope import Envelope
+from contracts.messages import Message
+from contracts.sagas import SagaDefinition
+from contracts.steps import CompensationFailed, StepFailed
+from saga.consumer import Consumer
+from saga.coordinator.apply import COORDINATOR, Coordinator
+from saga.dead_letter import describe_error
+from saga.health import HealthServer
+from saga.provisioning import ensure_topics
+from saga.publisher import Publisher
+from saga.settings import Settings
+from saga.store.relay import OutboxRelay
+from saga.store.service_store import PostgresServiceStore
+
+log = logging.getLogger(__name__)
+
+
+def load_definitions(spec: str) -> list[SagaDefinition]:
+    """``module:attribute`` -> definitions (the attribute may be a function)."""
+    module_name, _, attribute = spec.partition(":")
+    found: Any = getattr(importlib.import_module(module_name), attribute or "SAGAS")
+    if callable(found):
+        found = found()
+    definitions = [found] if isinstance(found, SagaDefinition) else list(found)
+    return [d.validate() for d in definitions]
+
+
+def open_store(settings: Settings) -> PostgresServiceStore:
+    """The coordinator's database: saga tables plus its outbox."""
+    return PostgresServiceStore(
+        settings.database_url.get_secret_value(), COORDINATOR, components=("coordinator",)
+    )
+
+
+class CoordinatorRuntime:
+    def __init__(self, definitions: Sequence[SagaDefinition], settings: Settings) -> None:
+        self.settings = settings
+        self.store = open_store(settings)
+        self.coordinator = Coordinator(definitions, self.store, topic_prefix=settings.topic_prefix)
+        self.publisher = Publisher(settings, client_id=f"{settings.client_id}-coordinator")
+        self.relay = OutboxRelay(
+            self.store, self.publisher, interval_s=settings.relay_interval_ms / 1000
+        )
+        known = {t for d in self.coordinator.definitions.values() for t in d.message_types()}
+        known |= {StepFailed.message_type, CompensationFailed.message_type}
+        self.consumer = Consumer(
+            settings,
+            topics=self.coordinator.topics(),
+            group_id=f"{settings.topic_prefix}saga-coordinator",
+            batch_handler=self._apply,
+            registry=self.coordinator.registry,
+            publisher=self.publisher,
+            client_id=f"{settings.client_id}-coordinator",
+            accepts=known.__contains__,
+            handler_attempts=0,  # database trouble: retry until it is back
+        )
+        self.health = (
+            HealthServer(self._report, host=settings.health_host, port=settings.health_port)
+            if settings.health_port is not None
+            else None
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ready = False
+
+    async def start(self) -> None:
+        await ensure_topics(self.settings, self.coordinator.topics())
+        commands = {
+            f"{self.settings.topic_prefix}{s}.commands"
+            for d in self.coordinator.definitions.values()
+            for s in d.services
+        }
+        await ensure_topics(self.settings, sorted(commands))
+        if self.health is not None:
+            await self.health.start()
+        await self.publisher.start()
+        await self.store.start()
+        await self.relay.publish_pending()  # left over from a crash
+        self._tasks = [
+            asyncio.create_task(self.relay.run(), name="outbox relay"),
+            asyncio.create_task(self._timers(), name="timers"),
+        ]
+        await self.consumer.start()
+        self._ready = True
+        log.info("coordinator consuming %s", ", ".join(self.coordinator.topics()))
+
+    async def run(self) -> None:
+        try:
+            await self.consumer.run()
+        finally:
+            self._ready = False
+            self.relay.stop()
+            for task in self._tasks:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(BaseException):
+                    await task
+            with contextlib.suppress(Exception):
+                await self.relay.publish_pending()
+            await self.publisher.stop()
+            await self.store.stop()
+            if self.health is not None:
+                await self.health.stop()
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.consumer.stop)
+        try:
+            await self.start()
+            await self.run()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+    async def _apply(self, envelopes: list[Envelope[Message]]) -> None:
+        ids = await self.coordinator.apply_events(envelopes)
+        await self._publish(ids)
+
+    async def _publish(self, ids: list[int]) -> None:
+        try:
+            await self.relay.publish(ids)
+        except Exception as exc:
+            # Committed in the outbox: the relay loop sends it.
+            log.warning("publishing commands failed (%s); relay will retry", describe_error(exc))
+
+    async def _timers(self) -> None:
+        interval = self.settings.timer_interval_ms / 1000
+        while True:
+            try:
+                fired, ids = await self.coordinator.fire_due_timers()
+                await self._publish(ids)
+                if fired:
+                    continue  # more may be due
+            except Exception as exc:
+                log.warning("timer pass failed (%s); retrying", describe_error(exc))
+            await asyncio.sleep(interval)
+
+    def _report(self) -> tuple[bool, dict[str, Any]]:
+        return self._ready, {
+            "service": COORDINATOR,
+            "sagas": sorted(self.coordinator.definitions),
+            "partitions": len(self.consumer.assignment()) if self._ready else 0,
+        }

@@ -1,0 +1,158 @@
+"""The coordinator's tables: saga rows, the saga log, timers (SQL only, no decisions).
+
+Every function takes a connection inside the caller's transaction, so one
+batch of events is appended, decided, persisted and its commands put in the
+outbox in ONE transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from saga.coordinator.state import SagaState
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    saga_id: str
+    kind: str  # event | decision | timer | operator | ignored
+    type: str
+    actor: str
+    detail: dict[str, Any]
+    message_id: str | None = None
+
+
+class ConcurrentUpdate(Exception):
+    """A saga row changed under us (version check failed): the batch is retried."""
+
+
+async def append_events(connection: Any, entries: Sequence[LogEntry]) -> set[str]:
+    """Append events; returns the message ids that were new (duplicates are skipped)."""
+    if not entries:
+        return set()
+    rows = await connection.fetch(
+        "INSERT INTO saga_log (saga_id, kind, message_id, type, actor, detail)"
+        " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
+        " $6::jsonb[]) ON CONFLICT (message_id) WHERE kind = 'event' DO NOTHING"
+        " RETURNING message_id",
+        [e.saga_id for e in entries],
+        [e.kind for e in entries],
+        [e.message_id for e in entries],
+        [e.type for e in entries],
+        [e.actor for e in entries],
+        [json.dumps(e.detail, default=str) for e in entries],
+    )
+    return {row["message_id"] for row in rows}
+
+
+async def append_log(connection: Any, entries: Sequence[LogEntry]) -> None:
+    if not entries:
+        return
+    await connection.execute(
+        "INSERT INTO saga_log (saga_id, kind, message_id, type, actor, detail)"
+        " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
+        " $6::jsonb[])",
+        [e.saga_id for e in entries],
+        [e.kind for e in entries],
+        [e.message_id for e in entries],
+        [e.type for e in entries],
+        [e.actor for e in entries],
+        [json.dumps(e.detail, default=str) for e in entries],
+    )
+
+
+async def lock_sagas(connection: Any, saga_ids: Sequence[str]) -> None:
+    """Serialize decisions per saga across instances and the timer loop.
+
+    Transaction-scoped advisory locks, taken in sorted order (no deadlocks), so
+    at most one transaction decides for a saga at a time, even before its row
+    exists.
+    """
+    await connection.execute(
+        "SELECT count(pg_advisory_xact_lock(hashtextextended(id, 7)))"
+        " FROM (SELECT id FROM unnest($1::text[]) AS id ORDER BY id) AS ordered",
+        sorted(set(saga_ids)),
+    )
+
+
+async def load_sagas(connection: Any, saga_ids: Sequence[str]) -> dict[str, SagaState]:
+    rows = await connection.fetch(
+        "SELECT saga_id, state, version FROM saga_instances WHERE saga_id = ANY($1::text[])",
+        list(set(saga_ids)),
+    )
+    return {
+        row["saga_id"]: SagaState.from_json(json.loads(row["state"]), row["version"])
+        for row in rows
+    }
+
+
+async def save_sagas(connection: Any, changed: Sequence[tuple[SagaState, int | None]]) -> None:
+    """Insert new sagas and update changed ones, fenced by the version each was read at."""
+    if not changed:
+        return
+    rows = await connection.fetch(
+        "INSERT INTO saga_instances (saga_id, saga_type, status, version, state)"
+        " SELECT t.id, t.type, t.status, t.version, t.state"
+        " FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::jsonb[])"
+        "   AS t(id, type, status, version, state)"
+        " ON CONFLICT (saga_id) DO UPDATE SET status = EXCLUDED.status,"
+        "   version = EXCLUDED.version, state = EXCLUDED.state, updated_at = now()"
+        " WHERE saga_instances.version = EXCLUDED.version - 1"
+        " RETURNING saga_id",
+        [s.saga_id for s, _ in changed],
+        [s.saga_type for s, _ in changed],
+        [s.status for s, _ in changed],
+        [(read or 0) + 1 for _, read in changed],
+        [json.dumps(s.to_json()) for s, _ in changed],
+    )
+    if len(rows) != len(changed):
+        written = {row["saga_id"] for row in rows}
+        lost = [s.saga_id for s, _ in changed if s.saga_id not in written]
+        raise ConcurrentUpdate(f"sagas changed concurrently: {lost}")
+
+
+async def apply_timers(connection: Any, changes: dict[tuple[str, str], datetime | None]) -> None:
+    """Set (due time) or cancel (``None``) timers; the last change per timer wins."""
+    cancel = [key for key, due in changes.items() if due is None]
+    upsert = [(key, due) for key, due in changes.items() if due is not None]
+    if cancel:
+        await connection.execute(
+            "DELETE FROM saga_timers t USING unnest($1::text[], $2::text[]) AS c(id, name)"
+            " WHERE t.saga_id = c.id AND t.name = c.name",
+            [k[0] for k in cancel],
+            [k[1] for k in cancel],
+        )
+    if upsert:
+        await connection.execute(
+            "INSERT INTO saga_timers (saga_id, name, due_at)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[])"
+            " ON CONFLICT (saga_id, name) DO UPDATE SET due_at = EXCLUDED.due_at",
+            [k[0] for k, _ in upsert],
+            [k[1] for k, _ in upsert],
+            [due for _, due in upsert],
+        )
+
+
+async def due_timers(connection: Any, limit: int) -> list[tuple[str, str, datetime]]:
+    """Timers due by the database clock, locked so no other instance fires them."""
+    rows = await connection.fetch(
+        "SELECT saga_id, name, due_at FROM saga_timers WHERE due_at <= now()"
+        " ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+        limit,
+    )
+    return [(row["saga_id"], row["name"], row["due_at"]) for row in rows]
+
+
+async def delete_timers(connection: Any, fired: Sequence[tuple[str, str, datetime]]) -> None:
+    if fired:
+        await connection.execute(
+            "DELETE FROM saga_timers t USING unnest($1::text[], $2::text[], $3::timestamptz[])"
+            " AS f(id, name, due) WHERE t.saga_id = f.id AND t.name = f.name AND t.due_at = f.due",
+            [f[0] for f in fired],
+            [f[1] for f in fired],
+            [f[2] for f in fired],
+        )
