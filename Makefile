@@ -33,6 +33,7 @@ integration: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.benchmarks.transport
+	$(BIN)/python -m tests.benchmarks.coordinator
 
 dev-up: $(STAMP)
 	$(BIN)/saga dev up

@@ -60,7 +60,8 @@ class ServiceRuntime:
         self.consumer = Consumer(
             settings,
             topics=self.topics,
-            group_id=service.name,
+            # One group per namespace: deployments sharing a cluster never mix.
+            group_id=f"{settings.topic_prefix}{service.name}",
             handler=self._handle,
             registry=service.registry,
             publisher=self.publisher,

@@ -75,3 +75,27 @@ async def eventually(
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+async def read_available(
+    settings: Settings, topic: str, *, idle_s: float = 1.5
+) -> list[ConsumerRecord]:
+    """Every record of ``topic`` so far: read until nothing new comes for ``idle_s``."""
+    reader = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=settings.bootstrap_servers,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        enable_auto_commit=False,
+    )
+    await reader.start()
+    records: list[ConsumerRecord] = []
+    try:
+        while True:
+            batches = await reader.getmany(timeout_ms=int(idle_s * 1000))
+            if not batches:
+                return records
+            for batch in batches.values():
+                records.extend(batch)
+    finally:
+        await reader.stop()

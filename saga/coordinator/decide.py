@@ -264,7 +264,8 @@ def _failed(b: _Builder, step: StepDefinition, incoming: Incoming) -> None:
 
 def _compensated(b: _Builder, step: StepDefinition, incoming: Incoming) -> None:
     current = b.step(step.name)
-    if current.status != "compensating":
+    if current.status not in ("compensating", "compensation_failed"):
+        # (A late confirmation of a parked compensation still counts: it succeeded.)
         b.note(f"{step.name}: confirmation ignored, step is {current.status}")
         return
     b.cancel_timers.extend(

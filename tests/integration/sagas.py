@@ -1,0 +1,22 @@
+"""Saga definitions for the coordinator tests: the order saga with short timers."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+from contracts.order_saga import ORDER_SAGA
+from contracts.sagas import SagaDefinition
+from saga.retry import RetryPolicy
+
+QUICK_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=300), maximum_attempts=3, jitter=0
+)
+
+
+def definitions() -> list[SagaDefinition]:
+    steps = tuple(
+        replace(step, timeout=timedelta(seconds=3), compensation_retry=QUICK_RETRY)
+        for step in ORDER_SAGA.steps
+    )
+    return [replace(ORDER_SAGA, steps=steps, deadline=timedelta(seconds=120))]

@@ -1,0 +1,219 @@
+"""The coordinator with real step services, as processes, on the real broker and database."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from saga.settings import Settings
+from tests.conftest import Infra
+from tests.kafka_helpers import eventually, read_available
+from tests.system_helpers import System, system
+
+ALL = ("coordinator", "inventory", "payment", "shipping")
+
+
+def system_settings(infra: Infra) -> Settings:
+    return Settings(
+        bootstrap_servers=infra.bootstrap_servers,
+        database_url=infra.database_url,  # type: ignore[arg-type]
+        enable_idempotence=not infra.embedded_broker,
+        fetch_max_wait_ms=5 if infra.embedded_broker else 100,
+    )
+
+
+@pytest.fixture(scope="module")
+def full(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    logs = tmp_path_factory.mktemp("system-logs")
+    with system(
+        infra.bootstrap_servers, infra.database_url, system_settings(infra), logs, *ALL
+    ) as running:
+        yield running
+
+
+def ids(prefix: str, n: int) -> list[str]:
+    run = uuid.uuid4().hex[:6]
+    return [f"{prefix}-{run}-{i}" for i in range(n)]
+
+
+async def until(running: System, saga_ids: list[str], status: str, timeout_s: float = 60) -> None:
+    async def done() -> bool:
+        found = await running.statuses(saga_ids)
+        return len(found) == len(saga_ids) and set(found.values()) == {status}
+
+    try:
+        await eventually(done, timeout_s=timeout_s, what=f"sagas {status}")
+    except AssertionError:
+        raise AssertionError(f"{await running.statuses(saga_ids)}") from None
+
+
+async def test_happy_path_every_saga_ends_completed(full: System) -> None:
+    sagas = ids("happy", 10)
+    for saga_id in sagas:
+        await full.place(saga_id)
+    await until(full, sagas, "completed")
+    states = await full.sagas(sagas)
+    for state in states.values():
+        assert {s["status"] for s in state["steps"].values()} == {"completed"}
+        assert await full.commands_sent(state["saga_id"]) == []
+
+
+@pytest.mark.parametrize(
+    ("failing", "amount", "undone"),
+    [
+        ("reserve", 200_000, []),
+        ("charge", 60_000, ["inventory.ReleaseInventory"]),
+        ("ship", 1_200, ["payment.RefundPayment", "inventory.ReleaseInventory"]),
+    ],
+)
+async def test_a_failure_at_each_step_compensates_the_completed_steps_in_reverse(
+    full: System, failing: str, amount: int, undone: list[str]
+) -> None:
+    [saga_id] = ids("nowhere" if failing == "ship" else f"fail-{failing}", 1)
+    await full.place(saga_id, amount)
+    await until(full, [saga_id], "compensated")
+    state = (await full.sagas([saga_id]))[saga_id]
+    assert state["steps"][failing]["status"] == "failed"
+    assert await full.commands_sent(saga_id) == undone
+    for step, data in state["steps"].items():
+        if step != failing:
+            assert data["status"] in ("compensated", "pending"), (step, data["status"])
+
+
+async def test_every_event_delivered_twice_changes_no_state_and_sends_no_command(
+    full: System,
+) -> None:
+    sagas = ids("twice", 3)
+    for saga_id in sagas[:2]:
+        await full.place(saga_id)
+    await full.place(sagas[2], 60_000)  # this one compensates
+    await until(full, sagas[:2], "completed")
+    await until(full, sagas[2:], "compensated")
+    before = await full.sagas(sagas)
+    commands_before = {s: await full.commands_sent(s) for s in sagas}
+
+    # Deliver again every event of these sagas, on every events topic.
+    from saga.publisher import Publisher
+
+    replayed = 0
+    async with Publisher(full.settings) as publisher:
+        for service in ("orders", "inventory", "payment", "shipping"):
+            topic = f"{full.prefix}{service}.events"
+            records = [
+                r for r in await read_available(full.settings, topic) if r.key.decode() in sagas
+            ]
+            replayed += len(records)
+            for record in records:
+                await publisher.publish_raw(
+                    topic, key=record.key, value=record.value, headers=list(record.headers)
+                )
+    assert replayed >= 4 * 2 + 3 + 2, "every event of the three sagas went out again"
+    await asyncio.sleep(3)
+    assert await full.sagas(sagas) == before
+    assert {s: await full.commands_sent(s) for s in sagas} == commands_before
+
+
+async def test_saga_show_prints_the_full_timeline_of_a_compensated_saga(full: System) -> None:
+    [saga_id] = ids("nowhere-show", 1)
+    await full.place(saga_id)
+    await until(full, [saga_id], "compensated")
+    shown = full.cli("show", saga_id)
+    assert shown.returncode == 0, shown.stderr
+    out = shown.stdout
+    assert f"saga      {saga_id}" in out
+    assert (
+        "state     compensated  (step ship failed: NoCarrier: no carrier for this address)" in out
+    )
+    for step, state in (("reserve", "compensated"), ("charge", "compensated"), ("ship", "failed")):
+        assert any(line.split()[:2] == [step, state] for line in out.splitlines()), out
+    assert "STEP" in out and "DURATION" in out and "trace id" in out
+    history = full.cli("history", saga_id)
+    assert "payment.RefundPayment" in history.stdout
+    assert "inventory.InventoryReleased" in history.stdout
+    listed = full.cli("list", "--state", "compensated")
+    assert saga_id in listed.stdout
+    dry = full.cli("dry-run", saga_id, "--fail", "ship")
+    assert dry.returncode == 0, dry.stderr
+
+
+async def test_a_step_that_never_answers_times_out_and_is_compensated_across_a_restart(
+    infra: Infra, tmp_path: Path
+) -> None:
+    # No shipping service at first: the ship step does not answer in time.
+    with system(
+        infra.bootstrap_servers,
+        infra.database_url,
+        system_settings(infra),
+        tmp_path,
+        "coordinator",
+        "inventory",
+        "payment",
+    ) as running:
+        [saga_id] = ids("silent", 1)
+        await running.place(saga_id)
+
+        async def shipping_started() -> bool:
+            state = (await running.sagas([saga_id])).get(saga_id)
+            return state is not None and state["steps"]["ship"]["status"] == "running"
+
+        await eventually(shipping_started, what="the ship step to start")
+        running.kill("coordinator", signal.SIGKILL)
+        await asyncio.sleep(4)  # past the 3 s step timeout, with no coordinator running
+        running.start("coordinator")  # the timer is a row: it fires after the restart
+
+        async def cancel_sent() -> bool:
+            return "shipping.CancelShipment" in await running.commands_sent(saga_id)
+
+        await eventually(cancel_sent, what="the timed-out step's compensation")
+        state = (await running.sagas([saga_id]))[saga_id]
+        assert state["steps"]["ship"]["error"] == "timed out: outcome unknown"
+        # Shipping comes back: it may even ship late, which is undone as well.
+        running.start("shipping")
+        await until(running, [saga_id], "compensated", timeout_s=60)
+        sent = list(dict.fromkeys(await running.commands_sent(saga_id)))
+        assert sent == [
+            "shipping.CancelShipment",
+            "payment.RefundPayment",
+            "inventory.ReleaseInventory",
+        ]
+
+
+async def test_a_compensation_that_keeps_failing_parks_the_saga_and_retry_completes_it(
+    infra: Infra, tmp_path: Path
+) -> None:
+    # No payment service: the charge times out, and its refund is never confirmed.
+    with system(
+        infra.bootstrap_servers,
+        infra.database_url,
+        system_settings(infra),
+        tmp_path,
+        "coordinator",
+        "inventory",
+        "shipping",
+    ) as running:
+        [saga_id] = ids("park", 1)
+        await running.place(saga_id)
+        try:
+            await until(running, [saga_id], "parked", timeout_s=90)
+        except AssertionError:
+            print(running.cli("history", saga_id).stdout)
+            raise
+        state = (await running.sagas([saga_id]))[saga_id]
+        assert state["steps"]["charge"]["status"] == "compensation_failed"
+        assert state["steps"]["charge"]["compensation_attempts"] == 3, "sent 3 times, then parked"
+        assert state["steps"]["reserve"]["status"] == "completed", "not undone past the parked step"
+        retried = running.cli("retry", saga_id)
+        assert retried.returncode == 0, retried.stderr
+        assert f"saga {saga_id}: compensating" in retried.stdout
+        running.start("payment")  # the cause is fixed
+        await until(running, [saga_id], "compensated", timeout_s=60)
+        assert (await running.sagas([saga_id]))[saga_id]["steps"]["reserve"]["status"] == (
+            "compensated"
+        )
+        history = running.cli("history", saga_id).stdout
+        assert "operator" in history

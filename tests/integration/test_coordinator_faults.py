@@ -1,0 +1,120 @@
+"""The coordinator killed at random moments, and two coordinators sharing the work."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import signal
+import uuid
+from pathlib import Path
+
+import asyncpg
+
+from contracts.envelope import Envelope
+from contracts.messages import Message
+from contracts.orders import OrderPlaced
+from saga.publisher import Publisher
+from tests.conftest import Infra
+from tests.integration.test_coordinator import ALL, system_settings, until
+from tests.kafka_helpers import read_available
+from tests.system_helpers import System, system
+
+
+async def effects(running: System, topic: str, field: str) -> dict[str, int]:
+    """Per saga, how many confirmations say the compensation really undid something."""
+    records = await read_available(running.settings, f"{running.prefix}{topic}")
+    counts: dict[str, int] = {}
+    for record in records:
+        if json.loads(record.value).get(field) is True:
+            key = record.key.decode()
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+async def test_coordinator_killed_again_and_again_loses_no_compensation_and_doubles_none(
+    infra: Infra, tmp_path: Path
+) -> None:
+    with system(
+        infra.bootstrap_servers, infra.database_url, system_settings(infra), tmp_path, *ALL
+    ) as running:
+        run = uuid.uuid4().hex[:6]
+        ok = [f"ok-{run}-{i}" for i in range(10)]
+        declined = [f"declined-{run}-{i}" for i in range(10)]
+        unshippable = [f"nowhere-{run}-{i}" for i in range(10)]
+        rng = random.Random(7)
+        kills = 0
+        for batch in range(10):
+            for group, amount in ((ok, 1200), (declined, 60_000), (unshippable, 1200)):
+                await running.place(group[batch], amount)
+            if batch % 3 == 1:  # mid-flight: decisions, commits and compensations under way
+                await asyncio.sleep(rng.uniform(0.05, 0.6))
+                running.kill("coordinator", signal.SIGKILL)
+                kills += 1
+                running.start("coordinator")
+        assert kills == 3
+        await until(running, ok, "completed", timeout_s=120)
+        await until(running, declined + unshippable, "compensated", timeout_s=120)
+        for saga_id in declined:
+            assert list(dict.fromkeys(await running.commands_sent(saga_id))) == [
+                "inventory.ReleaseInventory"
+            ]
+        for saga_id in unshippable:
+            assert list(dict.fromkeys(await running.commands_sent(saga_id))) == [
+                "payment.RefundPayment",
+                "inventory.ReleaseInventory",
+            ]
+        released = await effects(running, "inventory.events", "released")
+        refunded = await effects(running, "payment.events", "refunded")
+    # Each compensation took effect exactly once (repeats, if any, found nothing to undo).
+    assert {s: released.get(s) for s in declined + unshippable} == {
+        s: 1 for s in declined + unshippable
+    }
+    assert {s: refunded.get(s) for s in unshippable} == {s: 1 for s in unshippable}
+    assert not set(released) & set(ok)
+
+
+async def test_two_coordinators_over_1000_sagas_never_decide_twice_on_one_event(
+    infra: Infra, tmp_path: Path
+) -> None:
+    with system(
+        infra.bootstrap_servers, infra.database_url, system_settings(infra), tmp_path, *ALL
+    ) as running:
+        running.start("coordinator", instance="-2")
+        run = uuid.uuid4().hex[:6]
+        sagas = [f"pair-{run}-{i}" for i in range(1000)]
+        async with Publisher(running.settings) as publisher:
+            for start in range(0, len(sagas), 100):
+                await publisher.publish_many(
+                    [
+                        (f"{running.prefix}orders.events", _placed(saga_id))
+                        for saga_id in sagas[start : start + 100]
+                    ]
+                )
+                if start == 500:  # a rebalance in the middle of the traffic
+                    running.kill("coordinator-2", signal.SIGKILL)
+                    running.start("coordinator", instance="-2")
+        await until(running, sagas, "completed", timeout_s=240)
+        connection = await asyncpg.connect(running.database_url)
+        try:
+            doubled = await connection.fetch(
+                "SELECT detail->>'cause' AS cause, count(*) FROM saga_log"
+                " WHERE kind IN ('decision', 'ignored') GROUP BY 1 HAVING count(*) > 1"
+            )
+            events = await connection.fetchval("SELECT count(*) FROM saga_log WHERE kind = 'event'")
+            decisions = await connection.fetchval(
+                "SELECT count(*) FROM saga_log WHERE kind IN ('decision', 'ignored')"
+            )
+        finally:
+            await connection.close()
+    assert doubled == [], f"events decided twice: {doubled[:5]}"
+    assert events == decisions == 4 * len(sagas)
+
+
+def _placed(saga_id: str) -> Envelope[Message]:
+    return Envelope(
+        payload=OrderPlaced(order_id=saga_id, customer_id="c", amount_cents=1200),
+        saga_id=saga_id,
+        saga_type="order",
+        source="/services/orders",
+    )

@@ -1,0 +1,83 @@
+"""Saga definitions are checked at start-up, and print as text and Mermaid."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from contracts.inventory import InventoryReleased, InventoryReserved, ReleaseInventory
+from contracts.order_saga import ORDER_SAGA
+from contracts.orders import OrderPlaced
+from contracts.payment import PaymentCharged
+from contracts.sagas import DefinitionError
+
+
+def test_the_shipped_order_saga_is_valid() -> None:
+    assert ORDER_SAGA.problems() == []
+    assert ORDER_SAGA.validate() is ORDER_SAGA
+
+
+def with_step(index: int, **changes: object) -> list[str]:
+    steps = list(ORDER_SAGA.steps)
+    steps[index] = replace(steps[index], **changes)  # type: ignore[arg-type]
+    return replace(ORDER_SAGA, steps=tuple(steps)).problems()
+
+
+def test_an_event_no_one_produces_is_reported() -> None:
+    problems = with_step(1, started_by=(InventoryReleased,))
+    assert any("started by 'inventory.InventoryReleased', which nothing" in p for p in problems)
+
+
+def test_a_step_without_compensation_must_be_marked_irreversible() -> None:
+    problems = with_step(2, compensation=None, compensated_by=())
+    assert "step 'ship' can complete but has no compensation and is not marked irreversible" in (
+        problems
+    )
+    assert with_step(2, compensation=None, compensated_by=(), irreversible=True) == []
+
+
+def test_events_must_belong_to_the_steps_service_and_commands_to_its_owner() -> None:
+    problems = with_step(1, completed_by=(InventoryReserved,), compensation=ReleaseInventory)
+    assert any("is not an event of service 'payment'" in p for p in problems)
+    assert any("is not a command of service 'payment'" in p for p in problems)
+
+
+def test_compensation_fields_must_be_fillable_from_saga_data() -> None:
+    from typing import ClassVar
+
+    from contracts.messages import Command
+
+    class ReleaseBin(Command):
+        message_type: ClassVar[str] = "inventory.ReleaseBin"
+        order_id: str
+        bin_code: str  # no event of the step carries it
+
+    problems = with_step(0, compensation=ReleaseBin)
+    assert (
+        "step 'reserve': compensation field 'bin_code' cannot be filled: "
+        "'inventory.InventoryReserved' has no such field"
+    ) in problems
+
+
+def test_terminal_and_start_events_are_checked() -> None:
+    problems = replace(ORDER_SAGA, ends_with=PaymentCharged, starts_with=OrderPlaced).problems()
+    assert problems == []
+    bad = replace(ORDER_SAGA, ends_with=OrderPlaced).problems()
+    assert "terminal event 'orders.OrderPlaced' completes no step" in bad
+
+
+def test_validate_lists_every_problem_in_one_error() -> None:
+    broken = replace(ORDER_SAGA, steps=(*ORDER_SAGA.steps, ORDER_SAGA.steps[0]))
+    with pytest.raises(DefinitionError, match="step name 'reserve' is used twice"):
+        broken.validate()
+
+
+def test_text_and_mermaid_show_steps_and_compensations() -> None:
+    text = ORDER_SAGA.describe()
+    assert "2. charge (payment)" in text
+    assert "compensation  payment.RefundPayment -> payment.PaymentRefunded" in text
+    diagram = ORDER_SAGA.mermaid()
+    assert diagram.startswith("flowchart LR")
+    assert "reserve -->|InventoryReserved| charge" in diagram
+    assert "charge -.->|on failure| undo_charge" in diagram
