@@ -1,54 +1,71 @@
-"""``saga demo``: a real enveloped round trip on the embedded broker and PostgreSQL.
+"""``saga demo``: a real saga system on the embedded broker and PostgreSQL.
 
-Starts a throw-away embedded stack, shows that this broker rejects the
-idempotent producer (and how the framework says so), publishes order events
-through the transport (a current one, an old-version one that is upcast, and a
-broken one that is dead-lettered), handles them in a consumer group that
-records each in PostgreSQL before its offset is committed, prints what
-happened, and stops everything it started.
+Starts a throw-away embedded stack, then the coordinator and the inventory,
+payment and shipping services, each as its own process. Places three orders:
+one that completes, one whose payment is declined (the stock reservation is
+released) and one that cannot be shipped (the payment is refunded and the
+stock released, in reverse order). Prints each saga's timeline from the saga
+log, stops every process it started and checks that none is left.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import tempfile
+import time
+import uuid
 from pathlib import Path
 
 import asyncpg
 
-from contracts import headers as h
-from contracts.catalog import default_registry
-from contracts.codec import encode
 from contracts.envelope import Envelope
 from contracts.messages import Message
+from contracts.order_saga import ORDER_SAGA
 from contracts.orders import OrderPlaced
-from contracts.topics import dead_letter_topic, events_topic
-from saga.consumer import Consumer
-from saga.dev import DevStack, StackInfo
-from saga.errors import IdempotenceUnsupported
-from saga.provisioning import ensure_topics
+from saga.coordinator.state import SagaState
+from saga.dev import DevStack
+from saga.dev.system import PROCESSES, LocalSystem
+from saga.operator_cli import render_timeline
 from saga.publisher import Publisher
 from saga.settings import Settings
 
+ORDERS = (
+    ("order-ok", 4_200, "should complete"),
+    ("order-declined", 60_000, "payment will be declined: stock released"),
+    ("nowhere-order", 2_500, "no carrier: payment refunded, then stock released"),
+)
 
-def _say(text: str) -> None:
+
+def _say(text: str = "") -> None:
     print(text, flush=True)
 
 
 async def run_demo() -> int:
     with tempfile.TemporaryDirectory(prefix="saga-demo-") as tmp:
-        stack = DevStack(Path(tmp), detached=False)
+        workdir = Path(tmp)
+        stack = DevStack(workdir, detached=False)
         _say("starting the embedded Kafka-protocol broker and PostgreSQL ...")
         info = stack.up(kafka_port=None, postgres_port=None)
+        system: LocalSystem | None = None
+        pids = [info.broker.pid, info.postgres.pid]
         try:
-            _say(f"  broker   pid {info.broker.pid} on {info.bootstrap_servers}")
-            _say(f"  postgres pid {info.postgres.pid} on {info.database_url}")
-            await _round_trip(info)
+            _say(f"  broker      pid {info.broker.pid:<7} {info.bootstrap_servers}")
+            _say(f"  postgres    pid {info.postgres.pid:<7} {info.database_url}")
+            env = {**os.environ, **info.environment(), "SAGA_COMMIT_INTERVAL_MS": "50"}
+            system = LocalSystem(env, workdir)
+            for name in PROCESSES:
+                pid = await asyncio.to_thread(system.start, name)
+                pids.append(pid)
+                _say(f"  {name:<11} pid {pid:<7} (its own process)")
+            await _place_and_show(info.bootstrap_servers, info.database_url)
         finally:
+            if system is not None:
+                system.stop_all()
             stopped = stack.down()
-            _say("stopped " + ", ".join(stopped))
-        left = [s.name for s in (info.broker, info.postgres) if s.alive()]
+            _say(f"\nstopped the services, the coordinator, {', '.join(stopped)}")
+        left = [pid for pid in pids if _alive(pid)]
     if left:
         _say(f"still running: {left}")
         return 1
@@ -56,112 +73,60 @@ async def run_demo() -> int:
     return 0
 
 
-async def _round_trip(info: StackInfo) -> None:
-    strict = Settings(bootstrap_servers=info.bootstrap_servers)
-    try:
-        async with Publisher(strict):
-            pass
-    except IdempotenceUnsupported as exc:
-        _say(f"\nidempotent producer refused, as expected on this broker:\n  {exc}")
-
-    settings = Settings(
-        bootstrap_servers=info.bootstrap_servers,
-        enable_idempotence=False,
-        fetch_max_wait_ms=5,
-        commit_interval_ms=50,
-        topic_partitions=3,
-    )
-    topic = events_topic("orders")
-    created = await ensure_topics(settings, [topic])
-    _say(f"\ncreated topics {created}")
-
-    db = await asyncpg.connect(info.database_url)
-    await db.execute(
-        "CREATE TABLE IF NOT EXISTS demo_received ("
-        " message_id text PRIMARY KEY, saga_id text NOT NULL, type text NOT NULL,"
-        " payload jsonb NOT NULL)"
-    )
-    received: asyncio.Queue[Envelope[Message]] = asyncio.Queue()
-
-    async def handle(envelope: Envelope[Message]) -> None:
-        # Durable first: the offset is committed only after this returns.
-        await db.execute(
-            "INSERT INTO demo_received VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-            envelope.id,
-            envelope.saga_id,
-            envelope.type,
-            envelope.payload.model_dump_json(),
-        )
-        await received.put(envelope)
-
-    consumer = Consumer(
-        settings,
-        topics=[topic],
-        group_id="demo-inventory",
-        handler=handle,
-        registry=default_registry(),
-    )
-    await consumer.start()
-    runner = asyncio.create_task(consumer.run())
+async def _place_and_show(bootstrap: str, database_url: str) -> None:
+    settings = Settings(bootstrap_servers=bootstrap, enable_idempotence=False, fetch_max_wait_ms=5)
+    run = uuid.uuid4().hex[:4]
+    sagas = []
     async with Publisher(settings) as publisher:
-        placed = Envelope(
-            payload=OrderPlaced(order_id="order-1", customer_id="alice", amount_cents=4200),
-            saga_id="order-1",
-            source="/services/orders",
-            saga_type="order",
-        )
-        where = await publisher.publish(topic, placed)
-        _say(f"\npublished {placed.type} v{placed.schema_version} id={placed.id}")
-        _say(f"  -> {where.topic}[{where.partition}]@{where.offset}, key={placed.saga_id!r}")
-
-        old = encode(placed.replace(saga_id="order-2", id="legacy-1"))
-        v1_headers = [(n, b"1" if n == h.SCHEMA_VERSION else v) for n, v in old.headers]
-        await publisher.publish_raw(
-            topic,
-            key=b"order-2",
-            value=json.dumps({"order_id": "order-2", "customer_id": "bob", "amount": 7}).encode(),
-            headers=v1_headers,
-        )
-        _say("published an OrderPlaced written by an old producer (schema version 1)")
-
-        broken = encode(placed.replace(saga_id="order-3"))
-        await publisher.publish_raw(
-            topic, key=broken.key, value=b"this is not json", headers=broken.headers
-        )
-        _say("published a record whose value is not JSON")
-
-        for _ in range(2):
-            got = await asyncio.wait_for(received.get(), timeout=30)
-            _say(f"\nconsumer handled {got.type} (schema v{got.schema_version}) saga={got.saga_id}")
-            _say(f"  headers: id={got.id} source={got.source} time={got.time.isoformat()}")
-            _say(f"  payload: {got.payload.model_dump()}")
-
-    letter = await _first_dead_letter(settings, dead_letter_topic(topic))
-    _say(f"\ndead-lettered to {dead_letter_topic(topic)}:")
-    for name in (h.DLQ_REASON, h.DLQ_TOPIC, h.DLQ_PARTITION, h.DLQ_OFFSET):
-        _say(f"  {name}: {letter[name]}")
-
-    consumer.stop()
-    await runner
-    rows = await db.fetch("SELECT saga_id, type, payload FROM demo_received ORDER BY saga_id")
-    await db.close()
-    _say("\nrows in PostgreSQL (written before each offset commit):")
-    for row in rows:
-        _say(f"  {row['saga_id']}  {row['type']}  {row['payload']}")
+        _say()
+        for name, amount, expected in ORDERS:
+            saga_id = f"{name}-{run}"
+            sagas.append(saga_id)
+            placed: Envelope[Message] = Envelope(
+                payload=OrderPlaced(order_id=saga_id, customer_id="alice", amount_cents=amount),
+                saga_id=saga_id,
+                saga_type="order",
+                source="/services/orders",
+            )
+            await publisher.publish("orders.events", placed)
+            _say(f"placed {saga_id} ({amount / 100:.2f} EUR): {expected}")
+    states = await _wait_finished(database_url, sagas)
+    for saga_id in sagas:
+        _say()
+        _say(render_timeline(states[saga_id], [s.name for s in ORDER_SAGA.steps]))
 
 
-async def _first_dead_letter(settings: Settings, topic: str) -> dict[str, str]:
-    from aiokafka import AIOKafkaConsumer
-
-    reader = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=settings.bootstrap_servers,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=5,
-    )
-    await reader.start()
+async def _wait_finished(database_url: str, sagas: list[str]) -> dict[str, SagaState]:
+    db = await asyncpg.connect(database_url)
     try:
-        record = await asyncio.wait_for(reader.getone(), timeout=30)
+        deadline = time.monotonic() + 90
+        while True:
+            rows = await db.fetch(
+                "SELECT saga_id, state, version FROM saga_instances"
+                " WHERE saga_id = ANY($1::text[])",
+                sagas,
+            )
+            states = {
+                r["saga_id"]: SagaState.from_json(json.loads(r["state"]), r["version"])
+                for r in rows
+            }
+            if len(states) == len(sagas) and all(s.finished for s in states.values()):
+                return states
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"sagas not finished: {[s.status for s in states.values()]}")
+            await asyncio.sleep(0.2)
     finally:
-        await reader.stop()
-    return {name: (value or b"").decode() for name, value in record.headers}
+        await db.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie of ours is not running
+        return os.waitpid(pid, os.WNOHANG) == (0, 0)
+    except ChildProcessError:
+        return True

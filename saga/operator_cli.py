@@ -184,12 +184,13 @@ def _show(args: argparse.Namespace) -> int:
     if state is None:
         print(f"no saga {args.saga_id!r}")
         return 2
-    print(render_timeline(state))
+    definition = {d.name: d for d in _definitions()}.get(state.saga_type)
+    print(render_timeline(state, [s.name for s in definition.steps] if definition else ()))
     return 0
 
 
-def render_timeline(state: SagaState) -> str:
-    """A saga as a readable timeline (what ``saga show`` prints)."""
+def render_timeline(state: SagaState, order: Sequence[str] = ()) -> str:
+    """A saga as a readable timeline (what ``saga show`` prints), steps in ``order``."""
     trace = state.traceparent.split("-")[1] if state.traceparent else "-"
     head = [
         f"saga      {state.saga_id}",
@@ -201,7 +202,9 @@ def render_timeline(state: SagaState) -> str:
         "",
     ]
     rows = []
-    for name, step in state.steps.items():
+    names = [n for n in order if n in state.steps] + [n for n in state.steps if n not in order]
+    for name in names:
+        step = state.steps[name]
         duration = (
             f"{(step.finished_at - step.started_at).total_seconds():.3f}s"
             if step.started_at and step.finished_at

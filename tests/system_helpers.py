@@ -9,8 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,19 +18,16 @@ from typing import Any
 import asyncpg
 
 from contracts.envelope import Envelope
-from contracts.messages import Message
+from contracts.inventory import InventoryReserved
+from contracts.messages import Event, Message
 from contracts.orders import OrderPlaced
-from saga.dev.processes import free_port
+from contracts.payment import PaymentCharged
+from contracts.shipping import OrderShipped
+from saga.dev.system import LocalSystem
 from saga.publisher import Publisher
 from saga.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
-PROCESSES = {
-    "coordinator": ["saga.cli", "coordinator"],
-    "inventory": ["services.inventory"],
-    "payment": ["services.payment"],
-    "shipping": ["services.shipping"],
-}
 
 
 class System:
@@ -52,7 +47,6 @@ class System:
             "SAGA_FETCH_MAX_WAIT_MS": str(settings.fetch_max_wait_ms),
             "SAGA_TOPIC_PREFIX": self.prefix,
             "SAGA_TOPIC_PARTITIONS": "3",
-            "SAGA_HEALTH_HOST": "127.0.0.1",
             "SAGA_SESSION_TIMEOUT_MS": "6000",
             "SAGA_HEARTBEAT_INTERVAL_MS": "500",
             "SAGA_COMMIT_INTERVAL_MS": "20",
@@ -60,48 +54,16 @@ class System:
             "SAGA_TIMER_INTERVAL_MS": "100",
             "SAGA_DEFINITIONS": "tests.integration.sagas:definitions",
         }
-        self.logdir = logdir
-        self.running: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+        self.local = LocalSystem(self.env, logdir, cwd=ROOT)
 
     def start(self, name: str, *, instance: str = "") -> None:
-        key = name + instance
-        port = free_port()
-        log = open(self.logdir / f"{key}.log", "ab")  # noqa: SIM115 - owned by the child
-        proc = subprocess.Popen(
-            [sys.executable, "-m", *PROCESSES[name]],
-            cwd=ROOT,
-            env={**self.env, "SAGA_HEALTH_PORT": str(port)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        self.running[key] = (proc, port)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise AssertionError(f"{key} exited: {(self.logdir / f'{key}.log').read_text()}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError(f"{key} not ready")
+        self.local.start(name, instance=instance)
 
     def kill(self, key: str, sig: int = signal.SIGKILL) -> None:
-        proc, _ = self.running.pop(key)
-        proc.send_signal(sig)
-        proc.wait(30)
+        self.local.kill(key, sig)
 
     def stop_all(self) -> None:
-        for key in list(self.running):
-            proc, _ = self.running[key]
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            self.running.pop(key)
+        self.local.stop_all()
 
     async def place(self, order_id: str, amount_cents: int = 1200) -> Envelope[Message]:
         envelope: Envelope[Message] = Envelope(
@@ -174,12 +136,37 @@ def fresh_database(server_url: str) -> str:
 
 @contextmanager
 def system(
-    bootstrap: str, database_url: str, settings: Settings, logdir: Path, *names: str
+    bootstrap: str,
+    database_url: str,
+    settings: Settings,
+    logdir: Path,
+    *names: str,
+    env: dict[str, str] | None = None,
 ) -> Iterator[System]:
     running = System(bootstrap, fresh_database(database_url), settings, logdir)
+    running.env.update(env or {})
     try:
         for name in names:
             running.start(name)
         yield running
     finally:
         running.stop_all()
+
+
+def happy_events(saga_id: str) -> list[tuple[str, Envelope[Message]]]:
+    """The four events of a successful order saga, as the services would publish them."""
+    chain: list[tuple[str, Event]] = [
+        ("orders", OrderPlaced(order_id=saga_id, customer_id="c", amount_cents=900)),
+        ("inventory", InventoryReserved(order_id=saga_id, sku="s", quantity=1, amount_cents=900)),
+        ("payment", PaymentCharged(order_id=saga_id, amount_cents=900, charge_id="c")),
+        ("shipping", OrderShipped(order_id=saga_id, parcel_id="p")),
+    ]
+    return [
+        (
+            f"{service}.events",
+            Envelope(
+                payload=event, saga_id=saga_id, saga_type="order", source=f"/services/{service}"
+            ),
+        )
+        for service, event in chain
+    ]

@@ -194,6 +194,11 @@ def _on_event(b: _Builder, incoming: Incoming) -> None:
 
 def _started(b: _Builder, step: StepDefinition, incoming: Incoming) -> None:
     current = b.step(step.name)
+    if current.inferred:
+        # Its start event, read late: the data its compensation may need.
+        b.update(step.name, data={**incoming.payload, **current.data})
+        _resume_waiting(b, step)
+        return
     if current.status != "pending":
         return
     if b.state.status != "running":
@@ -205,7 +210,40 @@ def _started(b: _Builder, step: StepDefinition, incoming: Incoming) -> None:
         b.set_timers.append(Timer(f"{STEP_TIMEOUT}:{step.name}", incoming.at + step.timeout))
 
 
+def _infer_predecessors(b: _Builder, step: StepDefinition, incoming: Incoming) -> None:
+    """An event of a step not yet started proves the steps that start it completed.
+
+    Events of one saga travel on several topics (one per service), so the
+    coordinator may read a later step's event before an earlier one's. The
+    later step could only have run after its trigger, so that trigger's step
+    completed: record it now (flagged as inferred), in causal order, so
+    compensation order stays right. Its own event, when it comes, adds data.
+    """
+    if b.step(step.name).status != "pending":
+        return
+    triggers = _types(step.started_by)
+    for earlier in b.definition.steps:
+        if earlier is step or not triggers & _types(earlier.completed_by):
+            continue
+        if b.step(earlier.name).status in ("pending", "running"):
+            _infer_predecessors(b, earlier, incoming)
+            current = b.step(earlier.name)
+            b.update(
+                earlier.name,
+                status="completed",
+                order=b.next_order(),
+                inferred=True,
+                started_at=current.started_at or incoming.at,
+                finished_at=incoming.at,
+                data=current.data or dict(incoming.payload),
+            )
+            b.note(f"{earlier.name} completed (inferred from {incoming.type}, read first)")
+    if b.state.status == "running":
+        b.update(step.name, status="running", started_at=incoming.at)
+
+
 def _completed(b: _Builder, step: StepDefinition, incoming: Incoming) -> None:
+    _infer_predecessors(b, step, incoming)
     current = b.step(step.name)
     b.cancel_timers.append(f"{STEP_TIMEOUT}:{step.name}")
     fields = {
@@ -214,7 +252,11 @@ def _completed(b: _Builder, step: StepDefinition, incoming: Incoming) -> None:
         "data": {**current.data, **incoming.payload},
         "started_at": current.started_at or incoming.at,
     }
-    if current.status in ("pending", "running"):
+    if current.inferred:
+        b.update(step.name, inferred=False, **fields)
+        b.note(f"{step.name}: its completion arrived (already known, inferred earlier)")
+        _resume_waiting(b, step)
+    elif current.status in ("pending", "running"):
         b.update(step.name, status="completed", order=b.next_order(), **fields)
         b.note(f"{step.name} completed")
         if b.state.status in ("compensating", "compensated", "parked"):
@@ -242,6 +284,7 @@ def _completed(b: _Builder, step: StepDefinition, incoming: Incoming) -> None:
 
 
 def _failed(b: _Builder, step: StepDefinition, incoming: Incoming) -> None:
+    _infer_predecessors(b, step, incoming)
     current = b.step(step.name)
     if current.status not in ("pending", "running", "timed_out"):
         b.note(f"{step.name}: failure ignored, step is {current.status}")
@@ -423,11 +466,33 @@ def _send_compensation(b: _Builder, step: StepDefinition) -> None:
     attempt = current.compensation_attempts + 1
     data = current.data
     payload = {n: data[n] for n in step.compensation.model_fields if n in data}
+    missing = [n for n in step.fields_for_compensation() if n not in payload]
+    if missing and current.inferred and not current.waiting_for_data:
+        # Its own events are still on their way (another topic): wait for them,
+        # with a timer as a safety net.
+        b.update(step.name, waiting_for_data=True)
+        due = b.now + (step.timeout or timedelta(seconds=30))
+        b.set_timers.append(Timer(f"{COMPENSATION_RETRY}:{step.name}", due))
+        b.note(f"{step.name}: waiting for its events to build {step.compensation.message_type}")
+        return
+    if missing:
+        why = f"cannot build {step.compensation.message_type}: no value for {', '.join(missing)}"
+        b.update(step.name, status="compensation_failed", error=why)
+        b.state = replace(b.state, status="parked", reason=why)
+        b.note(f"{why}: saga parked for an operator")
+        return
     b.update(step.name, compensation_attempts=attempt)
     b.commands.append(CommandToSend(step.name, step.compensation.message_type, payload, attempt))
     b.note(f"sent {step.compensation.message_type} for {step.name} (attempt {attempt})")
     if step.timeout is not None:
         b.set_timers.append(Timer(f"{COMPENSATION_TIMEOUT}:{step.name}", b.now + step.timeout))
+
+
+def _resume_waiting(b: _Builder, step: StepDefinition) -> None:
+    if b.step(step.name).waiting_for_data:
+        b.update(step.name, waiting_for_data=False)
+        b.cancel_timers.append(f"{COMPENSATION_RETRY}:{step.name}")
+        _send_compensation(b, step)
 
 
 def _retry_or_park(b: _Builder, step: StepDefinition, why: str) -> None:

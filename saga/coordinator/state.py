@@ -37,6 +37,10 @@ class StepState:
     compensated_at: datetime | None = None
     #: A completion arrived while its compensation was in flight: undo once more.
     compensate_again: bool = False
+    #: Completed as inferred from a later step's event, before its own event arrived.
+    inferred: bool = False
+    #: Its compensation waits for data still in flight (its own events, read late).
+    waiting_for_data: bool = False
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)

@@ -17,38 +17,13 @@ from pathlib import Path
 import asyncpg
 
 from contracts.envelope import Envelope
-from contracts.inventory import InventoryReserved
-from contracts.messages import Event, Message
-from contracts.orders import OrderPlaced
-from contracts.payment import PaymentCharged
-from contracts.shipping import OrderShipped
+from contracts.messages import Message
 from saga.coordinator.runtime import CoordinatorRuntime, load_definitions
 from saga.dev import DevStack
 from saga.provisioning import ensure_topics
 from saga.publisher import Publisher
 from saga.settings import Settings
-
-
-def events(saga_id: str) -> list[tuple[str, Envelope[Message]]]:
-    chain: list[tuple[str, str, Event]] = [
-        ("orders", "orders", OrderPlaced(order_id=saga_id, customer_id="c", amount_cents=900)),
-        (
-            "inventory",
-            "inventory",
-            InventoryReserved(order_id=saga_id, sku="s", quantity=1, amount_cents=900),
-        ),
-        ("payment", "payment", PaymentCharged(order_id=saga_id, amount_cents=900, charge_id="c")),
-        ("shipping", "shipping", OrderShipped(order_id=saga_id, parcel_id="p")),
-    ]
-    return [
-        (
-            f"{service}.events",
-            Envelope(
-                payload=event, saga_id=saga_id, saga_type="order", source=f"/services/{source}"
-            ),
-        )
-        for service, source, event in chain
-    ]
+from tests.system_helpers import happy_events
 
 
 async def main() -> None:
@@ -72,7 +47,7 @@ async def main() -> None:
             async with Publisher(settings) as publisher:
                 batch: list[tuple[str, Envelope[Message]]] = []
                 for n in range(args.sagas):
-                    batch.extend(events(f"bench-{n}"))
+                    batch.extend(happy_events(f"bench-{n}"))
                     if len(batch) >= 2000:
                         await publisher.publish_many(batch)
                         batch = []

@@ -20,3 +20,9 @@ def definitions() -> list[SagaDefinition]:
         for step in ORDER_SAGA.steps
     )
     return [replace(ORDER_SAGA, steps=steps, deadline=timedelta(seconds=120))]
+
+
+def relaxed() -> list[SagaDefinition]:
+    """The order saga with timers long enough to outlast rebalances under load."""
+    steps = tuple(replace(step, timeout=timedelta(minutes=5)) for step in ORDER_SAGA.steps)
+    return [replace(ORDER_SAGA, steps=steps, deadline=timedelta(minutes=30))]

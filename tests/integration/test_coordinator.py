@@ -139,6 +139,47 @@ async def test_saga_show_prints_the_full_timeline_of_a_compensated_saga(full: Sy
     assert saga_id in listed.stdout
     dry = full.cli("dry-run", saga_id, "--fail", "ship")
     assert dry.returncode == 0, dry.stderr
+    migrated = full.cli("db", "migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    assert "coordinator: schema version 1" in migrated.stdout
+    assert "service: schema version 2" in migrated.stdout
+    shown_definition = full.cli("definition", "show", "order")
+    assert "1. reserve (inventory)" in shown_definition.stdout
+    assert "```mermaid\nflowchart LR" in shown_definition.stdout
+
+
+async def test_dry_run_lists_the_compensations_a_failure_would_trigger(full: System) -> None:
+    [saga_id] = ids("dry", 1)
+    await full.place(saga_id)
+    await until(full, [saga_id], "completed")
+    dry = full.cli("dry-run", saga_id, "--fail", "ship")
+    assert dry.returncode == 0, dry.stderr
+    assert "1. shipping.CancelShipment (undo ship)" not in dry.stdout
+    assert "1. payment.RefundPayment (undo charge)" in dry.stdout
+    assert "2. inventory.ReleaseInventory (undo reserve)" in dry.stdout
+    assert await full.statuses([saga_id]) == {saga_id: "completed"}, "nothing was changed"
+
+
+async def test_events_of_an_unknown_saga_type_are_recorded_and_ignored(full: System) -> None:
+    from contracts.envelope import Envelope
+    from contracts.orders import OrderPlaced
+    from saga.publisher import Publisher
+
+    [saga_id] = ids("stranger", 1)
+    envelope: Envelope[OrderPlaced] = Envelope(
+        payload=OrderPlaced(order_id=saga_id, customer_id="c", amount_cents=5),
+        saga_id=saga_id,
+        saga_type="subscription",
+        source="/services/orders",
+    )
+    async with Publisher(full.settings) as publisher:
+        await publisher.publish(f"{full.prefix}orders.events", envelope)
+
+    async def logged() -> bool:
+        return "ignored" in full.cli("history", saga_id).stdout
+
+    await eventually(logged, what="the ignored event in the saga log")
+    assert await full.statuses([saga_id]) == {}
 
 
 async def test_a_step_that_never_answers_times_out_and_is_compensated_across_a_restart(

@@ -11,14 +11,11 @@ from pathlib import Path
 
 import asyncpg
 
-from contracts.envelope import Envelope
-from contracts.messages import Message
-from contracts.orders import OrderPlaced
 from saga.publisher import Publisher
 from tests.conftest import Infra
 from tests.integration.test_coordinator import ALL, system_settings, until
-from tests.kafka_helpers import read_available
-from tests.system_helpers import System, system
+from tests.kafka_helpers import eventually, read_available
+from tests.system_helpers import System, happy_events, system
 
 
 async def effects(running: System, topic: str, field: str) -> dict[str, int]:
@@ -35,8 +32,14 @@ async def effects(running: System, topic: str, field: str) -> dict[str, int]:
 async def test_coordinator_killed_again_and_again_loses_no_compensation_and_doubles_none(
     infra: Infra, tmp_path: Path
 ) -> None:
+    # Long step timers: a restart must not pass for a silent step (see docs).
     with system(
-        infra.bootstrap_servers, infra.database_url, system_settings(infra), tmp_path, *ALL
+        infra.bootstrap_servers,
+        infra.database_url,
+        system_settings(infra),
+        tmp_path,
+        *ALL,
+        env={"SAGA_DEFINITIONS": "tests.integration.sagas:relaxed"},
     ) as running:
         run = uuid.uuid4().hex[:6]
         ok = [f"ok-{run}-{i}" for i in range(10)]
@@ -77,8 +80,15 @@ async def test_coordinator_killed_again_and_again_loses_no_compensation_and_doub
 async def test_two_coordinators_over_1000_sagas_never_decide_twice_on_one_event(
     infra: Infra, tmp_path: Path
 ) -> None:
+    # The services' events are written directly: this is about the coordinators.
+    # Step timers are long: rebalances must not look like silent steps here.
     with system(
-        infra.bootstrap_servers, infra.database_url, system_settings(infra), tmp_path, *ALL
+        infra.bootstrap_servers,
+        infra.database_url,
+        system_settings(infra),
+        tmp_path,
+        "coordinator",
+        env={"SAGA_DEFINITIONS": "tests.integration.sagas:relaxed"},
     ) as running:
         running.start("coordinator", instance="-2")
         run = uuid.uuid4().hex[:6]
@@ -87,16 +97,26 @@ async def test_two_coordinators_over_1000_sagas_never_decide_twice_on_one_event(
             for start in range(0, len(sagas), 100):
                 await publisher.publish_many(
                     [
-                        (f"{running.prefix}orders.events", _placed(saga_id))
+                        (f"{running.prefix}{topic}", envelope)
                         for saga_id in sagas[start : start + 100]
+                        for topic, envelope in happy_events(saga_id)
                     ]
                 )
                 if start == 500:  # a rebalance in the middle of the traffic
                     running.kill("coordinator-2", signal.SIGKILL)
                     running.start("coordinator", instance="-2")
-        await until(running, sagas, "completed", timeout_s=240)
+        await until(running, sagas, "completed", timeout_s=150)
         connection = await asyncpg.connect(running.database_url)
         try:
+            # A saga may complete before all its events are read (a later one
+            # proves the earlier ones): wait until every event is in the log.
+            async def all_logged() -> bool:
+                logged: int = await connection.fetchval(
+                    "SELECT count(*) FROM saga_log WHERE kind = 'event'"
+                )
+                return logged == 4 * len(sagas)
+
+            await eventually(all_logged, what="every event in the saga log")
             doubled = await connection.fetch(
                 "SELECT detail->>'cause' AS cause, count(*) FROM saga_log"
                 " WHERE kind IN ('decision', 'ignored') GROUP BY 1 HAVING count(*) > 1"
@@ -109,12 +129,3 @@ async def test_two_coordinators_over_1000_sagas_never_decide_twice_on_one_event(
             await connection.close()
     assert doubled == [], f"events decided twice: {doubled[:5]}"
     assert events == decisions == 4 * len(sagas)
-
-
-def _placed(saga_id: str) -> Envelope[Message]:
-    return Envelope(
-        payload=OrderPlaced(order_id=saga_id, customer_id="c", amount_cents=1200),
-        saga_id=saga_id,
-        saga_type="order",
-        source="/services/orders",
-    )

@@ -1,4 +1,4 @@
-"""`saga demo` (what `make demo` runs) succeeds and leaves no process running."""
+"""`saga demo` (what `make demo` runs): a real saga system, then nothing left running."""
 
 from __future__ import annotations
 
@@ -9,24 +9,31 @@ import sys
 import psutil
 
 
-def test_demo_round_trips_upcasts_dead_letters_and_stops_everything() -> None:
+def step_line(out: str, saga: str, step: str) -> list[str]:
+    block = out.split(f"saga      {saga}", 1)[1].split("\n\n", 1)[0]
+    return next(line.split()[:2] for line in block.splitlines() if line.startswith(step + " "))
+
+
+def test_demo_runs_a_saga_system_that_completes_and_compensates_then_stops_everything() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "saga.cli", "demo"],
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=240,
         check=False,
     )
     out = result.stdout
-    assert result.returncode == 0, result.stdout + result.stderr
-    pids = [int(p) for p in re.findall(r"(?:broker|postgres) +pid (\d+)", out)]
-    assert len(pids) == 2
-    assert "SAGA_ENABLE_IDEMPOTENCE=false" in out
-    assert "consumer handled orders.OrderPlaced (schema v2) saga=order-1" in out
-    assert "consumer handled orders.OrderPlaced (schema v2) saga=order-2" in out
-    assert "'amount_cents': 700" in out, "the version-1 payload was upcast"
-    assert "dlq_reason: NotJson" not in out
-    assert "dlq_reason: record value is not JSON" in out
+    assert result.returncode == 0, out + result.stderr
+    pids = [int(p) for p in re.findall(r"^  \w+ +pid (\d+)", out, re.M)]
+    assert len(pids) == 6, "broker, postgres, coordinator and three services"
+    ok, declined, nowhere = re.findall(r"placed (\S+) ", out)
+    assert re.search(rf"saga      {ok}\ntype      order\nstate     completed", out)
+    assert f"saga      {declined}\ntype      order\nstate     compensated" in out
+    assert step_line(out, declined, "charge") == ["charge", "failed"]
+    assert step_line(out, declined, "reserve") == ["reserve", "compensated"]
+    assert step_line(out, nowhere, "ship") == ["ship", "failed"]
+    assert step_line(out, nowhere, "charge") == ["charge", "compensated"]
+    assert step_line(out, nowhere, "reserve") == ["reserve", "compensated"]
     assert "demo finished; nothing left running" in out
     for pid in pids:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE

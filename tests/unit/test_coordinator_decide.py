@@ -259,3 +259,37 @@ def test_generic_step_failure_is_attributed_by_its_service() -> None:
     saga.event("saga.StepFailed", {"error_type": "KeyError", "error_message": "x"}, "payment")
     assert saga.step("charge") == "failed"
     assert saga.commands == ["inventory.ReleaseInventory(o-1)"]
+
+
+def test_events_read_in_reverse_still_compensate_in_causal_order() -> None:
+    # One saga's events travel on different topics: the coordinator may read the
+    # shipping failure before the payment (and even the order) it came after.
+    saga = Saga()
+    saga.event(
+        "shipping.ShippingFailed", {"order_id": "o-1", "error_type": "NoCarrier"}, "shipping"
+    )
+    assert saga.commands == ["payment.RefundPayment(o-1)"], "the later step is undone first"
+    saga.event("payment.PaymentCharged", CHARGED, "payment")  # arrives late: nothing new
+    saga.event("inventory.InventoryReserved", RESERVED, "inventory")
+    saga.event("orders.OrderPlaced", ORDER)
+    assert saga.commands == ["payment.RefundPayment(o-1)"]
+    saga.event("payment.PaymentRefunded", {"order_id": "o-1", "refunded": True})
+    assert saga.commands == ["payment.RefundPayment(o-1)", "inventory.ReleaseInventory(o-1)"]
+    saga.event("inventory.InventoryReleased", {"order_id": "o-1", "released": True})
+    assert saga.status == "compensated"
+
+
+def test_an_undo_waits_for_data_still_in_flight_then_parks_if_it_never_comes() -> None:
+    saga = Saga()
+    saga.event("shipping.ShippingFailed", {"error_type": "NoCarrier"}, "shipping")
+    assert saga.commands == [], "no order id yet: RefundPayment cannot be built"
+    assert saga.status == "compensating"
+    saga.event("payment.PaymentCharged", CHARGED, "payment")
+    assert saga.commands == ["payment.RefundPayment(o-1)"], "sent as soon as the data came"
+
+    never = Saga()
+    never.event("shipping.ShippingFailed", {"error_type": "NoCarrier"}, "shipping")
+    never.fire("compensation-retry:charge")
+    assert never.status == "parked"
+    assert never.state is not None
+    assert never.state.reason == "cannot build payment.RefundPayment: no value for order_id"

@@ -1,0 +1,81 @@
+"""A local saga system: the coordinator and step services as processes.
+
+Used by ``saga demo`` and the tests. Each process gets the shared ``SAGA_*``
+environment plus its own health port, logs to ``<logdir>/<name>.log``, and is
+ready when its ``/readyz`` answers 200. Every process is stopped by its pid.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from saga.dev.processes import free_port
+from saga.errors import DevStackError
+
+#: What ``python -m`` runs for each process name.
+PROCESSES: dict[str, list[str]] = {
+    "coordinator": ["saga.cli", "coordinator"],
+    "inventory": ["services.inventory"],
+    "payment": ["services.payment"],
+    "shipping": ["services.shipping"],
+}
+
+
+class LocalSystem:
+    def __init__(self, env: dict[str, str], logdir: Path, *, cwd: Path | None = None) -> None:
+        self.env = env
+        self.logdir = logdir
+        self.cwd = cwd
+        self.running: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+
+    def start(self, name: str, *, instance: str = "", timeout_s: float = 60) -> int:
+        """Start process ``name`` (one more with ``instance``); wait until ready; its pid."""
+        key = name + instance
+        port = free_port()
+        log = self.logdir / f"{key}.log"
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", *PROCESSES[name]],
+                cwd=self.cwd,
+                env={**self.env, "SAGA_HEALTH_PORT": str(port), "SAGA_HEALTH_HOST": "127.0.0.1"},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        self.running[key] = (proc, port)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                self.running.pop(key)
+                raise DevStackError(f"{key} exited with {proc.returncode}; see {log}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1):
+                    return proc.pid
+            except OSError:
+                time.sleep(0.1)
+        self.stop(key)
+        raise DevStackError(f"{key} not ready after {timeout_s}s; see {log}")
+
+    def kill(self, key: str, sig: int) -> None:
+        """Send ``sig`` to process ``key`` and wait for it to end."""
+        proc, _ = self.running.pop(key)
+        proc.send_signal(sig)
+        proc.wait(30)
+
+    def stop(self, key: str) -> None:
+        """SIGTERM (graceful), then SIGKILL after 15 s."""
+        proc, _ = self.running.pop(key)
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def stop_all(self) -> None:
+        for key in list(self.running):
+            self.stop(key)
