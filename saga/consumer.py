@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -63,6 +62,7 @@ from saga.kafka_config import client_kwargs
 from saga.publisher import Publisher
 from saga.retry import RetryPolicy, run_with_retry
 from saga.settings import Settings
+from saga.shutdown import serve_until_signalled
 
 log = logging.getLogger(__name__)
 
@@ -193,15 +193,7 @@ class Consumer:
 
     async def serve(self) -> None:
         """``start`` + ``run``, stopping gracefully on SIGTERM or SIGINT."""
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop)
-        try:
-            await self.start()
-            await self.run()
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
+        await serve_until_signalled(self.start, self.run, self.stop)
 
     # --- dispatch ---------------------------------------------------------------
 

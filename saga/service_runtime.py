@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from typing import Any
 
 from contracts.codec import EncodedRecord
@@ -25,6 +24,7 @@ from saga.provisioning import ensure_topics
 from saga.publisher import Publisher
 from saga.service import Service
 from saga.settings import Settings
+from saga.shutdown import serve_until_signalled
 from saga.step_runner import StepRunner
 from saga.store.relay import OutboxRelay
 from saga.store.service_store import PostgresServiceStore
@@ -110,15 +110,7 @@ class ServiceRuntime:
             await self._close()
 
     async def serve(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop)
-        try:
-            await self.start()
-            await self.run()
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
+        await serve_until_signalled(self.start, self.run, self.stop)
 
     def stop(self) -> None:
         self._ready = False

@@ -13,17 +13,22 @@ from saga.consumer import Consumer
 from saga.settings import Settings
 
 
-async def read_records(
-    settings: Settings, topic: str, count: int, *, timeout_s: float = 30
-) -> list[ConsumerRecord]:
-    """The first ``count`` records of ``topic`` (all partitions), read without a group."""
-    reader = AIOKafkaConsumer(
+def _reader(settings: Settings, topic: str) -> AIOKafkaConsumer:
+    """A group-less consumer reading ``topic`` from the start."""
+    return AIOKafkaConsumer(
         topic,
         bootstrap_servers=settings.bootstrap_servers,
         auto_offset_reset="earliest",
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
         enable_auto_commit=False,
     )
+
+
+async def read_records(
+    settings: Settings, topic: str, count: int, *, timeout_s: float = 30
+) -> list[ConsumerRecord]:
+    """The first ``count`` records of ``topic`` (all partitions), read without a group."""
+    reader = _reader(settings, topic)
     await reader.start()
     records: list[ConsumerRecord] = []
     try:
@@ -81,13 +86,7 @@ async def read_available(
     settings: Settings, topic: str, *, idle_s: float = 1.5
 ) -> list[ConsumerRecord]:
     """Every record of ``topic`` so far: read until nothing new comes for ``idle_s``."""
-    reader = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=settings.bootstrap_servers,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=settings.fetch_max_wait_ms,
-        enable_auto_commit=False,
-    )
+    reader = _reader(settings, topic)
     await reader.start()
     records: list[ConsumerRecord] = []
     try:

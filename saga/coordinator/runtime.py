@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import importlib
 import logging
-import signal
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,6 +25,7 @@ from saga.health import HealthServer
 from saga.provisioning import ensure_topics
 from saga.publisher import Publisher
 from saga.settings import Settings
+from saga.shutdown import serve_until_signalled
 from saga.store.relay import OutboxRelay
 from saga.store.service_store import PostgresServiceStore
 
@@ -119,15 +119,7 @@ class CoordinatorRuntime:
                 await self.health.stop()
 
     async def serve(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.consumer.stop)
-        try:
-            await self.start()
-            await self.run()
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
+        await serve_until_signalled(self.start, self.run, self.consumer.stop)
 
     async def _apply(self, envelopes: list[Envelope[Message]]) -> None:
         ids = await self.coordinator.apply_events(envelopes)

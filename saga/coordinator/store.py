@@ -30,39 +30,39 @@ class ConcurrentUpdate(Exception):
     """A saga row changed under us (version check failed): the batch is retried."""
 
 
+_INSERT_LOG = (
+    "INSERT INTO saga_log (saga_id, kind, message_id, type, actor, detail)"
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
+    " $6::jsonb[])"
+)
+
+
+def _columns(entries: Sequence[LogEntry]) -> list[list[Any]]:
+    return [
+        [e.saga_id for e in entries],
+        [e.kind for e in entries],
+        [e.message_id for e in entries],
+        [e.type for e in entries],
+        [e.actor for e in entries],
+        [json.dumps(e.detail, default=str) for e in entries],
+    ]
+
+
 async def append_events(connection: Any, entries: Sequence[LogEntry]) -> set[str]:
     """Append events; returns the message ids that were new (duplicates are skipped)."""
     if not entries:
         return set()
     rows = await connection.fetch(
-        "INSERT INTO saga_log (saga_id, kind, message_id, type, actor, detail)"
-        " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
-        " $6::jsonb[]) ON CONFLICT (message_id) WHERE kind = 'event' DO NOTHING"
+        _INSERT_LOG + " ON CONFLICT (message_id) WHERE kind = 'event' DO NOTHING"
         " RETURNING message_id",
-        [e.saga_id for e in entries],
-        [e.kind for e in entries],
-        [e.message_id for e in entries],
-        [e.type for e in entries],
-        [e.actor for e in entries],
-        [json.dumps(e.detail, default=str) for e in entries],
+        *_columns(entries),
     )
     return {row["message_id"] for row in rows}
 
 
 async def append_log(connection: Any, entries: Sequence[LogEntry]) -> None:
-    if not entries:
-        return
-    await connection.execute(
-        "INSERT INTO saga_log (saga_id, kind, message_id, type, actor, detail)"
-        " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
-        " $6::jsonb[])",
-        [e.saga_id for e in entries],
-        [e.kind for e in entries],
-        [e.message_id for e in entries],
-        [e.type for e in entries],
-        [e.actor for e in entries],
-        [json.dumps(e.detail, default=str) for e in entries],
-    )
+    if entries:
+        await connection.execute(_INSERT_LOG, *_columns(entries))
 
 
 async def lock_sagas(connection: Any, saga_ids: Sequence[str]) -> None:
