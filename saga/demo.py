@@ -56,7 +56,7 @@ async def run_demo() -> int:
             env = {**os.environ, **info.environment(), "SAGA_COMMIT_INTERVAL_MS": "50"}
             system = LocalSystem(env, workdir)
             for name in PROCESSES:
-                pid = await asyncio.to_thread(system.start, name)
+                pid = system.start(name)  # from this thread: children die with it (Linux)
                 pids.append(pid)
                 _say(f"  {name:<11} pid {pid:<7} (its own process)")
             await _place_and_show(info.bootstrap_servers, info.database_url)

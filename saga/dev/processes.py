@@ -86,6 +86,11 @@ def as_user(user: str | None) -> dict[str, Any]:
     return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
 
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that ties a child's life to ours (Linux), else ``None``."""
+    return _die_with_parent if sys.platform.startswith("linux") else None
+
+
 def _die_with_parent() -> None:
     # Linux: the server gets SIGKILL when the process that started it dies, so a
     # killed test run leaves nothing behind. Runs in the child, after setuid.
@@ -105,9 +110,7 @@ def spawn(
     env: dict[str, str] | None = None,
 ) -> ServerProcess:
     """Start ``argv``; ``detached`` servers outlive us, others die with us (Linux)."""
-    preexec: Callable[[], None] | None = None
-    if not detached and sys.platform.startswith("linux"):
-        preexec = _die_with_parent
+    preexec = None if detached else die_with_parent()
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             list(argv),

@@ -13,7 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from saga.dev.processes import free_port
+from saga.dev.processes import die_with_parent, free_port
 from saga.errors import DevStackError
 
 #: What ``python -m`` runs for each process name.
@@ -44,6 +44,8 @@ class LocalSystem:
                 env={**self.env, "SAGA_HEALTH_PORT": str(port), "SAGA_HEALTH_HOST": "127.0.0.1"},
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                # If we are killed, so are they: nothing outlives the demo or a test run.
+                preexec_fn=die_with_parent(),
             )
         self.running[key] = (proc, port)
         deadline = time.monotonic() + timeout_s
