@@ -10,9 +10,18 @@ import uuid
 from pathlib import Path
 
 import asyncpg
+import pytest
 
+from contracts.catalog import default_registry
+from contracts.codec import RawRecord, decode
+from contracts.envelope import Envelope
+from contracts.messages import Message
+from saga.coordinator.apply import Coordinator
 from saga.publisher import Publisher
+from saga.store.relay import OutboxRelay
+from saga.store.service_store import PostgresServiceStore
 from tests.conftest import Infra
+from tests.integration.sagas import relaxed
 from tests.integration.test_coordinator import ALL, system_settings, until
 from tests.kafka_helpers import eventually, read_available
 from tests.system_helpers import System, happy_events, system
@@ -129,3 +138,79 @@ async def test_two_coordinators_over_1000_sagas_never_decide_twice_on_one_event(
             await connection.close()
     assert doubled == [], f"events decided twice: {doubled[:5]}"
     assert events == decisions == 4 * len(sagas)
+
+
+@pytest.mark.parametrize(
+    "crashed", ["after commit, before publish", "after publish, before offsets"]
+)
+async def test_a_coordinator_crash_state_is_recovered_by_a_real_restart(
+    infra: Infra, tmp_path: Path, crashed: str
+) -> None:
+    """The exact state a crash leaves is produced first, then a real coordinator recovers.
+
+    Events and the decision are committed in PostgreSQL, but either the
+    compensation command was never published, or it was and the offsets were
+    never committed. A coordinator process started afterwards must publish the
+    command exactly once, decide nothing twice, and finish the saga.
+    """
+    with system(
+        infra.bootstrap_servers,
+        infra.database_url,
+        system_settings(infra),
+        tmp_path,
+        "inventory",
+        "payment",
+        "shipping",
+        env={"SAGA_DEFINITIONS": "tests.integration.sagas:relaxed"},
+    ) as running:
+        saga_id = f"declined-{uuid.uuid4().hex[:6]}"
+        await running.place(saga_id, 60_000)  # reserved, then declined; no coordinator yet
+        events = await _saga_events(running, saga_id, count=3)
+        store = PostgresServiceStore(
+            running.database_url, "coordinator", components=("coordinator",)
+        )
+        await store.start()
+        try:
+            coordinator = Coordinator(relaxed(), store, topic_prefix=running.prefix)
+            ids = await coordinator.apply_events(events)  # committed: the decision and its command
+            assert len(ids) == 1
+            if crashed == "after publish, before offsets":
+                async with Publisher(running.settings) as publisher:
+                    assert await OutboxRelay(store, publisher).publish(ids) == 1
+        finally:
+            await store.stop()
+        # ... and here the coordinator died. A new one starts:
+        running.start("coordinator")
+        await until(running, [saga_id], "compensated", timeout_s=60)
+        commands = [
+            r
+            for r in await read_available(running.settings, f"{running.prefix}inventory.commands")
+            if r.key.decode() == saga_id
+        ]
+        assert len(commands) == 1, "the command went out exactly once"
+        assert await running.commands_sent(saga_id) == ["inventory.ReleaseInventory"]
+        released = await effects(running, "inventory.events", "released")
+        assert released.get(saga_id) == 1
+
+
+async def _saga_events(running: System, saga_id: str, count: int) -> list[Envelope[Message]]:
+    registry = default_registry()
+    found: list[Envelope[Message]] = []
+    for _ in range(100):
+        found = []
+        for service in ("orders", "inventory", "payment"):
+            topic = f"{running.prefix}{service}.events"
+            for r in await read_available(running.settings, topic, idle_s=0.3):
+                if r.key.decode() == saga_id:
+                    found.append(
+                        decode(
+                            RawRecord(
+                                topic, r.partition, r.offset, r.key, r.value, list(r.headers)
+                            ),
+                            registry,
+                        )
+                    )
+        if len(found) >= count:
+            return found
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"only {len(found)} events of {saga_id}")
