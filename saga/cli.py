@@ -103,7 +103,10 @@ def run_service(service: Service) -> int:
     async def serve() -> None:
         await ServiceRuntime(service, settings).serve()
 
-    asyncio.run(serve())
+    try:
+        asyncio.run(serve())
+    except asyncio.CancelledError:
+        return 1  # the graceful stop was cut short (logged)
     return 0
 
 

@@ -193,7 +193,9 @@ class Consumer:
 
     async def serve(self) -> None:
         """``start`` + ``run``, stopping gracefully on SIGTERM or SIGINT."""
-        await serve_until_signalled(self.start, self.run, self.stop)
+        await serve_until_signalled(
+            self.start, self.run, self.stop, grace_s=self._settings.shutdown_grace_ms / 1000
+        )
 
     # --- dispatch ---------------------------------------------------------------
 

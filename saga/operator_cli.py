@@ -90,7 +90,10 @@ def _coordinator(args: argparse.Namespace) -> int:
     async def serve() -> None:
         await CoordinatorRuntime(load_definitions(settings.definitions), settings).serve()
 
-    asyncio.run(serve())
+    try:
+        asyncio.run(serve())
+    except asyncio.CancelledError:
+        return 1  # the graceful stop was cut short (logged)
     return 0
 
 

@@ -110,7 +110,9 @@ class ServiceRuntime:
             await self._close()
 
     async def serve(self) -> None:
-        await serve_until_signalled(self.start, self.run, self.stop)
+        await serve_until_signalled(
+            self.start, self.run, self.stop, grace_s=self.settings.shutdown_grace_ms / 1000
+        )
 
     def stop(self) -> None:
         self._ready = False

@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     commit_interval_ms: int = Field(
         default=200, ge=0, description="Longest handled offsets wait before being committed."
     )
+    shutdown_grace_ms: int = Field(
+        default=45_000,
+        gt=0,
+        description="Longest a graceful stop may take before the process stops anyway.",
+    )
     commit_timeout_ms: int = Field(
         default=10_000, gt=0, description="Longest wait for an offset commit before retrying."
     )

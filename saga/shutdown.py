@@ -3,24 +3,54 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from collections.abc import Awaitable, Callable
 
+log = logging.getLogger(__name__)
+
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+#: Longest a graceful stop may take (e.g. with the broker gone) before it is cut short.
+GRACE_S = 45.0
 
 
 async def serve_until_signalled(
     start: Callable[[], Awaitable[None]],
     run: Callable[[], Awaitable[None]],
     stop: Callable[[], None],
+    *,
+    grace_s: float = GRACE_S,
 ) -> None:
-    """``start()`` then ``run()``; SIGTERM/SIGINT call ``stop()`` so ``run`` can finish."""
+    """``start()`` then ``run()``; SIGTERM/SIGINT call ``stop()`` so ``run`` can finish.
+
+    If finishing takes longer than ``grace_s`` (a broker or database that does
+    not answer any more), the work is cancelled: what was not committed is
+    read again after a restart.
+    """
     loop = asyncio.get_running_loop()
+    work = asyncio.current_task()
+    assert work is not None
+    cutoff: asyncio.TimerHandle | None = None
+
+    def on_signal() -> None:
+        nonlocal cutoff
+        stop()
+        if cutoff is None:
+            cutoff = loop.call_later(grace_s, _cut_short, work, grace_s)
+
     for sig in SIGNALS:
-        loop.add_signal_handler(sig, stop)
+        loop.add_signal_handler(sig, on_signal)
     try:
         await start()
         await run()
     finally:
+        if cutoff is not None:
+            cutoff.cancel()
         for sig in SIGNALS:
             loop.remove_signal_handler(sig)
+
+
+def _cut_short(work: asyncio.Task[object], grace_s: float) -> None:
+    log.error("graceful stop did not finish in %ss; stopping now", grace_s)
+    work.cancel()

@@ -119,7 +119,12 @@ class CoordinatorRuntime:
                 await self.health.stop()
 
     async def serve(self) -> None:
-        await serve_until_signalled(self.start, self.run, self.consumer.stop)
+        await serve_until_signalled(
+            self.start,
+            self.run,
+            self.consumer.stop,
+            grace_s=self.settings.shutdown_grace_ms / 1000,
+        )
 
     async def _apply(self, envelopes: list[Envelope[Message]]) -> None:
         ids = await self.coordinator.apply_events(envelopes)

@@ -379,3 +379,23 @@ async def test_a_database_restart_mid_traffic_loses_nothing_and_doubles_nothing(
         assert [r["saga_id"] for r in effects] == ["db-0", *sagas], "each effect exactly once"
     finally:
         stop(database, sig=signal.SIGINT)
+
+
+async def test_sigterm_after_the_broker_vanished_still_stops_the_service_in_bounded_time(
+    infra: Infra, settings: Settings, tmp_path: Path
+) -> None:
+    broker = start_broker(tmp_path, free_port(), detached=False)
+    try:
+        steps = deployment(
+            infra, settings, f"steps{uuid.uuid4().hex[:6]}", f"127.0.0.1:{broker.port}"
+        )
+        async with running(steps, SAGA_SHUTDOWN_GRACE_MS="3000") as process:
+            stop(broker, sig=signal.SIGKILL)  # the broker is gone for good
+            started = asyncio.get_running_loop().time()
+            await process.signal(signal.SIGTERM)
+            code = await process.wait(timeout_s=60)
+            took = asyncio.get_running_loop().time() - started
+        assert code in (0, 1)
+        assert took < 30, f"stopping took {took:.1f}s"
+    finally:
+        stop(broker)
