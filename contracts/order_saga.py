@@ -14,7 +14,6 @@ from contracts.orders import OrderPlaced
 from contracts.payment import PaymentCharged, PaymentFailed, PaymentRefunded, RefundPayment
 from contracts.sagas import SagaDefinition, StepDefinition
 from contracts.shipping import CancelShipment, OrderShipped, ShipmentCancelled, ShippingFailed
-from contracts.steps import StepFailed
 
 ORDER_SAGA = SagaDefinition(
     name="order",
@@ -56,4 +55,4 @@ ORDER_SAGA = SagaDefinition(
     ),
 )
 
-__all__ = ["ORDER_SAGA", "StepFailed"]
+__all__ = ["ORDER_SAGA"]
