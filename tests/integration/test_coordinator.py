@@ -258,3 +258,35 @@ async def test_a_compensation_that_keeps_failing_parks_the_saga_and_retry_comple
         )
         history = running.cli("history", saga_id).stdout
         assert "operator" in history
+
+
+async def test_operators_skip_a_stuck_compensation_and_resolve_a_saga_with_an_audit_trail(
+    infra: Infra, tmp_path: Path
+) -> None:
+    # No payment service: charges time out and their refunds are never confirmed.
+    with system(
+        infra.bootstrap_servers,
+        infra.database_url,
+        system_settings(infra),
+        tmp_path,
+        "coordinator",
+        "inventory",
+        "shipping",
+    ) as running:
+        skipped, resolved = ids("skip", 1)[0], ids("resolve", 1)[0]
+        await running.place(skipped)
+        await running.place(resolved)
+        await until(running, [skipped, resolved], "parked", timeout_s=90)
+        running.env["SAGA_OPERATOR"] = "alice"
+        skip = running.cli("skip", skipped, "charge", "--reason", "refunded by hand")
+        assert skip.returncode == 0, skip.stderr
+        await until(running, [skipped], "compensated")  # the reservation was then released
+        state = (await running.sagas([skipped]))[skipped]
+        assert state["steps"]["charge"]["status"] == "skipped"
+        assert state["steps"]["reserve"]["status"] == "compensated"
+        done = running.cli("resolve", resolved, "--reason", "settled with the customer")
+        assert done.returncode == 0, done.stderr
+        await until(running, [resolved], "resolved")
+        history = running.cli("history", resolved).stdout
+        assert "operator" in history and "alice" in history
+        assert "resolved by alice (settled with the customer)" in history

@@ -193,12 +193,17 @@ async def test_a_coordinator_crash_state_is_recovered_by_a_real_restart(
         assert released.get(saga_id) == 1
 
 
-async def _saga_events(running: System, saga_id: str, count: int) -> list[Envelope[Message]]:
+async def _saga_events(
+    running: System,
+    saga_id: str,
+    count: int,
+    services: tuple[str, ...] = ("orders", "inventory", "payment"),
+) -> list[Envelope[Message]]:
     registry = default_registry()
     found: list[Envelope[Message]] = []
     for _ in range(100):
         found = []
-        for service in ("orders", "inventory", "payment"):
+        for service in services:
             topic = f"{running.prefix}{service}.events"
             for r in await read_available(running.settings, topic, idle_s=0.3):
                 if r.key.decode() == saga_id:
@@ -214,3 +219,47 @@ async def _saga_events(running: System, saga_id: str, count: int) -> list[Envelo
             return found
         await asyncio.sleep(0.2)
     raise AssertionError(f"only {len(found)} events of {saga_id}")
+
+
+async def test_a_coordinator_that_died_between_two_compensations_finishes_them_after_restart(
+    infra: Infra, tmp_path: Path
+) -> None:
+    """Crash (c): the first undo went out and was confirmed; the coordinator is gone."""
+    with system(
+        infra.bootstrap_servers,
+        infra.database_url,
+        system_settings(infra),
+        tmp_path,
+        "inventory",
+        "payment",
+        "shipping",
+        env={"SAGA_DEFINITIONS": "tests.integration.sagas:relaxed"},
+    ) as running:
+        saga_id = f"nowhere-{uuid.uuid4().hex[:6]}"
+        await running.place(saga_id)  # reserved, charged, then no carrier
+        events = await _saga_events(running, saga_id, count=4, services=SERVICES)
+        store = PostgresServiceStore(
+            running.database_url, "coordinator", components=("coordinator",)
+        )
+        await store.start()
+        try:
+            coordinator = Coordinator(relaxed(), store, topic_prefix=running.prefix)
+            ids = await coordinator.apply_events(events)  # decides: refund first
+            async with Publisher(running.settings) as publisher:
+                assert await OutboxRelay(store, publisher).publish(ids) == 1
+        finally:
+            await store.stop()
+        seen = await _saga_events(running, saga_id, count=5, services=SERVICES)
+        assert "payment.PaymentRefunded" in {e.type for e in seen}, "the first undo is done"
+        # The coordinator died here, mid-compensation. A new one starts:
+        running.start("coordinator")
+        await until(running, [saga_id], "compensated", timeout_s=60)
+        assert await running.commands_sent(saga_id) == [
+            "payment.RefundPayment",
+            "inventory.ReleaseInventory",
+        ]
+        assert (await effects(running, "payment.events", "refunded")).get(saga_id) == 1
+        assert (await effects(running, "inventory.events", "released")).get(saga_id) == 1
+
+
+SERVICES = ("orders", "inventory", "payment", "shipping")
