@@ -6,6 +6,7 @@ import asyncio
 import signal
 import uuid
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -30,10 +31,27 @@ def system_settings(infra: Infra) -> Settings:
 @pytest.fixture(scope="module")
 def full(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     logs = tmp_path_factory.mktemp("system-logs")
-    with system(
-        infra.bootstrap_servers, infra.database_url, system_settings(infra), logs, *ALL
-    ) as running:
+    with launch(infra, logs, *ALL) as running:
         yield running
+
+
+def launch(
+    infra: Infra, logdir: Path, *names: str, relaxed: bool = False
+) -> AbstractContextManager[System]:
+    """A saga system of ``names`` on the tests' broker, with a database of its own.
+
+    ``relaxed``: step timers long enough that restarts and rebalances never pass
+    for a silent step.
+    """
+    env = {"SAGA_DEFINITIONS": "tests.integration.sagas:relaxed"} if relaxed else None
+    return system(
+        infra.bootstrap_servers,
+        infra.database_url,
+        system_settings(infra),
+        logdir,
+        *names,
+        env=env,
+    )
 
 
 def ids(prefix: str, n: int) -> list[str]:
@@ -186,15 +204,7 @@ async def test_a_step_that_never_answers_times_out_and_is_compensated_across_a_r
     infra: Infra, tmp_path: Path
 ) -> None:
     # No shipping service at first: the ship step does not answer in time.
-    with system(
-        infra.bootstrap_servers,
-        infra.database_url,
-        system_settings(infra),
-        tmp_path,
-        "coordinator",
-        "inventory",
-        "payment",
-    ) as running:
+    with launch(infra, tmp_path, "coordinator", "inventory", "payment") as running:
         [saga_id] = ids("silent", 1)
         await running.place(saga_id)
 
@@ -228,15 +238,7 @@ async def test_a_compensation_that_keeps_failing_parks_the_saga_and_retry_comple
     infra: Infra, tmp_path: Path
 ) -> None:
     # No payment service: the charge times out, and its refund is never confirmed.
-    with system(
-        infra.bootstrap_servers,
-        infra.database_url,
-        system_settings(infra),
-        tmp_path,
-        "coordinator",
-        "inventory",
-        "shipping",
-    ) as running:
+    with launch(infra, tmp_path, "coordinator", "inventory", "shipping") as running:
         [saga_id] = ids("park", 1)
         await running.place(saga_id)
         try:
@@ -264,15 +266,7 @@ async def test_operators_skip_a_stuck_compensation_and_resolve_a_saga_with_an_au
     infra: Infra, tmp_path: Path
 ) -> None:
     # No payment service: charges time out and their refunds are never confirmed.
-    with system(
-        infra.bootstrap_servers,
-        infra.database_url,
-        system_settings(infra),
-        tmp_path,
-        "coordinator",
-        "inventory",
-        "shipping",
-    ) as running:
+    with launch(infra, tmp_path, "coordinator", "inventory", "shipping") as running:
         skipped, resolved = ids("skip", 1)[0], ids("resolve", 1)[0]
         await running.place(skipped)
         await running.place(resolved)

@@ -22,9 +22,9 @@ from saga.store.relay import OutboxRelay
 from saga.store.service_store import PostgresServiceStore
 from tests.conftest import Infra
 from tests.integration.sagas import relaxed
-from tests.integration.test_coordinator import ALL, system_settings, until
+from tests.integration.test_coordinator import ALL, launch, until
 from tests.kafka_helpers import eventually, read_available
-from tests.system_helpers import System, happy_events, system
+from tests.system_helpers import System, happy_events
 
 
 async def effects(running: System, topic: str, field: str) -> dict[str, int]:
@@ -42,14 +42,7 @@ async def test_coordinator_killed_again_and_again_loses_no_compensation_and_doub
     infra: Infra, tmp_path: Path
 ) -> None:
     # Long step timers: a restart must not pass for a silent step (see docs).
-    with system(
-        infra.bootstrap_servers,
-        infra.database_url,
-        system_settings(infra),
-        tmp_path,
-        *ALL,
-        env={"SAGA_DEFINITIONS": "tests.integration.sagas:relaxed"},
-    ) as running:
+    with launch(infra, tmp_path, *ALL, relaxed=True) as running:
         run = uuid.uuid4().hex[:6]
         ok = [f"ok-{run}-{i}" for i in range(10)]
         declined = [f"declined-{run}-{i}" for i in range(10)]
@@ -91,14 +84,7 @@ async def test_two_coordinators_over_1000_sagas_never_decide_twice_on_one_event(
 ) -> None:
     # The services' events are written directly: this is about the coordinators.
     # Step timers are long: rebalances must not look like silent steps here.
-    with system(
-        infra.bootstrap_servers,
-        infra.database_url,
-        system_settings(infra),
-        tmp_path,
-        "coordinator",
-        env={"SAGA_DEFINITIONS": "tests.integration.sagas:relaxed"},
-    ) as running:
+    with launch(infra, tmp_path, "coordinator", relaxed=True) as running:
         running.start("coordinator", instance="-2")
         run = uuid.uuid4().hex[:6]
         sagas = [f"pair-{run}-{i}" for i in range(1000)]
@@ -153,32 +139,12 @@ async def test_a_coordinator_crash_state_is_recovered_by_a_real_restart(
     never committed. A coordinator process started afterwards must publish the
     command exactly once, decide nothing twice, and finish the saga.
     """
-    with system(
-        infra.bootstrap_servers,
-        infra.database_url,
-        system_settings(infra),
-        tmp_path,
-        "inventory",
-        "payment",
-        "shipping",
-        env={"SAGA_DEFINITIONS": "tests.integration.sagas:relaxed"},
-    ) as running:
+    with launch(infra, tmp_path, "inventory", "payment", "shipping", relaxed=True) as running:
         saga_id = f"declined-{uuid.uuid4().hex[:6]}"
         await running.place(saga_id, 60_000)  # reserved, then declined; no coordinator yet
         events = await _saga_events(running, saga_id, count=3)
-        store = PostgresServiceStore(
-            running.database_url, "coordinator", components=("coordinator",)
-        )
-        await store.start()
-        try:
-            coordinator = Coordinator(relaxed(), store, topic_prefix=running.prefix)
-            ids = await coordinator.apply_events(events)  # committed: the decision and its command
-            assert len(ids) == 1
-            if crashed == "after publish, before offsets":
-                async with Publisher(running.settings) as publisher:
-                    assert await OutboxRelay(store, publisher).publish(ids) == 1
-        finally:
-            await store.stop()
+        # Decided and committed: one compensation command in the outbox.
+        await _decide_offline(running, events, publish=crashed == "after publish, before offsets")
         # ... and here the coordinator died. A new one starts:
         running.start("coordinator")
         await until(running, [saga_id], "compensated", timeout_s=60)
@@ -191,6 +157,27 @@ async def test_a_coordinator_crash_state_is_recovered_by_a_real_restart(
         assert await running.commands_sent(saga_id) == ["inventory.ReleaseInventory"]
         released = await effects(running, "inventory.events", "released")
         assert released.get(saga_id) == 1
+
+
+async def _decide_offline(
+    running: System, events: list[Envelope[Message]], *, publish: bool
+) -> None:
+    """What a coordinator does for ``events`` up to the moment it dies.
+
+    The batch is decided and committed (one command in the outbox); with
+    ``publish`` the command is also sent. Offsets are never committed.
+    """
+    store = PostgresServiceStore(running.database_url, "coordinator", components=("coordinator",))
+    await store.start()
+    try:
+        coordinator = Coordinator(relaxed(), store, topic_prefix=running.prefix)
+        ids = await coordinator.apply_events(events)
+        assert len(ids) == 1, "one compensation command decided"
+        if publish:
+            async with Publisher(running.settings) as publisher:
+                assert await OutboxRelay(store, publisher).publish(ids) == 1
+    finally:
+        await store.stop()
 
 
 async def _saga_events(
@@ -225,30 +212,11 @@ async def test_a_coordinator_that_died_between_two_compensations_finishes_them_a
     infra: Infra, tmp_path: Path
 ) -> None:
     """Crash (c): the first undo went out and was confirmed; the coordinator is gone."""
-    with system(
-        infra.bootstrap_servers,
-        infra.database_url,
-        system_settings(infra),
-        tmp_path,
-        "inventory",
-        "payment",
-        "shipping",
-        env={"SAGA_DEFINITIONS": "tests.integration.sagas:relaxed"},
-    ) as running:
+    with launch(infra, tmp_path, "inventory", "payment", "shipping", relaxed=True) as running:
         saga_id = f"nowhere-{uuid.uuid4().hex[:6]}"
         await running.place(saga_id)  # reserved, charged, then no carrier
         events = await _saga_events(running, saga_id, count=4, services=SERVICES)
-        store = PostgresServiceStore(
-            running.database_url, "coordinator", components=("coordinator",)
-        )
-        await store.start()
-        try:
-            coordinator = Coordinator(relaxed(), store, topic_prefix=running.prefix)
-            ids = await coordinator.apply_events(events)  # decides: refund first
-            async with Publisher(running.settings) as publisher:
-                assert await OutboxRelay(store, publisher).publish(ids) == 1
-        finally:
-            await store.stop()
+        await _decide_offline(running, events, publish=True)  # decides: refund first
         seen = await _saga_events(running, saga_id, count=5, services=SERVICES)
         assert "payment.PaymentRefunded" in {e.type for e in seen}, "the first undo is done"
         # The coordinator died here, mid-compensation. A new one starts:
