@@ -93,21 +93,16 @@ def _run(args: argparse.Namespace) -> int:
 
 def run_service(service: Service) -> int:
     """Run ``service`` with settings from ``SAGA_*`` until SIGTERM/SIGINT; exit code."""
-    from saga.logs import configure_logging
     from saga.service_runtime import ServiceRuntime
     from saga.settings import Settings
+    from saga.shutdown import run_process
 
-    configure_logging()
     settings = Settings(service_name=service.name, client_id=service.name)
 
     async def serve() -> None:
         await ServiceRuntime(service, settings).serve()
 
-    try:
-        asyncio.run(serve())
-    except asyncio.CancelledError:
-        return 1  # the graceful stop was cut short (logged)
-    return 0
+    return run_process(serve)
 
 
 def _dev_up(args: argparse.Namespace) -> int:

@@ -82,19 +82,14 @@ def register(commands: Any) -> None:
 
 def _coordinator(args: argparse.Namespace) -> int:
     from saga.coordinator.runtime import CoordinatorRuntime
-    from saga.logs import configure_logging
+    from saga.shutdown import run_process
 
-    configure_logging()
     settings = Settings(service_name=COORDINATOR)
 
     async def serve() -> None:
         await CoordinatorRuntime(load_definitions(settings.definitions), settings).serve()
 
-    try:
-        asyncio.run(serve())
-    except asyncio.CancelledError:
-        return 1  # the graceful stop was cut short (logged)
-    return 0
+    return run_process(serve)
 
 
 def _migrate(args: argparse.Namespace) -> int:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,21 @@ async def serve_until_signalled(
             cutoff.cancel()
         for sig in SIGNALS:
             loop.remove_signal_handler(sig)
+
+
+def run_process(serve: Callable[[], Coroutine[Any, Any, None]]) -> int:
+    """The body of a ``saga`` process: logging, the event loop, an exit code.
+
+    1 when the graceful stop was cut short (logged), else 0.
+    """
+    from saga.logs import configure_logging
+
+    configure_logging()
+    try:
+        asyncio.run(serve())
+    except asyncio.CancelledError:
+        return 1
+    return 0
 
 
 def _cut_short(work: asyncio.Task[object], grace_s: float) -> None:
