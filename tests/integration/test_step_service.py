@@ -6,13 +6,11 @@ import asyncio
 import contextlib
 import json
 import signal
-import threading
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import asyncpg
@@ -33,10 +31,11 @@ from contracts.orders import OrderPlaced
 from contracts.topics import topic_for_type
 from saga.dev.broker import start_broker
 from saga.dev.postgres import database_url, start_postgres
-from saga.dev.processes import free_port, stop
+from saga.dev.processes import ServerProcess, free_port, stop
 from saga.publisher import Publisher
 from saga.settings import Settings
 from tests.conftest import Infra
+from tests.http_helpers import QuietHandler, serving
 from tests.kafka_helpers import eventually, read_records
 from tests.process_helpers import Child, child
 
@@ -228,25 +227,15 @@ class Downstream:
 def downstream() -> Iterator[tuple[Downstream, str]]:
     state = Downstream()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             state.hits += 1
             self.send_response(200 if state.healthy else 503)
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield state, f"http://127.0.0.1:{server.server_address[1]}/charge"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serving(Handler) as port:
+        yield state, f"http://127.0.0.1:{port}/charge"
 
 
 async def test_circuit_opens_fails_fast_while_open_and_closes_after_a_good_probe(
@@ -279,51 +268,58 @@ async def test_circuit_opens_fails_fast_while_open_and_closes_after_a_good_probe
         assert steps.status()[1]["circuits"] == {"downstream": "closed"}
 
 
-async def test_service_killed_after_its_write_but_before_publishing_publishes_once_on_restart(
-    infra: Infra, settings: Settings, tmp_path: Path
-) -> None:
-    # A broker of its own: this test freezes it to hold the publish back.
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A broker for one test only (to freeze or kill it); stopped by pid after."""
     broker = start_broker(tmp_path, free_port(), detached=False)
     try:
-        steps = deployment(
-            infra, settings, f"steps{uuid.uuid4().hex[:6]}", f"127.0.0.1:{broker.port}"
-        )
-        async with running(steps) as first:
-            sent = await steps.send(order("kill-1", "pause"), "kill-1")
-
-            async def started() -> bool:
-                return bool(await steps.query("SELECT 1 FROM step_calls WHERE saga_id='kill-1'"))
-
-            await eventually(started, what="the handler to start")
-            broker_process = psutil.Process(broker.pid)
-            broker_process.suspend()  # SIGSTOP: nothing can be published any more
-            try:
-
-                async def committed() -> bool:
-                    return bool(
-                        await steps.query(
-                            "SELECT 1 FROM saga_outbox WHERE service = $1", steps.name
-                        )
-                    )
-
-                await eventually(committed, what="the delivery's transaction to commit")
-                await first.signal(signal.SIGKILL)
-                assert await first.wait() == -signal.SIGKILL
-            finally:
-                broker_process.resume()
-        [row] = await steps.query("SELECT sent_at FROM saga_outbox WHERE service = $1", steps.name)
-        assert row["sent_at"] is None, "killed between commit and publish"
-
-        async with running(steps):
-            [event] = await steps.events(1)
-            await steps.no_more_events(1)
-            assert event.causation_id == sent.id
-        effects = await steps.query("SELECT * FROM step_effects WHERE saga_id = 'kill-1'")
-        assert len(effects) == 1, "the effect happened once"
-        [row] = await steps.query("SELECT sent_at FROM saga_outbox WHERE service = $1", steps.name)
-        assert row["sent_at"] is not None
+        yield broker
     finally:
         stop(broker)
+
+
+def on_broker(infra: Infra, settings: Settings, broker: ServerProcess) -> Deployment:
+    return deployment(infra, settings, f"steps{uuid.uuid4().hex[:6]}", f"127.0.0.1:{broker.port}")
+
+
+async def test_service_killed_after_its_write_but_before_publishing_publishes_once_on_restart(
+    infra: Infra, settings: Settings, own_broker: ServerProcess
+) -> None:
+    # A broker of its own: this test freezes it to hold the publish back.
+    broker = own_broker
+    steps = on_broker(infra, settings, broker)
+    async with running(steps) as first:
+        sent = await steps.send(order("kill-1", "pause"), "kill-1")
+
+        async def started() -> bool:
+            return bool(await steps.query("SELECT 1 FROM step_calls WHERE saga_id='kill-1'"))
+
+        await eventually(started, what="the handler to start")
+        broker_process = psutil.Process(broker.pid)
+        broker_process.suspend()  # SIGSTOP: nothing can be published any more
+        try:
+
+            async def committed() -> bool:
+                return bool(
+                    await steps.query("SELECT 1 FROM saga_outbox WHERE service = $1", steps.name)
+                )
+
+            await eventually(committed, what="the delivery's transaction to commit")
+            await first.signal(signal.SIGKILL)
+            assert await first.wait() == -signal.SIGKILL
+        finally:
+            broker_process.resume()
+    [row] = await steps.query("SELECT sent_at FROM saga_outbox WHERE service = $1", steps.name)
+    assert row["sent_at"] is None, "killed between commit and publish"
+
+    async with running(steps):
+        [event] = await steps.events(1)
+        await steps.no_more_events(1)
+        assert event.causation_id == sent.id
+    effects = await steps.query("SELECT * FROM step_effects WHERE saga_id = 'kill-1'")
+    assert len(effects) == 1, "the effect happened once"
+    [row] = await steps.query("SELECT sent_at FROM saga_outbox WHERE service = $1", steps.name)
+    assert row["sent_at"] is not None
 
 
 async def test_compensating_a_step_that_never_ran_succeeds_as_a_no_op(
@@ -382,20 +378,15 @@ async def test_a_database_restart_mid_traffic_loses_nothing_and_doubles_nothing(
 
 
 async def test_sigterm_after_the_broker_vanished_still_stops_the_service_in_bounded_time(
-    infra: Infra, settings: Settings, tmp_path: Path
+    infra: Infra, settings: Settings, own_broker: ServerProcess
 ) -> None:
-    broker = start_broker(tmp_path, free_port(), detached=False)
-    try:
-        steps = deployment(
-            infra, settings, f"steps{uuid.uuid4().hex[:6]}", f"127.0.0.1:{broker.port}"
-        )
-        async with running(steps, SAGA_SHUTDOWN_GRACE_MS="3000") as process:
-            stop(broker, sig=signal.SIGKILL)  # the broker is gone for good
-            started = asyncio.get_running_loop().time()
-            await process.signal(signal.SIGTERM)
-            code = await process.wait(timeout_s=60)
-            took = asyncio.get_running_loop().time() - started
-        assert code in (0, 1)
-        assert took < 30, f"stopping took {took:.1f}s"
-    finally:
-        stop(broker)
+    broker = own_broker
+    steps = on_broker(infra, settings, broker)
+    async with running(steps, SAGA_SHUTDOWN_GRACE_MS="3000") as process:
+        stop(broker, sig=signal.SIGKILL)  # the broker is gone for good
+        started = asyncio.get_running_loop().time()
+        await process.signal(signal.SIGTERM)
+        code = await process.wait(timeout_s=60)
+        took = asyncio.get_running_loop().time() - started
+    assert code in (0, 1)
+    assert took < 30, f"stopping took {took:.1f}s"

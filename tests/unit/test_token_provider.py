@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import urllib.parse
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from pydantic import SecretStr
 
 from saga.kafka_config import ClientCredentialsTokenProvider
 from saga.settings import Settings
+from tests.http_helpers import QuietHandler, serving
 
 
 class TokenEndpoint:
@@ -26,7 +25,7 @@ class TokenEndpoint:
 def endpoint() -> Iterator[tuple[TokenEndpoint, str]]:
     state = TokenEndpoint()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"])).decode()
             state.requests.append(urllib.parse.parse_qs(body))
@@ -39,18 +38,8 @@ def endpoint() -> Iterator[tuple[TokenEndpoint, str]]:
             self.end_headers()
             self.wfile.write(answer)
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield state, f"http://127.0.0.1:{server.server_address[1]}/token"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serving(Handler) as port:
+        yield state, f"http://127.0.0.1:{port}/token"
 
 
 def provider(url: str) -> ClientCredentialsTokenProvider:
