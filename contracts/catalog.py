@@ -10,8 +10,10 @@ from contracts.inventory import (
     InventoryReserved,
     ReleaseInventory,
 )
+from contracts.lifecycle import SagaFinished
 from contracts.messages import Message
-from contracts.orders import CancelOrder, OrderCancelled, OrderConfirmed, OrderPlaced
+from contracts.notification import CustomerNotified, NotificationFailed
+from contracts.orders import OrderPlaced
 from contracts.payment import PaymentCharged, PaymentFailed, PaymentRefunded, RefundPayment
 from contracts.registry import MessageRegistry
 from contracts.shipping import CancelShipment, OrderShipped, ShipmentCancelled, ShippingFailed
@@ -19,9 +21,6 @@ from contracts.steps import CompensationFailed, StepFailed
 
 ALL_MESSAGES: tuple[type[Message], ...] = (
     OrderPlaced,
-    OrderConfirmed,
-    CancelOrder,
-    OrderCancelled,
     InventoryReserved,
     InventoryReservationFailed,
     ReleaseInventory,
@@ -34,6 +33,9 @@ ALL_MESSAGES: tuple[type[Message], ...] = (
     ShippingFailed,
     CancelShipment,
     ShipmentCancelled,
+    CustomerNotified,
+    NotificationFailed,
+    SagaFinished,
     CompensationFailed,
     StepFailed,
 )

@@ -77,11 +77,13 @@ class Envelope(Generic[P]):
     def caused(self, payload: Q, *, source: str, step: str | None = None) -> Envelope[Q]:
         """A new message in the same saga and trace, caused by this one.
 
-        >>> from contracts.orders import OrderPlaced, OrderConfirmed
+        >>> from contracts.orders import OrderPlaced
+        >>> from contracts.inventory import InventoryReserved
         >>> placed = Envelope(
         ...     payload=OrderPlaced(order_id="o-1", customer_id="c-1", amount_cents=1),
         ...     saga_id="o-1", source="/services/orders", saga_type="order")
-        >>> confirmed = placed.caused(OrderConfirmed(order_id="o-1"), source="/services/orders")
+        >>> reserved = InventoryReserved(order_id="o-1", sku="s", quantity=1, amount_cents=1)
+        >>> confirmed = placed.caused(reserved, source="/services/inventory")
         >>> confirmed.causation_id == placed.id, confirmed.saga_type
         (True, 'order')
         """

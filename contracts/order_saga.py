@@ -1,4 +1,10 @@
-"""The order saga: reserve stock, charge the payment, ship the parcel."""
+"""The order saga: reserve stock, charge the payment, ship the parcel, tell the customer.
+
+Notifying is the last step and cannot be undone (a sent e-mail stays sent): it
+is marked irreversible. Step timeouts bound how long the coordinator waits for
+an answer before it compensates; the payment step's is longer because the
+payment service retries the bank itself.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from contracts.inventory import (
     InventoryReserved,
     ReleaseInventory,
 )
+from contracts.notification import CustomerNotified, NotificationFailed
 from contracts.orders import OrderPlaced
 from contracts.payment import PaymentCharged, PaymentFailed, PaymentRefunded, RefundPayment
 from contracts.sagas import SagaDefinition, StepDefinition
@@ -17,9 +24,9 @@ from contracts.shipping import CancelShipment, OrderShipped, ShipmentCancelled, 
 
 ORDER_SAGA = SagaDefinition(
     name="order",
-    description="reserve stock, charge the payment, ship the parcel",
+    description="reserve stock, charge the payment, ship the parcel, tell the customer",
     starts_with=OrderPlaced,
-    ends_with=OrderShipped,
+    ends_with=CustomerNotified,
     deadline=timedelta(minutes=10),
     steps=(
         StepDefinition(
@@ -30,7 +37,7 @@ ORDER_SAGA = SagaDefinition(
             failed_by=(InventoryReservationFailed,),
             compensation=ReleaseInventory,
             compensated_by=(InventoryReleased,),
-            timeout=timedelta(seconds=30),
+            timeout=timedelta(seconds=10),
         ),
         StepDefinition(
             name="charge",
@@ -50,7 +57,16 @@ ORDER_SAGA = SagaDefinition(
             failed_by=(ShippingFailed,),
             compensation=CancelShipment,
             compensated_by=(ShipmentCancelled,),
-            timeout=timedelta(seconds=30),
+            timeout=timedelta(seconds=10),
+        ),
+        StepDefinition(
+            name="notify",
+            service="notification",
+            started_by=(OrderShipped,),
+            completed_by=(CustomerNotified,),
+            failed_by=(NotificationFailed,),
+            irreversible=True,
+            timeout=timedelta(seconds=10),
         ),
     ),
 )

@@ -1,4 +1,4 @@
-"""Contracts of the orders service: the message that opens an order saga."""
+"""Contracts of the orders service: the event that opens an order saga."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from contracts.messages import Command, Event, Upcaster
+from contracts.messages import Event, Upcaster
 
 
 def _order_placed_v1_to_v2(v1: dict[str, Any]) -> dict[str, Any]:
@@ -29,29 +29,5 @@ class OrderPlaced(Event):
     customer_id: str = Field(min_length=1)
     amount_cents: int = Field(gt=0)
     currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
-
-
-class OrderConfirmed(Event):
-    """Every step of the order saga completed."""
-
-    message_type: ClassVar[str] = "orders.OrderConfirmed"
-
-    order_id: str = Field(min_length=1)
-
-
-class CancelOrder(Command):
-    """Undo an order: the saga could not complete."""
-
-    message_type: ClassVar[str] = "orders.CancelOrder"
-
-    order_id: str = Field(min_length=1)
-    reason: str
-
-
-class OrderCancelled(Event):
-    """The order was cancelled (or had never been placed: cancelling is idempotent)."""
-
-    message_type: ClassVar[str] = "orders.OrderCancelled"
-
-    order_id: str = Field(min_length=1)
-    already_cancelled: bool = False
+    sku: str = Field(default="sku-1", min_length=1)
+    quantity: int = Field(default=1, gt=0)

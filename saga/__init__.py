@@ -13,9 +13,11 @@ from saga.errors import (
     MessageTooLarge,
     SagaError,
 )
+from saga.faults import FaultRule
 from saga.provisioning import ensure_topics
 from saga.publisher import Published, Publisher
 from saga.retry import NonRetryableError, RetryPolicy
+from saga.routes import BadRequest, HttpRequest, HttpResponse, RequestContext
 from saga.service import Service, StepContext, StepFailure
 from saga.service_runtime import ServiceRuntime
 from saga.settings import Settings
@@ -24,6 +26,7 @@ from saga.step_runner import Outcome, StepTimeout
 __version__ = "0.1.0"
 
 __all__ = [
+    "BadRequest",
     "CircuitBreaker",
     "CircuitOpen",
     "CircuitState",
@@ -31,13 +34,17 @@ __all__ = [
     "Consumer",
     "DeadLetter",
     "DevStackError",
+    "FaultRule",
     "Handler",
+    "HttpRequest",
+    "HttpResponse",
     "IdempotenceUnsupported",
     "MessageTooLarge",
     "NonRetryableError",
     "Outcome",
     "Published",
     "Publisher",
+    "RequestContext",
     "RetryPolicy",
     "SagaError",
     "Service",

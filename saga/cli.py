@@ -102,7 +102,7 @@ def run_service(service: Service) -> int:
     async def serve() -> None:
         await ServiceRuntime(service, settings).serve()
 
-    return run_process(serve)
+    return run_process(serve, settings)
 
 
 def _dev_up(args: argparse.Namespace) -> int:
@@ -141,7 +141,11 @@ def _dev_down(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from saga.demo import run_demo
 
-    return asyncio.run(run_demo())
+    try:
+        return asyncio.run(run_demo())
+    except KeyboardInterrupt:  # everything it started was stopped on the way out
+        print("\ndemo interrupted; everything it started is stopped", flush=True)
+        return 130
 
 
 if __name__ == "__main__":

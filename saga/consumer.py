@@ -56,6 +56,7 @@ from contracts.errors import InvalidMessage
 from contracts.messages import Message
 from contracts.registry import MessageRegistry
 from contracts.topics import dead_letter_topic
+from saga import metrics, tracing
 from saga.dead_letter import DeadLetter, dead_letter, describe_error, shrink
 from saga.errors import MessageTooLarge
 from saga.kafka_config import client_kwargs
@@ -244,40 +245,50 @@ class Consumer:
                 worker.paused = False
 
     async def _handle(self, record: ConsumerRecord) -> None:
-        envelope, raw = await self._read(record)
-        if envelope is None:
+        read, raw = await self._read(record)
+        if read is None:
             return
-        try:
-            await self._call(lambda: self._handler_of(envelope), envelope.type)
-        except Exception as exc:
-            if self._stopping.is_set():
-                # Shutting down mid-retry: leave it uncommitted, to be retried after restart.
-                raise _Abandoned(describe_error(exc)) from exc
-            reason = (
-                f"handler failed after {self._handler_attempts} attempt(s): {describe_error(exc)}"
-            )
-            await self._dead_letter(raw, reason, type(exc).__name__)
+        with tracing.processing(raw, read, self._group_id) as span:
+            envelope = tracing.within(span, read)
+            try:
+                await self._call(lambda: self._handler_of(envelope), envelope.type)
+            except Exception as exc:
+                if self._stopping.is_set():
+                    # Shutting down mid-retry: leave it uncommitted, to be retried after restart.
+                    raise _Abandoned(describe_error(exc)) from exc
+                reason = (
+                    f"handler failed after {self._handler_attempts} attempt(s): "
+                    f"{describe_error(exc)}"
+                )
+                await self._dead_letter(raw, reason, type(exc).__name__)
 
     async def _handle_batch(self, records: Sequence[ConsumerRecord]) -> None:
         """One call of the batch handler for the valid envelopes among ``records``."""
         assert self._batch_handler is not None
         read = [await self._read(record) for record in records]
-        envelopes = [envelope for envelope, _ in read if envelope is not None]
-        if not envelopes:
+        valid = [(envelope, raw) for envelope, raw in read if envelope is not None]
+        if not valid:
             return
+        spans = [tracing.start_process_span(raw, e, self._group_id) for e, raw in valid]
+        envelopes = [tracing.within(span, e) for span, (e, _) in zip(spans, valid, strict=True)]
         handler = self._batch_handler
         try:
             await self._call(lambda: handler(envelopes), f"batch of {len(envelopes)}")
         except Exception as exc:
+            tracing.end_spans(spans, exc)
             if self._stopping.is_set():
                 raise _Abandoned(describe_error(exc)) from exc
             reason = (
                 f"batch handler failed after {self._handler_attempts} attempt(s): "
                 f"{describe_error(exc)}"
             )
-            for envelope, raw in read:
-                if envelope is not None:
-                    await self._dead_letter(raw, reason, type(exc).__name__)
+            for _, raw in valid:
+                await self._dead_letter(raw, reason, type(exc).__name__)
+            return
+        except BaseException as exc:
+            tracing.end_spans(spans, exc)
+            raise
+        tracing.end_spans(spans)
 
     def _handler_of(self, envelope: Envelope[Message]) -> Awaitable[None]:
         assert self._handler is not None
@@ -331,6 +342,9 @@ class Consumer:
 
     async def _dead_letter(self, raw: RawRecord, reason: str, error_type: str) -> None:
         letter = dead_letter(raw, reason=reason, error_type=error_type, group=self._group_id)
+        metrics.dead_letters.add(
+            1, {"messaging.destination.name": raw.topic, "error.type": error_type}
+        )
         log.warning(
             "dead-lettering %s[%d]@%d to %s: %s",
             raw.topic,

@@ -3,7 +3,8 @@
 ``GET /healthz`` (liveness) answers 200 while the process runs its loop;
 ``GET /readyz`` answers 200 once the service consumes and 503 before, or
 while stopping. Both return a JSON body with details (consumer state, circuit
-breakers). No framework: a few lines of asyncio streams.
+breakers). Any other request goes to the service's routes (:mod:`saga.routes`),
+when it has some. No framework: a few lines of asyncio streams.
 """
 
 from __future__ import annotations
@@ -11,19 +12,43 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 Report = Callable[[], tuple[bool, dict[str, Any]]]
+#: Serves any other request: (method, path with query, headers (lower-case names), body)
+#: -> (status, JSON body).
+Dispatch = Callable[[str, str, dict[str, str], bytes], Awaitable[tuple[int, Any]]]
+
+MAX_BODY = 1 << 20
+_REASONS = {
+    200: "OK",
+    201: "Created",
+    202: "Accepted",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    413: "Payload Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 
 
 class HealthServer:
-    def __init__(self, report: Report, *, host: str = "0.0.0.0", port: int = 8080) -> None:
+    def __init__(
+        self,
+        report: Report,
+        *,
+        host: str = "0.0.0.0",
+        port: int = 8080,
+        dispatch: Dispatch | None = None,
+    ) -> None:
         self._report = report
         self._host = host
         self._port = port
+        self._dispatch = dispatch
         self._server: asyncio.Server | None = None
 
     @property
@@ -44,26 +69,57 @@ class HealthServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            request = await asyncio.wait_for(reader.readline(), 5)
-            parts = request.decode("latin-1").split()
-            path = parts[1] if len(parts) > 1 else ""
-            ready, details = self._report()
-            if path == "/healthz":
-                status, body = 200, {"status": "alive", **details}
-            elif path == "/readyz":
-                status = 200 if ready else 503
-                body = {"status": "ready" if ready else "not ready", **details}
-            else:
-                status, body = 404, {"status": "not found"}
-            payload = json.dumps(body).encode()
-            reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[status]
+            method, path, headers, body = await asyncio.wait_for(_read_request(reader), 5)
+            status, answer = await self._answer(method, path, headers, body)
+            payload = json.dumps(answer, default=str).encode()
+            reason = _REASONS.get(status, "Unknown")
             writer.write(
                 f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
                 + payload
             )
             await writer.drain()
+        except _TooLarge:
+            writer.write(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n")
         except (TimeoutError, ConnectionError, ValueError, asyncio.IncompleteReadError):
             pass  # a bad or vanished client: nothing to answer
         finally:
             writer.close()
+
+    async def _answer(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, Any]:
+        route = path.split("?", 1)[0]
+        if method == "GET" and route in ("/healthz", "/readyz"):
+            ready, details = self._report()
+            if route == "/healthz":
+                return 200, {"status": "alive", **details}
+            status = 200 if ready else 503
+            return status, {"status": "ready" if ready else "not ready", **details}
+        if self._dispatch is not None:
+            return await self._dispatch(method, path, headers, body)
+        return 404, {"status": "not found"}
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_request(
+    reader: asyncio.StreamReader,
+) -> tuple[str, str, dict[str, str], bytes]:
+    parts = (await reader.readline()).decode("latin-1").split()
+    if len(parts) < 2:
+        raise ValueError("not an HTTP request")
+    headers: dict[str, str] = {}
+    while len(headers) < 100:
+        line = (await reader.readline()).decode("latin-1").strip()
+        if not line:
+            break
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    length = int(headers.get("content-length", "0"))
+    if length > MAX_BODY:
+        raise _TooLarge
+    body = await reader.readexactly(length) if length else b""
+    return parts[0].upper(), parts[1], headers, body

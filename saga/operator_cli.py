@@ -89,7 +89,7 @@ def _coordinator(args: argparse.Namespace) -> int:
     async def serve() -> None:
         await CoordinatorRuntime(load_definitions(settings.definitions), settings).serve()
 
-    return run_process(serve)
+    return run_process(serve, settings)
 
 
 def _migrate(args: argparse.Namespace) -> int:

@@ -25,10 +25,12 @@ from aiokafka.errors import (
     UnknownError,
     UnsupportedVersionError,
 )
+from opentelemetry.trace import Span
 
 from contracts.codec import EncodedRecord, Headers, encode
 from contracts.envelope import Envelope
 from contracts.messages import Message
+from saga import tracing
 from saga.errors import IdempotenceUnsupported, MessageTooLarge
 from saga.kafka_config import client_kwargs
 from saga.settings import Settings
@@ -126,8 +128,14 @@ class Publisher:
         for item in outgoing:
             self._check_size(item)
         # Enqueued one after the other: per partition, the broker gets them in order.
-        pending = [await self._send(item) for item in outgoing]
-        return list(await asyncio.gather(*(self._settle(item, f) for item, f in pending)))
+        pending = []
+        try:
+            for item in outgoing:
+                pending.append(await self._send(item))
+        except BaseException as exc:
+            tracing.end_spans([span for _, _, span in pending], exc)
+            raise
+        return list(await asyncio.gather(*(self._settle(*sent) for sent in pending)))
 
     async def publish_record(
         self, topic: str, record: EncodedRecord, *, message_type: str = "<raw>"
@@ -150,21 +158,36 @@ class Publisher:
         if item.size > self._settings.max_message_bytes:
             raise item.too_large(self._settings.max_message_bytes)
 
-    async def _send(self, item: _Outgoing) -> tuple[_Outgoing, asyncio.Future[Any]]:
+    async def _send(self, item: _Outgoing) -> tuple[_Outgoing, asyncio.Future[Any], Span]:
+        span, headers = tracing.start_send_span(item.topic, item.headers)
         try:
             future: asyncio.Future[Any] = await self._producer.send(
-                item.topic, value=item.value, key=item.key, headers=item.headers
+                item.topic, value=item.value, key=item.key, headers=headers
             )
         except MessageSizeTooLargeError as exc:
-            raise item.too_large(self._settings.max_message_bytes) from exc
-        return item, future
+            error = item.too_large(self._settings.max_message_bytes)
+            tracing.end_spans([span], error)
+            raise error from exc
+        except BaseException as exc:
+            tracing.end_spans([span], exc)
+            raise
+        return item, future, span
 
-    async def _settle(self, item: _Outgoing, future: asyncio.Future[Any]) -> Published:
+    async def _settle(self, item: _Outgoing, future: asyncio.Future[Any], span: Span) -> Published:
         try:
             meta = await future
         except MessageSizeTooLargeError as exc:
             # The broker's (or the topic's) limit is below ours.
-            raise item.too_large(self._settings.max_message_bytes, by_broker=True) from exc
+            error = item.too_large(self._settings.max_message_bytes, by_broker=True)
+            tracing.end_spans([span], error)
+            raise error from exc
+        except BaseException as exc:
+            tracing.end_spans([span], exc)
+            raise
+        if span.is_recording():
+            span.set_attribute("messaging.destination.partition.id", str(meta.partition))
+            span.set_attribute("messaging.kafka.offset", meta.offset)
+        span.end()
         return Published(topic=meta.topic, partition=meta.partition, offset=meta.offset)
 
 

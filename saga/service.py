@@ -26,7 +26,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from contracts.catalog import default_registry
 from contracts.envelope import Envelope
@@ -36,6 +36,9 @@ from contracts.steps import StepFailed
 from contracts.topics import commands_topic, events_topic, owner_of, topic_for_type
 from saga.circuit import CircuitBreaker
 from saga.retry import NonRetryableError, RetryPolicy
+
+if TYPE_CHECKING:
+    from saga.routes import Route, RouteHandler
 
 M = TypeVar("M", bound=Message)
 C = TypeVar("C", bound=Command)
@@ -156,6 +159,8 @@ class Service:
     schema: Sequence[str] = ()
     registry: MessageRegistry = field(default_factory=default_registry)
     steps: dict[str, Step] = field(default_factory=dict)
+    #: HTTP routes served on the health port (see :mod:`saga.routes`).
+    routes: list[Route] = field(default_factory=list)
 
     @property
     def source(self) -> str:
@@ -233,6 +238,16 @@ class Service:
                     None,
                 )
             )
+            return handler
+
+        return register
+
+    def route(self, method: str, path: str) -> Callable[[RouteHandler], RouteHandler]:
+        """Register an HTTP route, e.g. ``@service.route("POST", "/orders")``."""
+        from saga.routes import Route
+
+        def register(handler: RouteHandler) -> RouteHandler:
+            self.routes.append(Route(method.upper(), path, handler))
             return handler
 
         return register

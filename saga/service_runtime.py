@@ -19,9 +19,11 @@ from contracts.messages import Message
 from contracts.topics import prefixed
 from saga.circuit import CircuitBreaker
 from saga.consumer import Consumer
+from saga.faults import Faults
 from saga.health import HealthServer
 from saga.provisioning import ensure_topics
 from saga.publisher import Publisher
+from saga.request_runner import RequestRunner
 from saga.service import Service
 from saga.settings import Settings
 from saga.shutdown import serve_until_signalled
@@ -36,8 +38,8 @@ class ServiceRuntime:
     """``await ServiceRuntime(service, settings).serve()`` runs until SIGTERM/SIGINT."""
 
     def __init__(self, service: Service, settings: Settings) -> None:
-        if not service.steps:
-            raise ValueError(f"service {service.name!r} has no steps")
+        if not service.steps and not service.routes:
+            raise ValueError(f"service {service.name!r} has no steps and no routes")
         self.service = service
         self.settings = settings
         prefix = settings.topic_prefix
@@ -79,9 +81,22 @@ class ServiceRuntime:
             keep_going=lambda: not self.consumer.stopping,
             events_topic=self.events_topic,
             max_record_bytes=settings.max_message_bytes,
+            faults=Faults(settings.faults),
+        )
+        self.requests = RequestRunner(
+            service,
+            store=self.store,
+            emit=self._emit,
+            after_commit=self.relay.publish if self.relay is not None else None,
+            topic_prefix=prefix,
         )
         self.health = (
-            HealthServer(self._report, host=settings.health_host, port=settings.health_port)
+            HealthServer(
+                self._report,
+                host=settings.health_host,
+                port=settings.health_port,
+                dispatch=self._dispatch if service.routes else None,
+            )
             if settings.health_port is not None
             else None
         )
@@ -125,6 +140,13 @@ class ServiceRuntime:
         await self.publisher.publish_raw_many(
             [(topic, r.key, r.value, r.headers) for topic, r in records]
         )
+
+    async def _dispatch(
+        self, method: str, target: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, Any]:
+        if not self._ready:
+            return 503, {"error": f"{self.service.name} is not ready"}
+        return await self.requests(method, target, headers, body)
 
     def _report(self) -> tuple[bool, dict[str, Any]]:
         breakers = {b.name for step in self.service.steps.values() for b in step.uses}

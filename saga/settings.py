@@ -16,6 +16,8 @@ from typing import Literal, Self
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from saga.faults import FaultRule
+
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
 Compression = Literal["none", "gzip", "snappy", "lz4", "zstd"]
@@ -140,7 +142,29 @@ class Settings(BaseSettings):
     otlp_endpoint: str | None = Field(
         default=None, description="OTLP/HTTP traces endpoint, e.g. http://jaeger:4318."
     )
+    otlp_metrics_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP metrics endpoint, e.g. http://otel-collector:4318 (not Jaeger).",
+    )
+    otlp_timeout_ms: int = Field(
+        default=2_000, gt=0, description="An OTLP export gives up after this long."
+    )
+    otlp_export_interval_ms: int = Field(
+        default=1_000, gt=0, description="How often finished spans are exported in a batch."
+    )
+    otlp_queue_size: int = Field(
+        default=8_192, gt=0, description="Spans kept while the collector is slow; more are dropped."
+    )
+    metrics_interval_ms: int = Field(
+        default=10_000, gt=0, description="How often metrics are exported."
+    )
     service_name: str = Field(default="saga", description="OpenTelemetry service.name.")
+
+    # --- Fault injection ----------------------------------------------------
+    faults: list[FaultRule] = Field(
+        default_factory=list,
+        description="JSON list of fault rules for demos and tests (see saga.faults).",
+    )
 
     @model_validator(mode="after")
     def _check_security(self) -> Self:

@@ -6,7 +6,10 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from saga.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +55,22 @@ async def serve_until_signalled(
             loop.remove_signal_handler(sig)
 
 
-def run_process(serve: Callable[[], Coroutine[Any, Any, None]]) -> int:
-    """The body of a ``saga`` process: logging, the event loop, an exit code.
+def run_process(serve: Callable[[], Coroutine[Any, Any, None]], settings: Settings) -> int:
+    """The body of a ``saga`` process: logging, telemetry, the event loop, an exit code.
 
     1 when the graceful stop was cut short (logged), else 0.
     """
+    from saga import telemetry
     from saga.logs import configure_logging
 
     configure_logging()
+    exporting = telemetry.configure(settings)
     try:
         asyncio.run(serve())
     except asyncio.CancelledError:
         return 1
+    finally:
+        exporting.shutdown()
     return 0
 
 

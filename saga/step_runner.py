@@ -15,6 +15,7 @@ Outcomes:
 * ``duplicate``: the inbox already holds this message id: nothing runs, nothing
   is emitted again.
 * ``ignored``: no step handles this type.
+* ``swallowed``: a ``never_answer`` fault (:mod:`saga.faults`) took it.
 """
 
 from __future__ import annotations
@@ -31,15 +32,18 @@ from typing import Any, Literal
 
 import asyncpg
 from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from contracts.codec import EncodedRecord, encode
 from contracts.envelope import Envelope
 from contracts.messages import Event, Message
 from contracts.steps import CompensationFailed, StepFailed
+from saga import metrics
 from saga.circuit import CircuitBreaker, CircuitOpen
 from saga.dead_letter import describe_error
 from saga.errors import MessageTooLarge
+from saga.faults import Faults
 from saga.publisher import record_size
 from saga.redaction import redact
 from saga.retry import NonRetryableError, run_with_retry
@@ -47,10 +51,11 @@ from saga.service import Service, Step, StepContext, StepFailure
 from saga.store.service_store import Delivery, DeliveryStore
 
 log = logging.getLogger(__name__)
-_tracer = trace.get_tracer("saga")
 _propagator = TraceContextTextMapPropagator()
 
-OutcomeKind = Literal["completed", "failed", "compensation_failed", "duplicate", "ignored"]
+OutcomeKind = Literal[
+    "completed", "failed", "compensation_failed", "duplicate", "ignored", "swallowed"
+]
 #: Publishes records of a service without a store (at-least-once).
 Emit = Callable[[list[tuple[str, EncodedRecord]]], Awaitable[None]]
 #: Called with outbox row ids once their transaction committed.
@@ -89,8 +94,10 @@ class StepRunner:
         keep_going: Callable[[], bool] = lambda: True,
         events_topic: str | None = None,
         max_record_bytes: int | None = None,
+        faults: Faults | None = None,
     ) -> None:
         self.service = service
+        self._faults = faults or Faults()
         self._max_record_bytes = max_record_bytes
         self.events_topic = events_topic or service.events_topic
         self._store = store
@@ -103,33 +110,17 @@ class StepRunner:
         step = self.service.steps.get(envelope.type)
         if step is None:
             return Outcome("ignored")
-        parent = _propagator.extract(
-            {
-                k: v
-                for k, v in (
-                    ("traceparent", envelope.traceparent),
-                    ("tracestate", envelope.tracestate),
-                )
-                if v
-            }
-        )
-        with _tracer.start_as_current_span(
-            f"{step.name} process",
-            context=parent,
-            kind=trace.SpanKind.CONSUMER,
-            attributes={
-                "messaging.system": "kafka",
-                "messaging.operation.type": "process",
-                "messaging.message.id": envelope.id,
-                "saga.id": envelope.saga_id,
-                "saga.type": envelope.saga_type or "",
-                "saga.step": step.name,
-            },
-        ) as span:
-            outcome = await self._run(step, envelope, span)
-            span.set_attribute("saga.outcome", outcome.kind)
-            span.set_attribute("saga.attempt", outcome.attempts)
-            return outcome
+        # The consumer's ``process <topic>`` span, when there is one.
+        span = trace.get_current_span()
+        span.set_attribute("saga.step", step.name)
+        if step.compensation and envelope.step:
+            span.set_attribute("saga.compensates", envelope.step)
+        outcome = await self._run(step, envelope, span)
+        span.set_attribute("saga.outcome", outcome.kind)
+        span.set_attribute("saga.attempt", outcome.attempts)
+        if outcome.kind in ("failed", "compensation_failed"):
+            span.set_status(Status(StatusCode.ERROR, f"step {outcome.kind}"))
+        return outcome
 
     async def _run(self, step: Step, envelope: Envelope[Message], span: Any) -> Outcome:
         policy = self.service.policy_for(step)
@@ -148,6 +139,12 @@ class StepRunner:
             {"saga_id": envelope.saga_id, "step": step.name},
         )
         last_attempt = 0
+        verdict = "run"
+        if self._faults:
+            payload = envelope.payload.model_dump(mode="json")
+            verdict = await self._faults.apply(step.name, envelope.id, payload)
+            if verdict == "never_answer":
+                return await self._swallow(envelope, logger)
 
         async def attempt(number: int) -> tuple[list[Envelope[Message]], list[int]]:
             nonlocal last_attempt
@@ -156,6 +153,8 @@ class StepRunner:
             async with self._delivery(envelope, "completed", number) as delivery:
                 if delivery.duplicate:
                     raise _Duplicate
+                if verdict == "fail":
+                    raise StepFailure("failure injected by SAGA_FAULTS", error_type="InjectedFault")
                 ctx = StepContext(envelope, step.name, number, logger, span, delivery.connection)
                 result = await _call(step, timeout, envelope.payload, ctx)
                 if delivery.connection is not None:
@@ -166,6 +165,7 @@ class StepRunner:
             return emitted, delivery.outbox_ids
 
         def retrying(number: int, error: BaseException, delay: timedelta) -> None:
+            metrics.step_retries.add(1, {"service": self.service.name, "saga.step": step.name})
             logger.warning(
                 "attempt %d failed (%s); retrying in %.2fs",
                 number,
@@ -192,6 +192,16 @@ class StepRunner:
             return await self._fail(step, envelope, exc, last_attempt, logger)
         await self._publish(emitted, ids)
         return Outcome("completed", last_attempt, emitted)
+
+    async def _swallow(
+        self, envelope: Envelope[Message], logger: logging.LoggerAdapter[logging.Logger]
+    ) -> Outcome:
+        """A ``never_answer`` fault: take the delivery, emit nothing, ever."""
+        logger.warning("fault injected: %s is taken and never answered", envelope.id)
+        async with self._delivery(envelope, "swallowed", 0) as delivery:
+            if delivery.duplicate:
+                return Outcome("duplicate")
+        return Outcome("swallowed")
 
     async def _fail(
         self,

@@ -28,6 +28,7 @@ from contracts.codec import EncodedRecord, RawRecord, decode, encode
 from contracts.envelope import Envelope
 from contracts.messages import Message
 from contracts.topics import topic_for_type
+from saga.faults import Faults
 from saga.service import Service
 from saga.step_runner import Outcome, StepRunner
 from saga.store.service_store import Delivery, DeliveryStore, PostgresServiceStore
@@ -89,6 +90,7 @@ class ServiceTestKit:
         inbox: bool | None = None,
         database_url: str | None = None,
         skip_retry_delays: bool = True,
+        faults: Faults | None = None,
     ) -> None:
         self.service = service
         self.transport = InMemoryTransport()
@@ -105,7 +107,12 @@ class ServiceTestKit:
             store, after_commit = memory, memory.publish
         self._skip = skip_retry_delays
         self.runner = StepRunner(
-            service, store=store, emit=self._emit, after_commit=after_commit, sleep=self._sleep
+            service,
+            store=store,
+            emit=self._emit,
+            after_commit=after_commit,
+            sleep=self._sleep,
+            faults=faults,
         )
 
     async def __aenter__(self) -> ServiceTestKit:

@@ -20,6 +20,7 @@ import asyncpg
 from contracts.envelope import Envelope
 from contracts.inventory import InventoryReserved
 from contracts.messages import Event, Message
+from contracts.notification import CustomerNotified
 from contracts.orders import OrderPlaced
 from contracts.payment import PaymentCharged
 from contracts.shipping import OrderShipped
@@ -154,12 +155,16 @@ def system(
 
 
 def happy_events(saga_id: str) -> list[tuple[str, Envelope[Message]]]:
-    """The four events of a successful order saga, as the services would publish them."""
+    """The five events of a successful order saga, as the services would publish them."""
     chain: list[tuple[str, Event]] = [
         ("orders", OrderPlaced(order_id=saga_id, customer_id="c", amount_cents=900)),
         ("inventory", InventoryReserved(order_id=saga_id, sku="s", quantity=1, amount_cents=900)),
         ("payment", PaymentCharged(order_id=saga_id, amount_cents=900, charge_id="c")),
         ("shipping", OrderShipped(order_id=saga_id, parcel_id="p")),
+        (
+            "notification",
+            CustomerNotified(order_id=saga_id, parcel_id="p", notification_id=f"n-{saga_id}"),
+        ),
     ]
     return [
         (

@@ -16,18 +16,22 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from opentelemetry import metrics
+from opentelemetry import metrics, trace
+from opentelemetry.trace import Span
 
 from contracts.codec import EncodedRecord, encode
 from contracts.envelope import Envelope
+from contracts.lifecycle import SagaFinished, SagaOutcome
 from contracts.messages import Message
 from contracts.registry import MessageRegistry
 from contracts.sagas import SagaDefinition
 from contracts.topics import commands_topic, events_topic, owner_of, prefixed, topic_for_type
+from saga import tracing
 from saga.coordinator import store
 from saga.coordinator.decide import Decision, Incoming, decide
+from saga.coordinator.observe import observe
 from saga.coordinator.state import SagaState
 from saga.store.service_store import PostgresServiceStore
 
@@ -40,6 +44,13 @@ _decisions = _meter.create_counter("saga.coordinator.decisions", description="De
 
 COORDINATOR = "coordinator"
 SOURCE = "/coordinator"
+#: Where saga outcomes are announced (:class:`~contracts.lifecycle.SagaFinished`).
+LIFECYCLE_TOPIC = events_topic(owner_of(SagaFinished.message_type))
+_OUTCOMES = frozenset({"completed", "compensated", "parked", "resolved"})
+
+
+def _outcome_changed(before: SagaState | None, after: SagaState) -> bool:
+    return after.status in _OUTCOMES and (before is None or before.status != after.status)
 
 
 @dataclass
@@ -53,6 +64,15 @@ class _Batch:
     timers: dict[tuple[str, str], datetime | None] = field(default_factory=dict)
     outgoing: list[tuple[str, EncodedRecord]] = field(default_factory=list)
     decisions: list[tuple[Incoming, Decision]] = field(default_factory=list)
+    #: Ended (so exported) only once the transaction committed.
+    spans: list[Span] = field(default_factory=list)
+    #: (state before, state after) per decision, for the metrics after commit.
+    changes: list[tuple[SagaState | None, SagaState | None]] = field(default_factory=list)
+
+    def committed(self) -> None:
+        tracing.end_spans(self.spans)
+        for before, after in self.changes:
+            observe(before, after)
 
 
 class Coordinator:
@@ -118,7 +138,9 @@ class Coordinator:
                 facts.append((self._incoming(envelope, definition, now), definition))
             batch = await self._open(connection, [f.saga_id for f, _ in facts])
             batch.log.extend(ignored)
-            return await self._decide(connection, batch, facts, now)
+            ids = await self._decide(connection, batch, facts, now)
+        batch.committed()
+        return ids
 
     async def fire_due_timers(self, limit: int = 200) -> tuple[int, list[int]]:
         """Fire timers due by the database clock; returns (fired, outbox ids)."""
@@ -154,7 +176,9 @@ class Coordinator:
                     )
                 )
                 facts.append((incoming, definition))
-            return len(fired), await self._decide(connection, batch, facts, now)
+            ids = await self._decide(connection, batch, facts, now)
+        batch.committed()
+        return len(fired), ids
 
     async def operate(
         self, saga_id: str, action: str, *, actor: str, reason: str | None
@@ -183,7 +207,8 @@ class Coordinator:
                 )
             )
             ids = await self._decide(connection, batch, [(incoming, definition)], now)
-            return batch.decisions[0][1] if batch.decisions else None, ids
+        batch.committed()
+        return batch.decisions[0][1] if batch.decisions else None, ids
 
     # --- inside the transaction -------------------------------------------------------
 
@@ -215,15 +240,33 @@ class Coordinator:
 
     def _record(self, batch: _Batch, incoming: Incoming, decision: Decision) -> None:
         saga_id = incoming.saga_id
+        before = batch.states.get(saga_id)
+        span = self._decision_span(incoming, before, decision)
+        batch.spans.append(span)
         if decision.state is not None and decision.applied:
             batch.states[saga_id] = decision.state
             batch.changed.add(saga_id)
+            batch.changes.append((before, decision.state))
+            if _outcome_changed(before, decision.state):
+                batch.outgoing.append(self._announce(incoming, span, decision.state))
         for name in decision.cancel_timers:
             batch.timers[(saga_id, name)] = None
         for timer in decision.set_timers:
             batch.timers[(saga_id, timer.name)] = timer.due
-        commands = [self._command(incoming, decision.state, c) for c in decision.commands]
-        batch.outgoing.extend(commands)
+        for command in decision.commands:
+            compensate = tracing.tracer().start_span(
+                f"compensate {command.step}",
+                context=trace.set_span_in_context(span),
+                attributes={
+                    "saga.id": saga_id,
+                    "saga.type": incoming.saga_type,
+                    "saga.step": command.step,
+                    "saga.compensation.attempt": command.attempt,
+                    "saga.message.type": command.message_type,
+                },
+            )
+            batch.spans.append(compensate)
+            batch.outgoing.append(self._command(incoming, compensate, command))
         kind = "decision" if decision.applied else "ignored"
         if not decision.applied:
             _ignored.add(1, {"reason": "no effect"})
@@ -251,10 +294,32 @@ class Coordinator:
             )
         )
 
-    def _command(
-        self, incoming: Incoming, state: SagaState | None, command: Any
-    ) -> tuple[str, EncodedRecord]:
+    @staticmethod
+    def _decision_span(incoming: Incoming, before: SagaState | None, decision: Decision) -> Span:
+        """``decide <saga type>``: child of the event, or of the saga's trace for
+        a timer or an operator, so that what it sends stays in the saga's trace."""
+        traceparent, tracestate = incoming.traceparent, incoming.tracestate
+        if traceparent is None and before is not None:
+            traceparent, tracestate = before.traceparent, before.tracestate
+        after = decision.state
+        return tracing.tracer().start_span(
+            f"decide {incoming.saga_type}",
+            context=tracing.context_of(traceparent, tracestate),
+            attributes={
+                "saga.id": incoming.saga_id,
+                "saga.type": incoming.saga_type,
+                "saga.trigger": incoming.kind,
+                "saga.fact": incoming.type,
+                "saga.applied": decision.applied,
+                "saga.status": after.status if after is not None else "",
+                "saga.decision.notes": list(decision.notes),
+                **({"saga.step": incoming.step_hint} if incoming.step_hint else {}),
+            },
+        )
+
+    def _command(self, incoming: Incoming, span: Span, command: Any) -> tuple[str, EncodedRecord]:
         model = self.registry.model_for(command.message_type)
+        traceparent, tracestate = tracing.context_headers(span)
         envelope: Envelope[Message] = Envelope(
             payload=model.model_validate(command.payload),
             saga_id=incoming.saga_id,
@@ -263,12 +328,32 @@ class Coordinator:
             step=command.step,
             causation_id=incoming.message_id,
             attempt=command.attempt,
-            # The saga's trace: compensations fired later stay in the same trace.
-            traceparent=state.traceparent if state else None,
-            tracestate=state.tracestate if state else None,
+            # The compensation span: timers and restarts stay in the saga's trace too.
+            traceparent=traceparent,
+            tracestate=tracestate,
         )
         topic = prefixed(self.prefix, commands_topic(owner_of(command.message_type)))
         return topic, encode(envelope)
+
+    def _announce(
+        self, incoming: Incoming, span: Span, state: SagaState
+    ) -> tuple[str, EncodedRecord]:
+        """``saga.SagaFinished`` on ``saga.events``, for whoever waits on the outcome."""
+        traceparent, tracestate = tracing.context_headers(span)
+        envelope: Envelope[Message] = Envelope(
+            payload=SagaFinished(
+                saga_type=state.saga_type,
+                status=cast(SagaOutcome, state.status),
+                reason=state.reason,
+            ),
+            saga_id=state.saga_id,
+            saga_type=state.saga_type,
+            source=SOURCE,
+            causation_id=incoming.message_id,
+            traceparent=traceparent,
+            tracestate=tracestate,
+        )
+        return prefixed(self.prefix, LIFECYCLE_TOPIC), encode(envelope)
 
     def _event_entry(self, envelope: Envelope[Message]) -> store.LogEntry:
         return store.LogEntry(

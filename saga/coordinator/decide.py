@@ -456,7 +456,9 @@ def _next_compensation(b: _Builder) -> None:
         b.note("saga compensated")
         return
     step = max(due, key=lambda s: b.step(s.name).order or 0)
-    b.update(step.name, status="compensating", compensation_attempts=0)
+    b.update(
+        step.name, status="compensating", compensation_attempts=0, compensation_started_at=b.now
+    )
     _send_compensation(b, step)
 
 

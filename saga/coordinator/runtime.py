@@ -19,7 +19,7 @@ from contracts.messages import Message
 from contracts.sagas import SagaDefinition
 from contracts.steps import CompensationFailed, StepFailed
 from saga.consumer import Consumer
-from saga.coordinator.apply import COORDINATOR, Coordinator
+from saga.coordinator.apply import COORDINATOR, LIFECYCLE_TOPIC, Coordinator
 from saga.dead_letter import describe_error
 from saga.health import HealthServer
 from saga.provisioning import ensure_topics
@@ -86,6 +86,7 @@ class CoordinatorRuntime:
             for d in self.coordinator.definitions.values()
             for s in d.services
         }
+        commands.add(f"{self.settings.topic_prefix}{LIFECYCLE_TOPIC}")
         await ensure_topics(self.settings, sorted(commands))
         if self.health is not None:
             await self.health.start()

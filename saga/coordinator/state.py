@@ -20,6 +20,7 @@ StepStatus = Literal[
 ]
 
 FINISHED: frozenset[str] = frozenset({"completed", "compensated", "resolved"})
+_TIMES = ("started_at", "finished_at", "compensation_started_at", "compensated_at")
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class StepState:
     #: Payload the compensation command is built from (completion, else start event).
     data: dict[str, Any] = field(default_factory=dict)
     compensation_attempts: int = 0
+    #: When its first compensation command was sent.
+    compensation_started_at: datetime | None = None
     compensated_at: datetime | None = None
     #: A completion arrived while its compensation was in flight: undo once more.
     compensate_again: bool = False
@@ -44,14 +47,14 @@ class StepState:
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
-        for key in ("started_at", "finished_at", "compensated_at"):
+        for key in _TIMES:
             out[key] = out[key].isoformat() if out[key] else None
         return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StepState:
         data = dict(data)
-        for key in ("started_at", "finished_at", "compensated_at"):
+        for key in _TIMES:
             data[key] = datetime.fromisoformat(data[key]) if data.get(key) else None
         return cls(**data)
 

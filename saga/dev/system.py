@@ -19,9 +19,11 @@ from saga.errors import DevStackError
 #: What ``python -m`` runs for each process name.
 PROCESSES: dict[str, list[str]] = {
     "coordinator": ["saga.cli", "coordinator"],
+    "orders": ["services.orders"],
     "inventory": ["services.inventory"],
     "payment": ["services.payment"],
     "shipping": ["services.shipping"],
+    "notification": ["services.notification"],
 }
 
 
@@ -60,6 +62,10 @@ class LocalSystem:
                 time.sleep(0.1)
         self.stop(key)
         raise DevStackError(f"{key} not ready after {timeout_s}s; see {log}")
+
+    def url(self, key: str) -> str:
+        """Base URL of process ``key``'s HTTP port (health, and routes such as /orders)."""
+        return f"http://127.0.0.1:{self.running[key][1]}"
 
     def kill(self, key: str, sig: int) -> None:
         """Send ``sig`` to process ``key`` and wait for it to end."""

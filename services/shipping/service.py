@@ -4,19 +4,20 @@ from contracts.payment import PaymentCharged
 from contracts.shipping import CancelShipment, OrderShipped, ShipmentCancelled, ShippingFailed
 from saga.service import Service, StepContext, StepFailure
 
-service = Service("shipping")
-parcels: dict[str, str] = {}  # order id -> parcel id (a real service keeps this in a database)
+SCHEMA = "CREATE TABLE IF NOT EXISTS shipments (order_id text PRIMARY KEY, parcel_id text NOT NULL)"
+service = Service("shipping", store="postgres", schema=(SCHEMA,))
 
 
 @service.on(PaymentCharged, fails_with=ShippingFailed)
 async def ship(charged: PaymentCharged, ctx: StepContext) -> OrderShipped:
     if charged.order_id.startswith("nowhere"):
         raise StepFailure("no carrier for this address", error_type="NoCarrier")
-    parcel = parcels.setdefault(charged.order_id, f"parcel-{ctx.idempotency_key[:8]}")
+    parcel = f"parcel-{ctx.idempotency_key[:8]}"
+    await ctx.db.execute("INSERT INTO shipments VALUES ($1, $2)", charged.order_id, parcel)
     return OrderShipped(order_id=charged.order_id, parcel_id=parcel)
 
 
 @service.compensate(CancelShipment)
 async def cancel(command: CancelShipment, ctx: StepContext) -> ShipmentCancelled:
-    parcel = parcels.pop(command.order_id, None)
-    return ShipmentCancelled(order_id=command.order_id, cancelled=parcel is not None)
+    status = await ctx.db.execute("DELETE FROM shipments WHERE order_id = $1", command.order_id)
+    return ShipmentCancelled(order_id=command.order_id, cancelled=status != "DELETE 0")

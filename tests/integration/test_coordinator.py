@@ -16,7 +16,7 @@ from tests.conftest import Infra
 from tests.kafka_helpers import eventually, read_available
 from tests.system_helpers import System, system
 
-ALL = ("coordinator", "inventory", "payment", "shipping")
+ALL = ("coordinator", "inventory", "payment", "shipping", "notification")
 
 
 def system_settings(infra: Infra) -> Settings:
@@ -36,14 +36,21 @@ def full(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sys
 
 
 def launch(
-    infra: Infra, logdir: Path, *names: str, relaxed: bool = False
+    infra: Infra,
+    logdir: Path,
+    *names: str,
+    relaxed: bool = False,
+    env: dict[str, str] | None = None,
 ) -> AbstractContextManager[System]:
     """A saga system of ``names`` on the tests' broker, with a database of its own.
 
     ``relaxed``: step timers long enough that restarts and rebalances never pass
-    for a silent step.
+    for a silent step. ``env``: more settings for every process.
     """
-    env = {"SAGA_DEFINITIONS": "tests.integration.sagas:relaxed"} if relaxed else None
+    env = {
+        **(env or {}),
+        **({"SAGA_DEFINITIONS": "tests.integration.sagas:relaxed"} if relaxed else {}),
+    }
     return system(
         infra.bootstrap_servers,
         infra.database_url,
@@ -120,7 +127,7 @@ async def test_every_event_delivered_twice_changes_no_state_and_sends_no_command
 
     replayed = 0
     async with Publisher(full.settings) as publisher:
-        for service in ("orders", "inventory", "payment", "shipping"):
+        for service in ("orders", "inventory", "payment", "shipping", "notification"):
             topic = f"{full.prefix}{service}.events"
             records = [
                 r for r in await read_available(full.settings, topic) if r.key.decode() in sagas
@@ -130,7 +137,7 @@ async def test_every_event_delivered_twice_changes_no_state_and_sends_no_command
                 await publisher.publish_raw(
                     topic, key=record.key, value=record.value, headers=list(record.headers)
                 )
-    assert replayed >= 4 * 2 + 3 + 2, "every event of the three sagas went out again"
+    assert replayed >= 5 * 2 + 4, "every event of the three sagas went out again"
     await asyncio.sleep(3)
     assert await full.sagas(sagas) == before
     assert {s: await full.commands_sent(s) for s in sagas} == commands_before

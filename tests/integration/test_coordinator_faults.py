@@ -109,7 +109,7 @@ async def test_two_coordinators_over_1000_sagas_never_decide_twice_on_one_event(
                 logged: int = await connection.fetchval(
                     "SELECT count(*) FROM saga_log WHERE kind = 'event'"
                 )
-                return logged == 4 * len(sagas)
+                return logged == 5 * len(sagas)
 
             await eventually(all_logged, what="every event in the saga log")
             doubled = await connection.fetch(
@@ -123,7 +123,7 @@ async def test_two_coordinators_over_1000_sagas_never_decide_twice_on_one_event(
         finally:
             await connection.close()
     assert doubled == [], f"events decided twice: {doubled[:5]}"
-    assert events == decisions == 4 * len(sagas)
+    assert events == decisions == 5 * len(sagas)
 
 
 @pytest.mark.parametrize(
@@ -139,7 +139,9 @@ async def test_a_coordinator_crash_state_is_recovered_by_a_real_restart(
     never committed. A coordinator process started afterwards must publish the
     command exactly once, decide nothing twice, and finish the saga.
     """
-    with launch(infra, tmp_path, "inventory", "payment", "shipping", relaxed=True) as running:
+    with launch(
+        infra, tmp_path, "inventory", "payment", "shipping", "notification", relaxed=True
+    ) as running:
         saga_id = f"declined-{uuid.uuid4().hex[:6]}"
         await running.place(saga_id, 60_000)  # reserved, then declined; no coordinator yet
         events = await _saga_events(running, saga_id, count=3)
@@ -212,7 +214,9 @@ async def test_a_coordinator_that_died_between_two_compensations_finishes_them_a
     infra: Infra, tmp_path: Path
 ) -> None:
     """Crash (c): the first undo went out and was confirmed; the coordinator is gone."""
-    with launch(infra, tmp_path, "inventory", "payment", "shipping", relaxed=True) as running:
+    with launch(
+        infra, tmp_path, "inventory", "payment", "shipping", "notification", relaxed=True
+    ) as running:
         saga_id = f"nowhere-{uuid.uuid4().hex[:6]}"
         await running.place(saga_id)  # reserved, charged, then no carrier
         events = await _saga_events(running, saga_id, count=4, services=SERVICES)

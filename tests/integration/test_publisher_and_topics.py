@@ -11,8 +11,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from contracts.codec import encode
 from contracts.envelope import Envelope
+from contracts.lifecycle import SagaFinished
 from contracts.messages import Message
-from contracts.orders import CancelOrder
 from contracts.registry import MessageRegistry
 from saga.consumer import Consumer
 from saga.errors import IdempotenceUnsupported, MessageTooLarge
@@ -23,9 +23,9 @@ from tests.conftest import Infra
 from tests.kafka_helpers import running
 
 
-def cancel(reason: str) -> Envelope[CancelOrder]:
+def cancel(reason: str) -> Envelope[SagaFinished]:
     return Envelope(
-        payload=CancelOrder(order_id="o-big", reason=reason),
+        payload=SagaFinished(saga_type="order", status="parked", reason=reason),
         saga_id="o-big",
         source="/coordinator",
     )

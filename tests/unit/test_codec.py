@@ -65,6 +65,8 @@ def test_encode_writes_cloudevents_binary_mode_headers_and_key_saga_id() -> None
         "customer_id": "c-1",
         "amount_cents": 1250,
         "currency": "EUR",
+        "sku": "sku-1",
+        "quantity": 1,
     }
     assert found == {
         h.ID: envelope.id,

@@ -16,10 +16,12 @@ ORDER = {"order_id": "o-1", "customer_id": "c", "amount_cents": 900, "currency":
 RESERVED = {"order_id": "o-1", "sku": "s", "quantity": 1, "amount_cents": 900}
 CHARGED = {"order_id": "o-1", "amount_cents": 900, "charge_id": "ch-1"}
 SHIPPED = {"order_id": "o-1", "parcel_id": "p-1"}
+NOTIFIED = {"order_id": "o-1", "parcel_id": "p-1", "channel": "email", "notification_id": "n"}
 STEP_OF: dict[str, tuple[str, dict[str, Any]]] = {
     "reserve": ("inventory", RESERVED),
     "charge": ("payment", CHARGED),
     "ship": ("shipping", SHIPPED),
+    "notify": ("notification", NOTIFIED),
 }
 
 
@@ -82,6 +84,7 @@ def run_until(saga: Saga, steps: list[str]) -> None:
         "reserve": "inventory.InventoryReserved",
         "charge": "payment.PaymentCharged",
         "ship": "shipping.OrderShipped",
+        "notify": "notification.CustomerNotified",
     }
     for name in steps:
         saga.event(completions[name], STEP_OF[name][1], STEP_OF[name][0])
@@ -89,9 +92,9 @@ def run_until(saga: Saga, steps: list[str]) -> None:
 
 def test_happy_path_completes_the_saga_and_cancels_its_timers() -> None:
     saga = Saga()
-    run_until(saga, ["reserve", "charge", "ship"])
+    run_until(saga, ["reserve", "charge", "ship", "notify"])
     assert saga.status == "completed"
-    assert [saga.step(s) for s in ("reserve", "charge", "ship")] == ["completed"] * 3
+    assert [saga.step(s) for s in ("reserve", "charge", "ship", "notify")] == ["completed"] * 4
     assert saga.commands == []
     assert saga.timers == {}, "no step timeout or deadline left behind"
 

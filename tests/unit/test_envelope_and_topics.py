@@ -8,7 +8,8 @@ from datetime import datetime
 import pytest
 
 from contracts.envelope import Envelope
-from contracts.orders import OrderConfirmed, OrderPlaced
+from contracts.inventory import InventoryReserved
+from contracts.orders import OrderPlaced
 from contracts.topics import commands_topic, dead_letter_topic, events_topic, validate_topic
 
 PLACED = OrderPlaced(order_id="o-1", customer_id="c-1", amount_cents=5)
@@ -46,7 +47,11 @@ def test_caused_message_keeps_saga_and_trace_and_points_at_its_cause() -> None:
         step="place",
         traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
     )
-    confirmed = placed.caused(OrderConfirmed(order_id="o-1"), source="/orders", step="confirm")
+    confirmed = placed.caused(
+        InventoryReserved(order_id="o-1", sku="s", quantity=1, amount_cents=5),
+        source="/services/inventory",
+        step="confirm",
+    )
     assert confirmed.saga_id == "o-1"
     assert confirmed.saga_type == "order"
     assert confirmed.causation_id == placed.id

@@ -8,6 +8,7 @@ import saga
 
 def test_saga_exports() -> None:
     assert saga.__all__ == [
+        "BadRequest",
         "CircuitBreaker",
         "CircuitOpen",
         "CircuitState",
@@ -15,13 +16,17 @@ def test_saga_exports() -> None:
         "Consumer",
         "DeadLetter",
         "DevStackError",
+        "FaultRule",
         "Handler",
+        "HttpRequest",
+        "HttpResponse",
         "IdempotenceUnsupported",
         "MessageTooLarge",
         "NonRetryableError",
         "Outcome",
         "Published",
         "Publisher",
+        "RequestContext",
         "RetryPolicy",
         "SagaError",
         "Service",

@@ -9,7 +9,7 @@ import pytest
 from aiokafka.errors import MessageSizeTooLargeError
 
 from contracts.envelope import Envelope
-from contracts.orders import CancelOrder
+from contracts.lifecycle import SagaFinished
 from saga.errors import MessageTooLarge
 from saga.publisher import Publisher
 from saga.settings import Settings
@@ -30,8 +30,12 @@ class RecordingProducer:
         return future
 
 
-def cancel(reason: str) -> Envelope[CancelOrder]:
-    return Envelope(payload=CancelOrder(order_id="o", reason=reason), saga_id="o", source="/c")
+def cancel(reason: str) -> Envelope[SagaFinished]:
+    return Envelope(
+        payload=SagaFinished(saga_type="order", status="parked", reason=reason),
+        saga_id="o",
+        source="/c",
+    )
 
 
 def publisher(producer: RecordingProducer, limit: int = 2048) -> Publisher:

@@ -1,0 +1,128 @@
+"""Runs one HTTP request through its route: span, transaction, outbox, answer.
+
+The counterpart of :mod:`saga.step_runner` for :mod:`saga.routes`. With a
+store, the route's writes and the events it starts sagas with commit in one
+transaction and are then published (the outbox relay retries if publishing
+fails); without one, the events are published before the answer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import parse_qsl
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from pydantic import ValidationError
+
+from contracts.codec import EncodedRecord, encode
+from contracts.topics import prefixed, topic_for_type
+from saga import tracing
+from saga.dead_letter import describe_error
+from saga.routes import BadRequest, HttpRequest, RequestContext
+from saga.service import Service
+from saga.store.service_store import PostgresServiceStore
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[list[tuple[str, EncodedRecord]]], Awaitable[None]]
+AfterCommit = Callable[[list[int]], Awaitable[object]]
+
+
+class RequestRunner:
+    def __init__(
+        self,
+        service: Service,
+        *,
+        store: PostgresServiceStore | None,
+        emit: Emit,
+        after_commit: AfterCommit | None,
+        topic_prefix: str = "",
+    ) -> None:
+        self.service = service
+        self._store = store
+        self._emit = emit
+        self._after_commit = after_commit
+        self._prefix = topic_prefix
+
+    async def __call__(
+        self, method: str, target: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, Any]:
+        """Answer one request; a caller's W3C ``traceparent`` header is continued."""
+        path, _, query = target.partition("?")
+        for route in self.service.routes:
+            params = route.match(method, path)
+            if params is None:
+                continue
+            request = HttpRequest(method, path, params, dict(parse_qsl(query)), body)
+            with tracing.tracer().start_as_current_span(
+                f"{method} {route.pattern}",
+                context=tracing.context_of(headers.get("traceparent"), headers.get("tracestate")),
+                kind=SpanKind.SERVER,
+                attributes={
+                    "http.request.method": method,
+                    "http.route": route.pattern,
+                    "url.path": path,
+                    "service": self.service.name,
+                },
+            ) as span:
+                status, answer = await self._run(route.handler, request, span)
+                span.set_attribute("http.response.status_code", status)
+                if status >= 500:
+                    span.set_status(Status(StatusCode.ERROR))
+                return status, answer
+        return 404, {"error": f"no route for {path}"}
+
+    async def _run(self, handler: Any, request: HttpRequest, span: trace.Span) -> tuple[int, Any]:
+        traceparent, tracestate = tracing.context_headers(span)
+        try:
+            async with self._transaction() as connection:
+                ctx = RequestContext(
+                    self.service.name,
+                    self.service.source,
+                    connection,
+                    traceparent=traceparent,
+                    tracestate=tracestate,
+                )
+                response = await handler(request, ctx)
+                records = [
+                    (
+                        prefixed(self._prefix, topic_for_type(e.type, e.payload.kind)),
+                        encode(e),
+                    )
+                    for e in ctx.started
+                ]
+                ids = (
+                    await self._store.write_outbox(connection, records)
+                    if self._store is not None and records
+                    else []
+                )
+        except BadRequest as exc:
+            return 400, {"error": str(exc)}
+        except ValidationError as exc:
+            return 400, {"error": "invalid request", "details": exc.errors(include_url=False)}
+        except Exception as exc:
+            log.exception("%s %s failed", request.method, request.path)
+            span.record_exception(exc)
+            return 500, {"error": describe_error(exc)}
+        for envelope in ctx.started:
+            span.set_attribute("saga.id", envelope.saga_id)
+        if self._store is None:
+            await self._emit(records)
+        elif ids and self._after_commit is not None:
+            try:
+                await self._after_commit(ids)
+            except Exception as exc:  # committed: the relay publishes it later
+                log.warning("publish after commit failed (%s); relay will retry", exc)
+        return response.status, response.body
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[Any]:
+        if self._store is None:
+            yield None
+            return
+        async with self._store.pool.acquire() as connection, connection.transaction():
+            yield connection

@@ -1,0 +1,38 @@
+"""Send the customer the final confirmation once the parcel is on its way.
+
+The last step of the order saga; it cannot be undone (a sent message stays
+sent), so it has no compensation and the saga marks it irreversible. The
+outbox makes "sent" and "recorded" one transaction: a redelivery finds the
+inbox row and sends nothing twice.
+"""
+
+from contracts.notification import CustomerNotified, NotificationFailed
+from contracts.shipping import OrderShipped
+from saga.service import Service, StepContext
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS notifications (
+    order_id text PRIMARY KEY,
+    parcel_id text NOT NULL,
+    channel text NOT NULL,
+    notification_id text NOT NULL,
+    sent_at timestamptz NOT NULL DEFAULT now()
+)"""
+
+service = Service("notification", store="postgres", schema=(SCHEMA,))
+
+
+@service.on(OrderShipped, fails_with=NotificationFailed)
+async def notify(shipped: OrderShipped, ctx: StepContext) -> CustomerNotified:
+    notification_id = f"n-{ctx.idempotency_key[:12]}"
+    await ctx.db.execute(
+        "INSERT INTO notifications (order_id, parcel_id, channel, notification_id)"
+        " VALUES ($1, $2, 'email', $3) ON CONFLICT (order_id) DO NOTHING",
+        shipped.order_id,
+        shipped.parcel_id,
+        notification_id,
+    )
+    ctx.log.info("confirmation for %s sent", shipped.order_id)
+    return CustomerNotified(
+        order_id=shipped.order_id, parcel_id=shipped.parcel_id, notification_id=notification_id
+    )

@@ -1,0 +1,79 @@
+"""``python -m services.orders``: run the service; ``place`` / ``status``: use it.
+
+    python -m services.orders                       # the service (SAGA_* settings)
+    python -m services.orders place --customer alice --amount 42.00 [--sku sku-2]
+    python -m services.orders status ORDER_ID
+    python -m services.orders list [--status cancelled]
+
+``place``, ``status`` and ``list`` talk to a running orders service at
+``--url`` (default ``$ORDERS_URL`` or http://localhost:8080).
+"""
+
+import argparse
+import json
+import os
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from saga.cli import run_service
+from services.orders import service
+
+
+def _call(url: str, method: str, body: dict[str, Any] | None = None) -> int:
+    if not url.startswith(("http://", "https://")):
+        print(f"--url must be an http(s) URL, not {url!r}", file=sys.stderr)
+        return 2
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(  # noqa: S310 (scheme checked above)
+        url, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (scheme checked above)
+            print(json.dumps(json.load(response), indent=2))
+            return 0
+    except urllib.error.HTTPError as error:
+        print(f"{error.code}: {error.read().decode(errors='replace')}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"cannot reach the orders service at {url}: {error}", file=sys.stderr)
+        return 1
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        return run_service(service)
+    parser = argparse.ArgumentParser(prog="python -m services.orders")
+    parser.add_argument("--url", default=os.environ.get("ORDERS_URL", "http://localhost:8080"))
+    commands = parser.add_subparsers(dest="command", required=True)
+    place = commands.add_parser("place", help="place an order (starts its saga)")
+    place.add_argument("--customer", required=True)
+    place.add_argument("--amount", required=True, type=float, help="in currency units, e.g. 42.00")
+    place.add_argument("--sku", default="sku-1")
+    place.add_argument("--quantity", type=int, default=1)
+    place.add_argument("--order-id", help="to make a retried call idempotent")
+    status = commands.add_parser("status", help="show an order and its status")
+    status.add_argument("order_id")
+    listing = commands.add_parser("list", help="the latest orders")
+    listing.add_argument("--status")
+    args = parser.parse_args(argv)
+    base = args.url.rstrip("/")
+    if args.command == "place":
+        body: dict[str, Any] = {
+            "customer_id": args.customer,
+            "amount_cents": round(args.amount * 100),
+            "sku": args.sku,
+            "quantity": args.quantity,
+        }
+        if args.order_id:
+            body["order_id"] = args.order_id
+        return _call(f"{base}/orders", "POST", body)
+    if args.command == "status":
+        return _call(f"{base}/orders/{args.order_id}", "GET")
+    query = f"?status={urllib.parse.quote(args.status)}" if args.status else ""
+    return _call(f"{base}/orders{query}", "GET")
+
+
+raise SystemExit(main(sys.argv[1:]))

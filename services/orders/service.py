@@ -1,0 +1,111 @@
+"""Take orders, start an order saga for each, and keep each order's status.
+
+``POST /orders`` stores the order as ``pending`` and starts its saga in the same
+transaction (the ``OrderPlaced`` event goes through the outbox), so an order
+is never stored without its saga or the other way round. Sending the same
+``order_id`` again returns the order as it is: placing is idempotent.
+
+The coordinator announces each saga's outcome on ``saga.events``; this service
+turns it into the order's status: ``confirmed``, ``cancelled`` (compensated),
+``needs attention`` (parked for an operator) or ``resolved``.
+"""
+
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.lifecycle import SagaFinished
+from contracts.orders import OrderPlaced
+from saga.routes import HttpRequest, HttpResponse, RequestContext
+from saga.service import Service, StepContext
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS orders (
+    order_id text PRIMARY KEY,
+    customer_id text NOT NULL,
+    sku text NOT NULL,
+    quantity integer NOT NULL,
+    amount_cents integer NOT NULL,
+    currency text NOT NULL,
+    status text NOT NULL DEFAULT 'pending',
+    reason text,
+    placed_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now()
+)"""
+
+service = Service("orders", store="postgres", schema=(SCHEMA,))
+
+STATUS = {
+    "completed": "confirmed",
+    "compensated": "cancelled",
+    "parked": "needs attention",
+    "resolved": "resolved",
+}
+_SELECT = (
+    "SELECT order_id, customer_id, sku, quantity, amount_cents, currency, status, reason,"
+    " placed_at, updated_at FROM orders"
+)
+
+
+class PlaceOrder(BaseModel):
+    """The body of ``POST /orders``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    order_id: str = Field(default_factory=lambda: f"order-{uuid.uuid4().hex[:12]}", min_length=1)
+    customer_id: str = Field(min_length=1)
+    amount_cents: int = Field(gt=0)
+    currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
+    sku: str = Field(default="sku-1", min_length=1)
+    quantity: int = Field(default=1, gt=0)
+
+
+@service.route("POST", "/orders")
+async def place(request: HttpRequest, ctx: RequestContext) -> HttpResponse:
+    order = PlaceOrder.model_validate(request.json())
+    inserted = await ctx.db.fetchval(
+        "INSERT INTO orders (order_id, customer_id, sku, quantity, amount_cents, currency)"
+        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (order_id) DO NOTHING RETURNING order_id",
+        order.order_id,
+        order.customer_id,
+        order.sku,
+        order.quantity,
+        order.amount_cents,
+        order.currency,
+    )
+    if inserted is None:  # placed before: answer with it as it is now
+        return HttpResponse(200, await _order(ctx, order.order_id))
+    ctx.start_saga("order", OrderPlaced(**order.model_dump()), saga_id=order.order_id)
+    return HttpResponse(202, {**order.model_dump(), "status": "pending", "saga_id": order.order_id})
+
+
+@service.route("GET", "/orders/{order_id}")
+async def show(request: HttpRequest, ctx: RequestContext) -> HttpResponse:
+    found = await _order(ctx, request.params["order_id"])
+    return HttpResponse(200, found) if found else HttpResponse(404, {"error": "no such order"})
+
+
+@service.route("GET", "/orders")
+async def listing(request: HttpRequest, ctx: RequestContext) -> HttpResponse:
+    rows = await ctx.db.fetch(
+        _SELECT + " WHERE $1::text IS NULL OR status = $1 ORDER BY placed_at DESC LIMIT 100",
+        request.query.get("status"),
+    )
+    return HttpResponse(200, [dict(row) for row in rows])
+
+
+@service.on(SagaFinished)
+async def record_outcome(finished: SagaFinished, ctx: StepContext) -> None:
+    if finished.saga_type == "order":
+        await ctx.db.execute(
+            "UPDATE orders SET status = $2, reason = $3, updated_at = now() WHERE order_id = $1",
+            ctx.saga_id,
+            STATUS[finished.status],
+            finished.reason,
+        )
+
+
+async def _order(ctx: RequestContext, order_id: str) -> dict[str, Any] | None:
+    row = await ctx.db.fetchrow(_SELECT + " WHERE order_id = $1", order_id)
+    return dict(row) if row is not None else None
