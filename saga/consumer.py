@@ -48,6 +48,7 @@ from aiokafka.errors import (
     KafkaError,
     RecordTooLargeError,
 )
+from opentelemetry.trace import Status, StatusCode
 
 from contracts import headers as h
 from contracts.codec import RawRecord, decode, header_map
@@ -260,6 +261,7 @@ class Consumer:
                     f"handler failed after {self._handler_attempts} attempt(s): "
                     f"{describe_error(exc)}"
                 )
+                span.set_status(Status(StatusCode.ERROR, "dead-lettered"))
                 await self._dead_letter(raw, reason, type(exc).__name__)
 
     async def _handle_batch(self, records: Sequence[ConsumerRecord]) -> None:

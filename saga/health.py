@@ -23,6 +23,7 @@ Report = Callable[[], tuple[bool, dict[str, Any]]]
 Dispatch = Callable[[str, str, dict[str, str], bytes], Awaitable[tuple[int, Any]]]
 
 MAX_BODY = 1 << 20
+MAX_HEADERS = 100
 _REASONS = {
     200: "OK",
     201: "Created",
@@ -31,6 +32,7 @@ _REASONS = {
     404: "Not Found",
     405: "Method Not Allowed",
     413: "Payload Too Large",
+    431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
@@ -69,8 +71,12 @@ class HealthServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            method, path, headers, body = await asyncio.wait_for(_read_request(reader), 5)
-            status, answer = await self._answer(method, path, headers, body)
+            try:
+                method, path, headers, body = await asyncio.wait_for(_read_request(reader), 5)
+            except _BadRequest as bad:
+                status, answer = bad.status, {"error": bad.reason}
+            else:
+                status, answer = await self._answer(method, path, headers, body)
             payload = json.dumps(answer, default=str).encode()
             reason = _REASONS.get(status, "Unknown")
             writer.write(
@@ -79,10 +85,8 @@ class HealthServer:
                 + payload
             )
             await writer.drain()
-        except _TooLarge:
-            writer.write(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n")
-        except (TimeoutError, ConnectionError, ValueError, asyncio.IncompleteReadError):
-            pass  # a bad or vanished client: nothing to answer
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
+            pass  # a slow or vanished client: nothing to answer
         finally:
             writer.close()
 
@@ -97,12 +101,19 @@ class HealthServer:
             status = 200 if ready else 503
             return status, {"status": "ready" if ready else "not ready", **details}
         if self._dispatch is not None:
-            return await self._dispatch(method, path, headers, body)
+            try:
+                return await self._dispatch(method, path, headers, body)
+            except Exception:
+                log.exception("%s %s failed", method, path)
+                return 500, {"error": "internal error (see the service's log)"}
         return 404, {"status": "not found"}
 
 
-class _TooLarge(Exception):
-    pass
+class _BadRequest(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
 
 
 async def _read_request(
@@ -110,16 +121,23 @@ async def _read_request(
 ) -> tuple[str, str, dict[str, str], bytes]:
     parts = (await reader.readline()).decode("latin-1").split()
     if len(parts) < 2:
-        raise ValueError("not an HTTP request")
+        raise _BadRequest(400, "not an HTTP request")
     headers: dict[str, str] = {}
-    while len(headers) < 100:
+    while True:
         line = (await reader.readline()).decode("latin-1").strip()
         if not line:
             break
+        if len(headers) >= MAX_HEADERS:
+            raise _BadRequest(431, f"more than {MAX_HEADERS} headers")
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
-    length = int(headers.get("content-length", "0"))
+    try:
+        length = int(headers.get("content-length", "0"))
+    except ValueError:
+        raise _BadRequest(400, "Content-Length is not a number") from None
+    if length < 0:
+        raise _BadRequest(400, "Content-Length is negative")
     if length > MAX_BODY:
-        raise _TooLarge
+        raise _BadRequest(413, f"body over {MAX_BODY} bytes")
     body = await reader.readexactly(length) if length else b""
     return parts[0].upper(), parts[1], headers, body

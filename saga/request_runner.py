@@ -3,11 +3,13 @@
 The counterpart of :mod:`saga.step_runner` for :mod:`saga.routes`. With a
 store, the route's writes and the events it starts sagas with commit in one
 transaction and are then published (the outbox relay retries if publishing
-fails); without one, the events are published before the answer.
+fails) in the background, so the answer does not wait for the broker; without
+one, the events are published before the answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -47,6 +49,7 @@ class RequestRunner:
         self._emit = emit
         self._after_commit = after_commit
         self._prefix = topic_prefix
+        self._publishing: set[asyncio.Task[None]] = set()
 
     async def __call__(
         self, method: str, target: str, headers: dict[str, str], body: bytes
@@ -107,17 +110,24 @@ class RequestRunner:
         except Exception as exc:
             log.exception("%s %s failed", request.method, request.path)
             span.record_exception(exc)
-            return 500, {"error": describe_error(exc)}
+            return 500, {"error": "internal error (see the service's log)"}
         for envelope in ctx.started:
             span.set_attribute("saga.id", envelope.saga_id)
         if self._store is None:
-            await self._emit(records)
+            await self._emit(records)  # nothing else would publish them: answer after
         elif ids and self._after_commit is not None:
-            try:
-                await self._after_commit(ids)
-            except Exception as exc:  # committed: the relay publishes it later
-                log.warning("publish after commit failed (%s); relay will retry", exc)
+            # Committed: answer now, publish in the background (the relay retries).
+            task = asyncio.create_task(self._publish(ids))
+            self._publishing.add(task)
+            task.add_done_callback(self._publishing.discard)
         return response.status, response.body
+
+    async def _publish(self, ids: list[int]) -> None:
+        assert self._after_commit is not None
+        try:
+            await self._after_commit(ids)
+        except Exception as exc:
+            log.warning("publish after commit failed (%s); relay will retry", describe_error(exc))
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[Any]:

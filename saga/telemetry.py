@@ -45,7 +45,18 @@ class Telemetry:
 
 
 def configure(settings: Settings, *, set_global: bool = True) -> Telemetry:
-    """Providers for ``settings``; made the process-wide ones unless ``set_global=False``."""
+    """Providers for ``settings``; made the process-wide ones unless ``set_global=False``.
+
+    Telemetry that cannot be set up is logged and left out: it never stops a process.
+    """
+    try:
+        return _configure(settings, set_global)
+    except Exception as exc:
+        log.warning("telemetry disabled: %s: %s", type(exc).__name__, exc)
+        return Telemetry()
+
+
+def _configure(settings: Settings, set_global: bool) -> Telemetry:
     telemetry = Telemetry()
     if not settings.otlp_endpoint and not settings.otlp_metrics_endpoint:
         return telemetry
@@ -72,6 +83,7 @@ def configure(settings: Settings, *, set_global: bool = True) -> Telemetry:
             BatchSpanProcessor(
                 exporter,
                 max_queue_size=settings.otlp_queue_size,
+                max_export_batch_size=min(512, settings.otlp_queue_size),
                 schedule_delay_millis=settings.otlp_export_interval_ms,
                 export_timeout_millis=settings.otlp_timeout_ms,
             )

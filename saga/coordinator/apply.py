@@ -68,11 +68,19 @@ class _Batch:
     spans: list[Span] = field(default_factory=list)
     #: (state before, state after) per decision, for the metrics after commit.
     changes: list[tuple[SagaState | None, SagaState | None]] = field(default_factory=list)
+    #: Events of no known saga (recorded, not decided on).
+    ignored: int = 0
 
     def committed(self) -> None:
         tracing.end_spans(self.spans)
         for before, after in self.changes:
             observe(before, after)
+        for _, decision in self.decisions:
+            _decisions.add(1, {"applied": str(decision.applied).lower()})
+            if not decision.applied:
+                _ignored.add(1, {"reason": "no effect"})
+        if self.ignored:
+            _ignored.add(self.ignored, {"reason": "unknown saga type"})
 
 
 class Coordinator:
@@ -132,12 +140,12 @@ class Coordinator:
                     continue  # a duplicate: already decided on
                 definition = self.definition_for(envelope.saga_type, envelope.type)
                 if definition is None:
-                    _ignored.add(1, {"reason": "unknown saga type"})
                     ignored.append(self._ignored(envelope, "no saga definition for this event"))
                     continue
                 facts.append((self._incoming(envelope, definition, now), definition))
             batch = await self._open(connection, [f.saga_id for f, _ in facts])
             batch.log.extend(ignored)
+            batch.ignored = len(ignored)
             ids = await self._decide(connection, batch, facts, now)
         batch.committed()
         return ids
@@ -268,9 +276,6 @@ class Coordinator:
             batch.spans.append(compensate)
             batch.outgoing.append(self._command(incoming, compensate, command))
         kind = "decision" if decision.applied else "ignored"
-        if not decision.applied:
-            _ignored.add(1, {"reason": "no effect"})
-        _decisions.add(1, {"applied": str(decision.applied).lower()})
         batch.log.append(
             store.LogEntry(
                 saga_id,

@@ -16,6 +16,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from typing import Any
 
 from saga.cli import run_service
@@ -53,7 +54,7 @@ def main(argv: list[str]) -> int:
     place.add_argument("--amount", required=True, type=float, help="in currency units, e.g. 42.00")
     place.add_argument("--sku", default="sku-1")
     place.add_argument("--quantity", type=int, default=1)
-    place.add_argument("--order-id", help="to make a retried call idempotent")
+    place.add_argument("--order-id", help="default: a new id (printed in the answer)")
     status = commands.add_parser("status", help="show an order and its status")
     status.add_argument("order_id")
     listing = commands.add_parser("list", help="the latest orders")
@@ -67,8 +68,8 @@ def main(argv: list[str]) -> int:
             "sku": args.sku,
             "quantity": args.quantity,
         }
-        if args.order_id:
-            body["order_id"] = args.order_id
+        # Chosen here, so that placing the same order again (a retry) is harmless.
+        body["order_id"] = args.order_id or f"order-{uuid.uuid4().hex[:12]}"
         return _call(f"{base}/orders", "POST", body)
     if args.command == "status":
         return _call(f"{base}/orders/{args.order_id}", "GET")

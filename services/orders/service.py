@@ -3,7 +3,8 @@
 ``POST /orders`` stores the order as ``pending`` and starts its saga in the same
 transaction (the ``OrderPlaced`` event goes through the outbox), so an order
 is never stored without its saga or the other way round. Sending the same
-``order_id`` again returns the order as it is: placing is idempotent.
+``order_id`` again returns the order as it is: placing is idempotent (the same id
+with different data is refused with 409).
 
 The coordinator announces each saga's outcome on ``saga.events``; this service
 turns it into the order's status: ``confirmed``, ``cancelled`` (compensated),
@@ -42,6 +43,7 @@ STATUS = {
     "parked": "needs attention",
     "resolved": "resolved",
 }
+MAX_INT = 2**31 - 1  # the columns are PostgreSQL integers
 _SELECT = (
     "SELECT order_id, customer_id, sku, quantity, amount_cents, currency, status, reason,"
     " placed_at, updated_at FROM orders"
@@ -53,12 +55,18 @@ class PlaceOrder(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    order_id: str = Field(default_factory=lambda: f"order-{uuid.uuid4().hex[:12]}", min_length=1)
-    customer_id: str = Field(min_length=1)
-    amount_cents: int = Field(gt=0)
+    #: Chosen by the caller to make a retried request harmless; made up when absent.
+    order_id: str = Field(
+        default_factory=lambda: f"order-{uuid.uuid4().hex[:12]}",
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9._:-]+$",
+    )
+    customer_id: str = Field(min_length=1, max_length=100)
+    amount_cents: int = Field(gt=0, le=MAX_INT)
     currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
-    sku: str = Field(default="sku-1", min_length=1)
-    quantity: int = Field(default=1, gt=0)
+    sku: str = Field(default="sku-1", min_length=1, max_length=100)
+    quantity: int = Field(default=1, gt=0, le=MAX_INT)
 
 
 @service.route("POST", "/orders")
@@ -74,8 +82,12 @@ async def place(request: HttpRequest, ctx: RequestContext) -> HttpResponse:
         order.amount_cents,
         order.currency,
     )
-    if inserted is None:  # placed before: answer with it as it is now
-        return HttpResponse(200, await _order(ctx, order.order_id))
+    if inserted is None:  # placed before: the same order again, or a clash of ids
+        existing = await _order(ctx, order.order_id)
+        assert existing is not None
+        if any(existing[name] != value for name, value in order.model_dump().items()):
+            return HttpResponse(409, {"error": f"order {order.order_id} exists, with other data"})
+        return HttpResponse(200, existing)
     ctx.start_saga("order", OrderPlaced(**order.model_dump()), saga_id=order.order_id)
     return HttpResponse(202, {**order.model_dump(), "status": "pending", "saga_id": order.order_id})
 

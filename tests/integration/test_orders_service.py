@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import urllib.error
 import urllib.request
 import uuid
@@ -32,6 +33,15 @@ def call(url: str, body: dict[str, Any] | None = None, **headers: str) -> tuple[
         return error.code, json.load(error)
 
 
+BAD_LENGTH = b"POST /orders HTTP/1.1\r\nContent-Length: -5\r\n\r\n"
+
+
+def raw_request(port: int, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+        connection.sendall(data)
+        return connection.recv(200)
+
+
 async def test_placing_an_order_stores_it_starts_its_saga_once_and_shows_its_outcome(
     settings: Settings,
 ) -> None:
@@ -56,8 +66,15 @@ async def test_placing_an_order_stores_it_starts_its_saga_once_and_shows_its_out
         assert (status, placed["status"], placed["saga_id"]) == (202, "pending", "o-1")
         again = await asyncio.to_thread(call, f"{base}/orders", order)
         assert again[0] == 200 and again[1]["order_id"] == "o-1", "placing is idempotent"
+        clash = await asyncio.to_thread(call, f"{base}/orders", {**order, "amount_cents": 1})
+        assert clash[0] == 409, "the same id with other data is refused"
         bad = await asyncio.to_thread(call, f"{base}/orders", {"customer_id": "x"})
         assert bad[0] == 400 and "amount_cents" in json.dumps(bad[1])
+        huge = {**order, "order_id": "o-2", "quantity": 2**40}
+        assert (await asyncio.to_thread(call, f"{base}/orders", huge))[0] == 400
+        assert (await asyncio.to_thread(raw_request, runtime.health.port, BAD_LENGTH)).startswith(
+            b"HTTP/1.1 400"
+        )
         assert (await asyncio.to_thread(call, f"{base}/orders/nope"))[0] == 404
 
         records = await read_records(config, f"{prefix}orders.events", 1, timeout_s=20)

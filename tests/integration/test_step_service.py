@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import psutil
@@ -36,7 +37,7 @@ from saga.publisher import Publisher
 from saga.settings import Settings
 from tests.conftest import Infra
 from tests.http_helpers import QuietHandler, serving
-from tests.kafka_helpers import eventually, read_records
+from tests.kafka_helpers import eventually, read_available, read_records
 from tests.process_helpers import Child, child
 
 
@@ -84,6 +85,9 @@ class Deployment:
             )
             for r in records
         ]
+
+    async def records(self) -> list[Any]:
+        return await read_available(self.settings, self.topic(f"{self.name}.events"))
 
     async def no_more_events(self, beyond: int) -> None:
         with pytest.raises(TimeoutError):
@@ -368,9 +372,14 @@ async def test_a_database_restart_mid_traffic_loses_nothing_and_doubles_nothing(
                 await steps.send(order(saga_id, "ok"), saga_id)
             await asyncio.sleep(1.0)  # the service meets the outage
             database = start_postgres(tmp_path, port, detached=False)
-            events = await steps.events(6, timeout_s=90)
-            await steps.no_more_events(6)
-        assert sorted(e.saga_id for e in events) == ["db-0", *sagas]
+            await steps.events(6, timeout_s=90)
+            await asyncio.sleep(3)  # time for anything more to show up
+            events = await steps.events(len(await steps.records()))
+        # The outbox is at-least-once on the wire: a row published just before the
+        # kill, but not yet marked sent, goes out again with the same message id
+        # (consumers drop it by id). What must not happen is a second event.
+        distinct = {e.id: e for e in events}.values()
+        assert sorted(e.saga_id for e in distinct) == ["db-0", *sagas], "one event per saga"
         effects = await steps.query("SELECT saga_id FROM step_effects ORDER BY saga_id")
         assert [r["saga_id"] for r in effects] == ["db-0", *sagas], "each effect exactly once"
     finally:
