@@ -30,6 +30,11 @@ CAUSATION_ID: Final = "ce_causationid"
 ATTEMPT: Final = "ce_attempt"
 SCHEMA_VERSION: Final = "ce_schemaversion"
 
+# Message signatures (see saga.signing).
+SIGNATURE: Final = "ce_signature"
+SIGNATURE_KEY_ID: Final = "ce_signaturekeyid"
+SIGNATURE_ALGORITHM: Final = "ce_signaturealg"
+
 # W3C trace context.
 TRACEPARENT: Final = "traceparent"
 TRACESTATE: Final = "tracestate"

@@ -75,3 +75,7 @@ def dead_letter_topic(topic: str) -> str:
     never its own input, which would loop.
     """
     return validate_topic(f"{topic}{DLQ_SUFFIX}")
+
+
+#: Records refused for their signature (see ``saga.signing``), from every topic.
+SECURITY_DEAD_LETTERS: Final = "saga.security.dlq"

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -56,7 +57,7 @@ from contracts.envelope import Envelope
 from contracts.errors import InvalidMessage
 from contracts.messages import Message
 from contracts.registry import MessageRegistry
-from contracts.topics import dead_letter_topic
+from contracts.topics import SECURITY_DEAD_LETTERS, dead_letter_topic, prefixed
 from saga import metrics, tracing
 from saga.dead_letter import DeadLetter, dead_letter, describe_error, shrink
 from saga.errors import MessageTooLarge
@@ -65,6 +66,7 @@ from saga.publisher import Publisher
 from saga.retry import RetryPolicy, run_with_retry
 from saga.settings import Settings
 from saga.shutdown import serve_until_signalled
+from saga.signing import SignatureError, Verifier
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +107,13 @@ class Consumer:
         self._settings = settings
         self._topics = list(topics)
         self._group_id = group_id
+        #: Refuses records not signed by their topic's owner (``SAGA_REQUIRE_SIGNATURES``).
+        self._verifier = (
+            Verifier(settings.all_signing_keys(), topic_prefix=settings.topic_prefix)
+            if settings.require_signatures
+            else None
+        )
+        self._security_topic = prefixed(settings.topic_prefix, SECURITY_DEAD_LETTERS)
         self._handler = handler
         self._batch_handler = batch_handler
         self._registry = registry
@@ -311,6 +320,14 @@ class Consumer:
             message_type = header_map(raw.headers).get(h.TYPE)
             if message_type and not self._accepts(message_type.decode(errors="replace")):
                 return None, raw
+        if self._verifier is not None:
+            try:
+                self._verifier.check(
+                    raw.topic, raw.partition, raw.offset, raw.key, raw.value, raw.headers
+                )
+            except SignatureError as refused:
+                await self._refuse(raw, str(refused))
+                return None, raw
         try:
             return decode(raw, self._registry), raw
         except InvalidMessage as exc:
@@ -341,6 +358,23 @@ class Consumer:
             keep_going=lambda: not self._stopping.is_set(),
             before_sleep=retrying,
         )
+
+    async def _refuse(self, raw: RawRecord, reason: str) -> None:
+        """A record that failed its signature check: to the security dead letters."""
+        letter = dead_letter(raw, reason=reason, error_type="SignatureError", group=self._group_id)
+        letter = dataclasses.replace(letter, topic=self._security_topic)
+        metrics.security_rejected.add(
+            1, {"messaging.destination.name": raw.topic, "error.type": reason.split(":")[0]}
+        )
+        log.warning(
+            "refusing %s[%d]@%d (%s) to %s",
+            raw.topic,
+            raw.partition,
+            raw.offset,
+            reason,
+            letter.topic,
+        )
+        await self._send_dead_letter(letter)
 
     async def _dead_letter(self, raw: RawRecord, reason: str, error_type: str) -> None:
         letter = dead_letter(raw, reason=reason, error_type=error_type, group=self._group_id)

@@ -13,6 +13,7 @@ Exported over OTLP when ``SAGA_OTLP_METRICS_ENDPOINT`` is set (see
 | ``saga.compensation.duration`` | histogram | s | saga.type, saga.step |
 | ``saga.step.retries`` | counter | {retry} | service, saga.step |
 | ``saga.dead_letters`` | counter | {record} | messaging.destination.name, error.type |
+| ``saga.security.rejected`` | counter | {record} | messaging.destination.name, error.type |
 """
 
 from __future__ import annotations
@@ -44,4 +45,9 @@ step_retries = _meter.create_counter(
 )
 dead_letters = _meter.create_counter(
     "saga.dead_letters", unit="{record}", description="Records sent to a dead-letter topic"
+)
+security_rejected = _meter.create_counter(
+    "saga.security.rejected",
+    unit="{record}",
+    description="Records refused for their signature (unsigned, forged, tampered, replayed)",
 )

@@ -71,6 +71,17 @@ def register(commands: Any) -> None:
     resolve.add_argument("saga_id")
     resolve.add_argument("--reason", required=True)
     resolve.set_defaults(run=_resolve)
+    vault = commands.add_parser("vault", help="the connect-token vault")
+    vault_commands = vault.add_subparsers(required=True, metavar="ACTION")
+    vault_commands.add_parser("new-key", help="print a new key for SAGA_VAULT_KEYS").set_defaults(
+        run=_vault_new_key
+    )
+    vault_commands.add_parser(
+        "rotate", help="re-encrypt every connection under SAGA_VAULT_KEY_ID"
+    ).set_defaults(run=_vault_rotate)
+    revoke = vault_commands.add_parser("revoke", help="withdraw a connection for good")
+    revoke.add_argument("handle")
+    revoke.set_defaults(run=_vault_revoke)
     dry = commands.add_parser("dry-run", help="which compensations would run if STEP failed now")
     dry.add_argument("saga_id")
     dry.add_argument("--fail", required=True, metavar="STEP")
@@ -90,6 +101,51 @@ def _coordinator(args: argparse.Namespace) -> int:
         await CoordinatorRuntime(load_definitions(settings.definitions), settings).serve()
 
     return run_process(serve, settings)
+
+
+def _vault_new_key(args: argparse.Namespace) -> int:
+    from saga.vault import VaultKeys
+
+    print(VaultKeys.new_key())
+    return 0
+
+
+def _vault_rotate(args: argparse.Namespace) -> int:
+    from saga.vault import Vault, VaultKeys
+
+    vault = Vault(VaultKeys.from_env())
+
+    async def run() -> tuple[int, list[str]]:
+        connection = await _connect()
+        try:
+            await migrate(connection, "vault")
+            async with connection.transaction():
+                return await vault.rotate(connection)
+        finally:
+            await connection.close()
+
+    rotated, unreadable = asyncio.run(run())
+    print(f"re-encrypted {rotated} connection(s) under key {vault.keys.current!r}")
+    for handle in unreadable:
+        print(f"cannot decrypt {handle} with the known keys: left as it is")
+    return 1 if unreadable else 0
+
+
+def _vault_revoke(args: argparse.Namespace) -> int:
+    from saga.vault import Vault, VaultKeys
+
+    async def run() -> bool:
+        connection = await _connect()
+        try:
+            return await Vault(VaultKeys.from_env()).revoke(connection, args.handle)
+        finally:
+            await connection.close()
+
+    if asyncio.run(run()):
+        print(f"revoked {args.handle}")
+        return 0
+    print(f"no active connection {args.handle}")
+    return 1
 
 
 def _migrate(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from contracts.topics import dead_letter_topic, validate_topic
+from contracts.topics import SECURITY_DEAD_LETTERS, dead_letter_topic, prefixed, validate_topic
 from saga.kafka_config import client_kwargs
 from saga.settings import Settings
 
@@ -34,6 +34,8 @@ async def ensure_topics(
 ) -> list[str]:
     """Create each missing topic (and its ``.dlq``); return the names created."""
     wanted: list[str] = []
+    if settings.require_signatures:  # where refused records go
+        wanted.append(validate_topic(prefixed(settings.topic_prefix, SECURITY_DEAD_LETTERS)))
     for topic in topics:
         for name in (topic, dead_letter_topic(topic)) if with_dead_letters else (topic,):
             if name not in wanted:

@@ -34,10 +34,13 @@ from saga import tracing
 from saga.errors import IdempotenceUnsupported, MessageTooLarge
 from saga.kafka_config import client_kwargs
 from saga.settings import Settings
+from saga.signing import Signer
 
 # Record framing that counts against the broker's size limit on top of key,
 # value and headers (record batch header and varints); see Kafka's DefaultRecord.
 _RECORD_OVERHEAD = 128
+#: The three signature headers, at most (an Ed25519 signature in base64 and a key id).
+_SIGNATURE_BYTES = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +57,12 @@ class Publisher:
 
     def __init__(self, settings: Settings, *, client_id: str | None = None) -> None:
         self._settings = settings
+        #: Signs every record sent (``SAGA_SIGNING_KEY_ID``), see :mod:`saga.signing`.
+        self._signer = (
+            Signer(settings.all_signing_keys(), settings.signing_key_id)
+            if settings.signing_key_id
+            else None
+        )
         self._producer = AIOKafkaProducer(
             **client_kwargs(settings, client_id or f"{settings.client_id}-producer"),
             acks="all",
@@ -155,11 +164,15 @@ class Publisher:
         return await self._settle(*await self._send(item))
 
     def _check_size(self, item: _Outgoing) -> None:
-        if item.size > self._settings.max_message_bytes:
-            raise item.too_large(self._settings.max_message_bytes)
+        # A signature comes on top: room is kept for it.
+        limit = self._settings.max_message_bytes - (_SIGNATURE_BYTES if self._signer else 0)
+        if item.size > limit:
+            raise item.too_large(limit)
 
     async def _send(self, item: _Outgoing) -> tuple[_Outgoing, asyncio.Future[Any], Span]:
         span, headers = tracing.start_send_span(item.topic, item.headers)
+        if self._signer is not None:
+            headers = self._signer.sign(item.topic, item.key, item.value, headers)
         try:
             future: asyncio.Future[Any] = await self._producer.send(
                 item.topic, value=item.value, key=item.key, headers=headers

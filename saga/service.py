@@ -39,6 +39,7 @@ from saga.retry import NonRetryableError, RetryPolicy
 
 if TYPE_CHECKING:
     from saga.routes import Route, RouteHandler
+    from saga.vault import Connection
 
 M = TypeVar("M", bound=Message)
 C = TypeVar("C", bound=Command)
@@ -87,6 +88,14 @@ class StepContext:
     log: logging.LoggerAdapter[logging.Logger]
     span: Any
     _db: Any = None
+    _connection_token: str | None = None
+
+    @property
+    def connection_token(self) -> str:
+        """The user's access token for the step's declared connection (see :mod:`saga.vault`)."""
+        if self._connection_token is None:
+            raise NoDatabase("this step declares no connection: @service.on(..., connection=...)")
+        return self._connection_token
 
     @property
     def db(self) -> Any:
@@ -140,6 +149,7 @@ class Step:
     timeout: timedelta | None
     uses: tuple[CircuitBreaker, ...]
     fails_with: type[StepFailed] | None
+    connection: Connection | None = None
 
     @property
     def topic(self) -> str:
@@ -161,6 +171,8 @@ class Service:
     steps: dict[str, Step] = field(default_factory=dict)
     #: HTTP routes served on the health port (see :mod:`saga.routes`).
     routes: list[Route] = field(default_factory=list)
+    #: How each provider's connect tokens are refreshed (see :mod:`saga.vault`).
+    refreshers: dict[str, Any] = field(default_factory=dict)
 
     @property
     def source(self) -> str:
@@ -188,8 +200,18 @@ class Service:
         retry: RetryPolicy | None = None,
         timeout: timedelta | None = None,
         uses: Sequence[CircuitBreaker] = (),
+        connection: Connection | None = None,
     ) -> Callable[[StepHandler[M]], StepHandler[M]]:
-        """Register a forward step run for each ``message`` (an event or a command)."""
+        """Register a forward step run for each ``message`` (an event or a command).
+
+        ``connection``: the user's connect token the step needs, resolved from
+        the vault just before the handler runs (``ctx.connection_token``).
+        """
+        if connection is not None and connection.handle_field not in message.model_fields:
+            raise ValueError(
+                f"{message.message_type} has no field {connection.handle_field!r} "
+                "for the connection handle"
+            )
 
         def register(handler: StepHandler[M]) -> StepHandler[M]:
             self._add(
@@ -202,6 +224,7 @@ class Service:
                     timeout,
                     tuple(uses),
                     fails_with,
+                    connection,
                 )
             )
             return handler

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import timedelta
 from typing import Any
 
 from contracts.codec import EncodedRecord
@@ -30,6 +31,7 @@ from saga.shutdown import serve_until_signalled
 from saga.step_runner import StepRunner
 from saga.store.relay import OutboxRelay
 from saga.store.service_store import PostgresServiceStore
+from saga.vault import Vault, VaultKeys
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +49,20 @@ class ServiceRuntime:
         self.events_topic = prefixed(prefix, service.events_topic)
         self.commands_topic = prefixed(prefix, service.commands_topic)
         self.publisher = Publisher(settings, client_id=f"{service.name}-producer")
+        needs_vault = any(step.connection is not None for step in service.steps.values())
+        if needs_vault and service.store != "postgres":
+            raise ValueError(f"{service.name}: steps with a connection need store='postgres'")
         self.store = (
             PostgresServiceStore(
-                settings.database_url.get_secret_value(), service.name, schema=service.schema
+                settings.database_url.get_secret_value(),
+                service.name,
+                schema=service.schema,
+                components=("service", "vault") if needs_vault else ("service",),
             )
             if service.store == "postgres"
             else None
         )
+        self.vault = Vault(VaultKeys.from_env(), service.refreshers) if needs_vault else None
         self.relay = (
             OutboxRelay(self.store, self.publisher, interval_s=settings.relay_interval_ms / 1000)
             if self.store is not None
@@ -82,6 +91,7 @@ class ServiceRuntime:
             events_topic=self.events_topic,
             max_record_bytes=settings.max_message_bytes,
             faults=Faults(settings.faults),
+            connections=self._resolve if self.vault is not None else None,
         )
         self.requests = RequestRunner(
             service,
@@ -135,6 +145,11 @@ class ServiceRuntime:
 
     async def _handle(self, envelope: Envelope[Message]) -> None:
         await self.runner.handle(envelope)
+
+    async def _resolve(self, handle: str, valid_for: timedelta) -> str:
+        assert self.vault is not None
+        assert self.store is not None
+        return await self.vault.resolve(self.store.pool, handle, valid_for=valid_for)
 
     async def _emit(self, records: list[tuple[str, EncodedRecord]]) -> None:
         await self.publisher.publish_raw_many(

@@ -11,12 +11,14 @@ Every field below is also an environment variable: ``bootstrap_servers`` is
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from saga.faults import FaultRule
+from saga.signing import KeySpec, parse_keys
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
@@ -51,6 +53,9 @@ class Settings(BaseSettings):
     sasl_oauth_client_id: str | None = None
     sasl_oauth_client_secret: SecretStr | None = None
     sasl_oauth_scope: str | None = None
+    #: Where OAUTHBEARER tokens come from: that endpoint, or AWS MSK IAM (the ``aws`` extra).
+    sasl_oauth_provider: Literal["client_credentials", "aws_msk_iam"] = "client_credentials"
+    aws_region: str | None = Field(default=None, description="For sasl_oauth_provider=aws_msk_iam.")
 
     # --- Producer ---------------------------------------------------------
     enable_idempotence: bool = Field(
@@ -160,11 +165,34 @@ class Settings(BaseSettings):
     )
     service_name: str = Field(default="saga", description="OpenTelemetry service.name.")
 
+    # --- Message signatures -------------------------------------------------
+    signing_keys: dict[str, KeySpec] = Field(
+        default_factory=dict,
+        description="JSON: key id -> {principal, algorithm, secret | public_key, private_key}.",
+    )
+    signing_keys_file: Path | None = Field(
+        default=None, description="A JSON file of more signing keys (same shape)."
+    )
+    signing_key_id: str | None = Field(
+        default=None, description="The key this process signs what it publishes with."
+    )
+    require_signatures: bool = Field(
+        default=False,
+        description="Refuse records not signed by their topic's owner (to the security DLQ).",
+    )
+
     # --- Fault injection ----------------------------------------------------
     faults: list[FaultRule] = Field(
         default_factory=list,
         description="JSON list of fault rules for demos and tests (see saga.faults).",
     )
+
+    def all_signing_keys(self) -> dict[str, KeySpec]:
+        """``SAGA_SIGNING_KEYS`` plus the keys of ``SAGA_SIGNING_KEYS_FILE``."""
+        keys = dict(self.signing_keys)
+        if self.signing_keys_file is not None:
+            keys.update(parse_keys(self.signing_keys_file.read_text()))
+        return keys
 
     @model_validator(mode="after")
     def _check_security(self) -> Self:
@@ -185,10 +213,20 @@ class Settings(BaseSettings):
                 f"SAGA_SASL_MECHANISM={self.sasl_mechanism} needs SAGA_SASL_USERNAME "
                 "and SAGA_SASL_PASSWORD"
             )
-        if self.sasl_mechanism == "OAUTHBEARER" and not (
-            self.sasl_oauth_token_url
-            and self.sasl_oauth_client_id
-            and self.sasl_oauth_client_secret is not None
+        if (
+            self.sasl_mechanism == "OAUTHBEARER"
+            and self.sasl_oauth_provider == "aws_msk_iam"
+            and not self.aws_region
+        ):
+            raise ValueError("SAGA_SASL_OAUTH_PROVIDER=aws_msk_iam needs SAGA_AWS_REGION")
+        if (
+            self.sasl_mechanism == "OAUTHBEARER"
+            and self.sasl_oauth_provider == "client_credentials"
+            and not (
+                self.sasl_oauth_token_url
+                and self.sasl_oauth_client_id
+                and self.sasl_oauth_client_secret is not None
+            )
         ):
             raise ValueError(
                 "SAGA_SASL_MECHANISM=OAUTHBEARER needs SAGA_SASL_OAUTH_TOKEN_URL, "
@@ -196,6 +234,10 @@ class Settings(BaseSettings):
             )
         if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
             raise ValueError("SAGA_SSL_CERTFILE and SAGA_SSL_KEYFILE go together")
+        if self.signing_key_id is not None and self.signing_key_id not in self.all_signing_keys():
+            raise ValueError(f"SAGA_SIGNING_KEY_ID={self.signing_key_id!r} is not a known key")
+        if self.require_signatures and not self.all_signing_keys():
+            raise ValueError("SAGA_REQUIRE_SIGNATURES needs SAGA_SIGNING_KEYS (or _FILE)")
         if self.drain_timeout_ms >= self.max_poll_interval_ms:
             raise ValueError("SAGA_DRAIN_TIMEOUT_MS must be below SAGA_MAX_POLL_INTERVAL_MS")
         if self.heartbeat_interval_ms >= self.session_timeout_ms:

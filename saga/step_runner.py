@@ -49,6 +49,7 @@ from saga.redaction import redact
 from saga.retry import NonRetryableError, run_with_retry
 from saga.service import Service, Step, StepContext, StepFailure
 from saga.store.service_store import Delivery, DeliveryStore
+from saga.vault import ConnectionRevoked
 
 log = logging.getLogger(__name__)
 _propagator = TraceContextTextMapPropagator()
@@ -61,6 +62,8 @@ Emit = Callable[[list[tuple[str, EncodedRecord]]], Awaitable[None]]
 #: Called with outbox row ids once their transaction committed.
 AfterCommit = Callable[[list[int]], Awaitable[object]]
 Sleep = Callable[[float], Awaitable[None]]
+#: (handle, valid for) -> the user's access token (see :class:`saga.vault.Vault`).
+ResolveConnection = Callable[[str, timedelta], Awaitable[str]]
 
 MAX_ERROR_MESSAGE = 500
 
@@ -95,8 +98,10 @@ class StepRunner:
         events_topic: str | None = None,
         max_record_bytes: int | None = None,
         faults: Faults | None = None,
+        connections: ResolveConnection | None = None,
     ) -> None:
         self.service = service
+        self._connections = connections
         self._faults = faults or Faults()
         self._max_record_bytes = max_record_bytes
         self.events_topic = events_topic or service.events_topic
@@ -155,7 +160,10 @@ class StepRunner:
                     raise _Duplicate
                 if verdict == "fail":
                     raise StepFailure("failure injected by SAGA_FAULTS", error_type="InjectedFault")
-                ctx = StepContext(envelope, step.name, number, logger, span, delivery.connection)
+                token = await self._connection_token(step, envelope, timeout)
+                ctx = StepContext(
+                    envelope, step.name, number, logger, span, delivery.connection, token
+                )
                 result = await _call(step, timeout, envelope.payload, ctx)
                 if delivery.connection is not None:
                     await _check_transaction(delivery.connection)
@@ -223,6 +231,19 @@ class StepRunner:
             delivery.emit(self.events_topic, encode(out))
         await self._publish([out], delivery.outbox_ids)
         return Outcome(kind, attempts, [out])
+
+    async def _connection_token(
+        self, step: Step, envelope: Envelope[Message], valid_for: timedelta | None
+    ) -> str | None:
+        """The user's token the step declared, valid for the whole step (refreshed if not)."""
+        if step.connection is None:
+            return None
+        if self._connections is None:
+            raise ConnectionRevoked(f"step {step.name} needs a connection but there is no vault")
+        handle = getattr(envelope.payload, step.connection.handle_field, None)
+        if not isinstance(handle, str) or not handle:
+            raise ConnectionRevoked(f"no connection handle in {step.connection.handle_field!r}")
+        return await self._connections(handle, valid_for or timedelta(seconds=60))
 
     def _encode(self, out: Envelope[Message]) -> EncodedRecord:
         record = encode(out)

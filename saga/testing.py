@@ -22,6 +22,7 @@ import itertools
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from contracts.codec import EncodedRecord, RawRecord, decode, encode
@@ -32,6 +33,7 @@ from saga.faults import Faults
 from saga.service import Service
 from saga.step_runner import Outcome, StepRunner
 from saga.store.service_store import Delivery, DeliveryStore, PostgresServiceStore
+from saga.vault import Vault
 
 __all__ = ["InMemoryTransport", "ServiceTestKit"]
 
@@ -91,6 +93,7 @@ class ServiceTestKit:
         database_url: str | None = None,
         skip_retry_delays: bool = True,
         faults: Faults | None = None,
+        vault: Vault | None = None,
     ) -> None:
         self.service = service
         self.transport = InMemoryTransport()
@@ -99,7 +102,12 @@ class ServiceTestKit:
         store: DeliveryStore | None = None
         after_commit: Any = None
         if database_url is not None:
-            self._postgres = PostgresServiceStore(database_url, service.name, schema=service.schema)
+            self._postgres = PostgresServiceStore(
+                database_url,
+                service.name,
+                schema=service.schema,
+                components=("service", "vault") if vault is not None else ("service",),
+            )
             store = self._postgres
             after_commit = self._publish_outbox
         elif inbox if inbox is not None else service.store is not None:
@@ -113,7 +121,14 @@ class ServiceTestKit:
             after_commit=after_commit,
             sleep=self._sleep,
             faults=faults,
+            connections=self._resolve if vault is not None else None,
         )
+        self.vault = vault
+
+    async def _resolve(self, handle: str, valid_for: timedelta) -> str:
+        if self.vault is None or self._postgres is None:
+            raise ValueError("connections need ServiceTestKit(..., database_url=..., vault=...)")
+        return await self.vault.resolve(self._postgres.pool, handle, valid_for=valid_for)
 
     async def __aenter__(self) -> ServiceTestKit:
         if self._postgres is not None:

@@ -58,7 +58,10 @@ class System:
         self.local = LocalSystem(self.env, logdir, cwd=ROOT)
 
     def start(self, name: str, *, instance: str = "") -> None:
-        self.local.start(name, instance=instance)
+        # With signing keys configured, each process signs with its own key:
+        # "<principal>-key" (the coordinator's principal is "coordinator").
+        own = {"SAGA_SIGNING_KEY_ID": f"{name}-key"} if "SAGA_SIGNING_KEYS" in self.env else {}
+        self.local.start(name, instance=instance, env=own)
 
     def kill(self, key: str, sig: int = signal.SIGKILL) -> None:
         self.local.kill(key, sig)

@@ -34,8 +34,18 @@ class LocalSystem:
         self.cwd = cwd
         self.running: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
 
-    def start(self, name: str, *, instance: str = "", timeout_s: float = 60) -> int:
-        """Start process ``name`` (one more with ``instance``); wait until ready; its pid."""
+    def start(
+        self,
+        name: str,
+        *,
+        instance: str = "",
+        timeout_s: float = 60,
+        env: dict[str, str] | None = None,
+    ) -> int:
+        """Start process ``name`` (one more with ``instance``); wait until ready; its pid.
+
+        ``env``: settings for this process only, on top of the shared ones.
+        """
         key = name + instance
         port = free_port()
         log = self.logdir / f"{key}.log"
@@ -43,7 +53,12 @@ class LocalSystem:
             proc = subprocess.Popen(
                 [sys.executable, "-m", *PROCESSES[name]],
                 cwd=self.cwd,
-                env={**self.env, "SAGA_HEALTH_PORT": str(port), "SAGA_HEALTH_HOST": "127.0.0.1"},
+                env={
+                    **self.env,
+                    **(env or {}),
+                    "SAGA_HEALTH_PORT": str(port),
+                    "SAGA_HEALTH_HOST": "127.0.0.1",
+                },
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 # If we are killed, so are they: nothing outlives the demo or a test run.

@@ -79,6 +79,23 @@ MIGRATIONS: Final[dict[str, tuple[str, ...]]] = {
         CREATE INDEX saga_timers_due ON saga_timers (due_at);
         """,
     ),
+    "vault": (
+        # 1: users' connect tokens, AES-GCM ciphertext only (see saga.vault).
+        """
+        CREATE TABLE saga_connections (
+            handle       text        PRIMARY KEY,
+            owner        text        NOT NULL,
+            provider     text        NOT NULL,
+            key_id       text        NOT NULL,
+            access_ct    bytea,
+            refresh_ct   bytea,
+            expires_at   timestamptz NOT NULL,
+            revoked_at   timestamptz,
+            refreshed_at timestamptz,
+            created_at   timestamptz NOT NULL DEFAULT now()
+        );
+        """,
+    ),
 }
 
 _LOCK_KEY = 0x5A6A  # advisory lock for migrations

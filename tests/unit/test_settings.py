@@ -7,8 +7,9 @@ import ssl
 import pytest
 from pydantic import ValidationError
 
-from saga.kafka_config import ClientCredentialsTokenProvider, client_kwargs
+from saga.kafka_config import client_kwargs
 from saga.settings import Settings
+from saga.tokens import ClientCredentials, KafkaTokenProvider
 
 
 def test_environment_variables_with_the_saga_prefix_are_read(
@@ -89,7 +90,8 @@ def test_oauthbearer_gets_a_token_provider() -> None:
         sasl_oauth_client_secret="s",  # type: ignore[arg-type]
     )
     kwargs = client_kwargs(settings, "svc-1")
-    assert isinstance(kwargs["sasl_oauth_token_provider"], ClientCredentialsTokenProvider)
+    assert isinstance(kwargs["sasl_oauth_token_provider"], KafkaTokenProvider)
+    assert isinstance(kwargs["sasl_oauth_token_provider"].provider, ClientCredentials)
     assert "sasl_plain_password" not in kwargs
 
 

@@ -1,0 +1,240 @@
+"""Signed messages: who sent a record, and that nobody changed it since.
+
+Every record a process publishes carries a signature over its topic, key,
+value and CloudEvents headers, with the id of the key that made it
+(``ce_signature``, ``ce_signaturekeyid``, ``ce_signaturealg``). Each key
+belongs to a *principal*: ``coordinator`` or a service name. A consumer that
+requires signatures accepts a record only when it is signed by a known key of
+the principal that owns its topic:
+
+* ``<service>.events``: the service itself, so the coordinator takes a step's
+  events only from the service that owns that step;
+* ``<service>.commands`` and ``saga.events``: the coordinator, so a service
+  obeys a compensation (a refund!) only when the coordinator sent it.
+
+Anything else (unsigned, an unknown key, another principal's key, a changed
+byte, or a message id seen before at another position: a replay) goes to the
+security dead-letter topic with the reason, and is counted in
+``saga.security.rejected``.
+
+Keys (``SAGA_SIGNING_KEYS``, JSON; or ``SAGA_SIGNING_KEYS_FILE``)::
+
+    {"coordinator-2026-11": {"principal": "coordinator", "algorithm": "hmac-sha256",
+                             "secret": "<base64>"},
+     "payment-1": {"principal": "payment", "algorithm": "ed25519",
+                   "public_key": "<base64>", "private_key": "<base64, only in payment>"}}
+
+``SAGA_SIGNING_KEY_ID`` names the key this process signs with. Rotation
+without downtime: add the new key everywhere, switch the signer to it, remove
+the old key once nothing signed with it is in flight. HMAC keys are shared
+secrets (every verifier could also sign); Ed25519 keys (the ``security``
+extra) give verifiers only the public half.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
+
+from contracts import headers as h
+from contracts.codec import Headers
+
+Algorithm = Literal["hmac-sha256", "ed25519"]
+COORDINATOR = "coordinator"
+#: Headers the signature leaves out: its own, and the trace context (rewritten per hop).
+_UNSIGNED = frozenset(
+    {h.SIGNATURE, h.SIGNATURE_KEY_ID, h.SIGNATURE_ALGORITHM, h.TRACEPARENT, h.TRACESTATE}
+)
+
+
+class KeySpec(BaseModel):
+    """One key as configured."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    principal: str
+    algorithm: Algorithm = "hmac-sha256"
+    #: hmac-sha256: the shared secret (base64).
+    secret: SecretStr | None = None
+    #: ed25519: the public key (raw 32 bytes, base64), and the private key where it signs.
+    public_key: str | None = None
+    private_key: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> KeySpec:
+        if self.algorithm == "hmac-sha256" and self.secret is None:
+            raise ValueError("an hmac-sha256 key needs 'secret'")
+        if self.algorithm == "ed25519" and self.public_key is None:
+            raise ValueError("an ed25519 key needs 'public_key'")
+        return self
+
+
+class SignatureError(Exception):
+    """Why a record is refused; the reason goes with it to the security dead letters."""
+
+
+def payload_to_sign(topic: str, key: bytes | None, value: bytes | None, headers: Headers) -> bytes:
+    """The bytes a signature covers: topic, key, value and headers, unambiguously framed."""
+    parts: list[bytes] = [topic.encode(), key or b"", value or b""]
+    for name, header in sorted((n, v or b"") for n, v in headers if n not in _UNSIGNED):
+        parts += [name.encode(), header]
+    return b"".join(len(part).to_bytes(4, "big") + part for part in parts)
+
+
+def expected_principal(topic: str, prefix: str = "") -> str | None:
+    """Who must have signed a record of ``topic`` (``None``: not a saga topic)."""
+    name = topic[len(prefix) :] if prefix and topic.startswith(prefix) else topic
+    owner, _, kind = name.rpartition(".")
+    if not owner or "." in owner:
+        return None
+    if kind == "commands" or (kind == "events" and owner == "saga"):
+        return COORDINATOR
+    if kind == "events":
+        return owner
+    return None
+
+
+@dataclass(frozen=True)
+class _Key:
+    key_id: str
+    spec: KeySpec
+
+    def sign(self, data: bytes) -> bytes:
+        if self.spec.algorithm == "hmac-sha256":
+            assert self.spec.secret is not None
+            secret = base64.b64decode(self.spec.secret.get_secret_value())
+            return hmac.new(secret, data, hashlib.sha256).digest()
+        if self.spec.private_key is None:
+            raise SignatureError(f"key {self.key_id!r} has no private key here: cannot sign")
+        ed25519 = _ed25519()
+        private = ed25519.Ed25519PrivateKey.from_private_bytes(
+            base64.b64decode(self.spec.private_key.get_secret_value())
+        )
+        signature: bytes = private.sign(data)
+        return signature
+
+    def verify(self, data: bytes, signature: bytes) -> bool:
+        if self.spec.algorithm == "hmac-sha256":
+            return hmac.compare_digest(self.sign(data), signature)
+        ed25519 = _ed25519()
+        assert self.spec.public_key is not None
+        public = ed25519.Ed25519PublicKey.from_public_bytes(base64.b64decode(self.spec.public_key))
+        try:
+            public.verify(signature, data)
+        except Exception:
+            return False
+        return True
+
+
+def _ed25519() -> Any:
+    try:
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+    except ImportError:
+        raise SignatureError(
+            "ed25519 keys need the 'security' extra: pip install 'kafka-saga[security]'"
+        ) from None
+    return ed25519
+
+
+class Signer:
+    """Signs records as one principal, with one key."""
+
+    def __init__(self, keys: Mapping[str, KeySpec], key_id: str) -> None:
+        if key_id not in keys:
+            raise ValueError(f"SAGA_SIGNING_KEY_ID={key_id!r} is not in SAGA_SIGNING_KEYS")
+        self.key = _Key(key_id, keys[key_id])
+        self.principal = self.key.spec.principal
+
+    def sign(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers
+    ) -> list[tuple[str, bytes | None]]:
+        """``headers`` plus the signature of the record (any old signature replaced)."""
+        kept = [(n, v) for n, v in headers if n not in _UNSIGNED or n in _TRACE]
+        signature = self.key.sign(payload_to_sign(topic, key, value, kept))
+        return [
+            *kept,
+            (h.SIGNATURE, base64.b64encode(signature)),
+            (h.SIGNATURE_KEY_ID, self.key.key_id.encode()),
+            (h.SIGNATURE_ALGORITHM, self.key.spec.algorithm.encode()),
+        ]
+
+
+_TRACE = frozenset({h.TRACEPARENT, h.TRACESTATE})
+
+
+class Verifier:
+    """Checks records against the keys and the topic ownership rule; remembers ids."""
+
+    def __init__(
+        self, keys: Mapping[str, KeySpec], *, topic_prefix: str = "", remember: int = 100_000
+    ) -> None:
+        self.keys = {key_id: _Key(key_id, spec) for key_id, spec in keys.items()}
+        self.prefix = topic_prefix
+        self._seen: OrderedDict[str, tuple[str, int, int]] = OrderedDict()
+        self._remember = remember
+
+    def check(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers,
+    ) -> None:
+        """Return if the record is genuine; raise :class:`SignatureError` saying why not."""
+        found = {name: v for name, v in headers}
+        signature, key_id = found.get(h.SIGNATURE), found.get(h.SIGNATURE_KEY_ID)
+        if not signature or not key_id:
+            raise SignatureError("unsigned: no ce_signature / ce_signaturekeyid header")
+        known = self.keys.get(key_id.decode(errors="replace"))
+        if known is None:
+            raise SignatureError(f"signed with an unknown key {key_id.decode(errors='replace')!r}")
+        algorithm = (found.get(h.SIGNATURE_ALGORITHM) or b"").decode(errors="replace")
+        if algorithm != known.spec.algorithm:
+            raise SignatureError(f"algorithm {algorithm!r} does not match key {known.key_id!r}")
+        owner = expected_principal(topic, self.prefix)
+        if owner is not None and known.spec.principal != owner:
+            raise SignatureError(
+                f"signed by {known.spec.principal!r}, but only {owner!r} may publish on {topic}"
+            )
+        try:
+            raw_signature = base64.b64decode(signature, validate=True)
+        except ValueError:
+            raise SignatureError("the signature is not base64") from None
+        if not known.verify(payload_to_sign(topic, key, value, headers), raw_signature):
+            raise SignatureError(f"bad signature for key {known.key_id!r}: forged or tampered")
+        message_id = (found.get(h.ID) or b"").decode(errors="replace")
+        position = (topic, partition, offset)
+        first = self._seen.get(message_id)
+        if first is not None and first != position:
+            raise SignatureError(
+                f"replayed: message id {message_id} was already read at "
+                f"{first[0]}[{first[1]}]@{first[2]}"
+            )
+        self._seen[message_id] = position
+        self._seen.move_to_end(message_id)
+        while len(self._seen) > self._remember:
+            self._seen.popitem(last=False)
+
+
+def parse_keys(raw: str | Mapping[str, Any]) -> dict[str, KeySpec]:
+    """``SAGA_SIGNING_KEYS`` (JSON text or a mapping) -> key specs by id."""
+    import json
+
+    data = json.loads(raw) if isinstance(raw, str) else raw
+    return {key_id: KeySpec.model_validate(spec) for key_id, spec in data.items()}
+
+
+def new_hmac_secret() -> str:
+    """A fresh 256-bit secret, base64 (for an hmac-sha256 key's ``secret``)."""
+    import secrets
+
+    return base64.b64encode(secrets.token_bytes(32)).decode()

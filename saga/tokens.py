@@ -1,0 +1,237 @@
+"""Machine (IAM-style) tokens: fetched once, shared, refreshed before they expire.
+
+A :class:`TokenProvider` hands out a bearer token for the process's own
+identity. The same provider serves Kafka (SASL OAUTHBEARER, through
+:class:`KafkaTokenProvider`) and a step's outgoing HTTP calls::
+
+    bank_token = ClientCredentials.from_env("BANK")   # BANK_TOKEN_URL, BANK_CLIENT_ID, ...
+
+    @service.on(InventoryReserved, fails_with=PaymentFailed)
+    async def charge(reserved: InventoryReserved, ctx: StepContext) -> PaymentCharged:
+        token = await bank_token.token()
+        response = await call_bank(reserved, authorization=f"Bearer {token}")
+        if response.status == 401:
+            bank_token.invalidate(token)      # the next attempt fetches a fresh one
+            raise BankUnavailable("token refused")   # retried per the step's policy
+        ...
+
+Rules: a token is cached and refreshed once its lifetime is 80% spent, by one
+fetch that concurrent callers share; :meth:`TokenProvider.invalidate` (after
+an auth failure) makes the next call fetch anew. An unreachable or failing
+token endpoint is retried with backoff, then :class:`TokenUnavailable` names
+the endpoint and the last error; a refusal (``invalid_client``,
+``unauthorized_client``, ``invalid_grant``...) is :class:`TokenRejected` at
+once, which is not retried. Neither message ever holds a secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Protocol
+
+from aiokafka.abc import AbstractTokenProvider
+
+from saga.redaction import redact
+from saga.retry import NonRetryableError, RetryPolicy, run_with_retry
+
+#: Share of a token's lifetime after which it is refreshed.
+REFRESH_AT = 0.8
+DEFAULT_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    maximum_interval=timedelta(seconds=5),
+    maximum_attempts=4,
+)
+
+
+class TokenUnavailable(Exception):
+    """The token endpoint could not be reached or kept failing; retried before this."""
+
+
+class TokenRejected(NonRetryableError):
+    """The token endpoint refused the credentials or the grant: retrying will not help."""
+
+
+class TokenProvider(Protocol):
+    async def token(self) -> str: ...
+
+    def invalidate(self, token: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Token:
+    value: str
+    #: ``time.monotonic()`` after which it is refreshed (80% of its lifetime).
+    refresh_at: float
+    expires_at: float
+
+
+class CachedTokenProvider:
+    """Caching, single-flight refresh and invalidation around a ``fetch`` function.
+
+    ``fetch`` returns ``(token, lifetime in seconds)``; it runs in a thread.
+    """
+
+    def __init__(
+        self,
+        fetch: Callable[[], tuple[str, float]],
+        *,
+        name: str,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._fetch = fetch
+        self.name = name
+        self._retry = retry
+        self._clock = clock
+        self._current: Token | None = None
+        self._lock = asyncio.Lock()
+        self.fetches = 0
+
+    async def token(self) -> str:
+        current = self._current
+        if current is not None and self._clock() < current.refresh_at:
+            return current.value
+        async with self._lock:  # one fetch; the others wait for it and share it
+            current = self._current
+            if current is None or self._clock() >= current.refresh_at:
+                current = await self._refresh()
+            return current.value
+
+    def invalidate(self, token: str) -> None:
+        """``token`` was refused downstream: fetch a new one next time (if it is current)."""
+        if self._current is not None and self._current.value == token:
+            self._current = None
+
+    async def _refresh(self) -> Token:
+        async def attempt(number: int) -> tuple[str, float]:
+            self.fetches += 1
+            return await asyncio.to_thread(self._fetch)
+
+        try:
+            value, lifetime = await run_with_retry(self._retry, attempt)
+        except TokenRejected:
+            raise
+        except Exception as exc:
+            raise TokenUnavailable(
+                f"no token from {self.name} after {self._retry.maximum_attempts} attempt(s): "
+                f"{redact(f'{type(exc).__name__}: {exc}')}"
+            ) from exc
+        now = self._clock()
+        self._current = Token(value, now + lifetime * REFRESH_AT, now + lifetime)
+        return self._current
+
+
+class ClientCredentials(CachedTokenProvider):
+    """OAuth 2.0 client-credentials grant at any token endpoint."""
+
+    def __init__(
+        self,
+        token_url: str,
+        client_id: str,
+        client_secret: str,
+        *,
+        scope: str | None = None,
+        audience: str | None = None,
+        timeout_s: float = 10.0,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not token_url.startswith(("https://", "http://")):
+            raise ValueError(f"token URL must be http(s): {token_url!r}")
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": client_id,
+            "client_secret": client_secret,
+        }
+        if scope:
+            form["scope"] = scope
+        if audience:
+            form["audience"] = audience
+        self.token_url = token_url
+        super().__init__(
+            lambda: _post_form(token_url, form, timeout_s),
+            name=f"token endpoint {token_url}",
+            retry=retry,
+            clock=clock,
+        )
+
+    @classmethod
+    def from_env(cls, prefix: str, **kwargs: Any) -> ClientCredentials:
+        """From ``<PREFIX>_TOKEN_URL``, ``_CLIENT_ID``, ``_CLIENT_SECRET``, ``_SCOPE``."""
+        env = os.environ
+        return cls(
+            env[f"{prefix}_TOKEN_URL"],
+            env[f"{prefix}_CLIENT_ID"],
+            env[f"{prefix}_CLIENT_SECRET"],
+            scope=env.get(f"{prefix}_SCOPE"),
+            **kwargs,
+        )
+
+
+#: OAuth 2.0 error codes that mean "these credentials or this grant will not work".
+_REFUSALS = frozenset(
+    {"invalid_client", "unauthorized_client", "invalid_grant", "invalid_scope", "access_denied"}
+)
+
+
+def _post_form(url: str, form: dict[str, str], timeout_s: float) -> tuple[str, float]:
+    body = urllib.parse.urlencode(form).encode()
+    request = urllib.request.Request(url, data=body, method="POST")  # noqa: S310 (checked)
+    request.add_header("Content-Type", "application/x-www-form-urlencoded")
+    request.add_header("Accept", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
+            answer = json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        code = _oauth_error(error)
+        if error.code in (400, 401, 403) and code in _REFUSALS:
+            raise TokenRejected(f"{url} refused: {code} (HTTP {error.code})") from None
+        raise OSError(f"HTTP {error.code} from {url}" + (f": {code}" if code else "")) from None
+    token = answer.get("access_token") if isinstance(answer, dict) else None
+    if not isinstance(token, str) or not token:
+        raise ValueError(f"{url} answered without an access_token")
+    return token, float(answer.get("expires_in", 300))
+
+
+def _oauth_error(error: urllib.error.HTTPError) -> str | None:
+    try:
+        found = json.loads(error.read() or b"{}").get("error")
+    except (ValueError, AttributeError):
+        return None
+    return found if isinstance(found, str) else None
+
+
+class KafkaTokenProvider(AbstractTokenProvider):  # type: ignore[misc]
+    """A :class:`TokenProvider` as aiokafka's SASL OAUTHBEARER token source."""
+
+    def __init__(self, provider: TokenProvider) -> None:
+        self.provider = provider
+
+    async def token(self) -> str:
+        return await self.provider.token()
+
+
+class MskIamTokens(CachedTokenProvider):
+    """AWS MSK IAM tokens (the ``aws`` extra: aws-msk-iam-sasl-signer-python)."""
+
+    def __init__(self, region: str, **kwargs: Any) -> None:
+        def fetch() -> tuple[str, float]:
+            try:
+                from aws_msk_iam_sasl_signer import MSKAuthTokenProvider
+            except ImportError:
+                raise TokenRejected(
+                    "AWS MSK IAM needs the 'aws' extra: pip install 'kafka-saga[aws]'"
+                ) from None
+            token, expiry_ms = MSKAuthTokenProvider.generate_auth_token(region)
+            return str(token), max(1.0, expiry_ms / 1000 - time.time())
+
+        super().__init__(fetch, name=f"AWS MSK IAM ({region})", **kwargs)

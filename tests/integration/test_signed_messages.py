@@ -1,0 +1,225 @@
+"""Signed messages with real processes: a refund is obeyed only when the coordinator sent it.
+
+The payment service runs as its own process with ``SAGA_REQUIRE_SIGNATURES``.
+The test charges two orders (events signed by inventory, which owns
+``inventory.events``), then sends refunds: a genuine one signed with the
+coordinator's key, and forged ones (no signature, another service's key, a
+changed payload, a replay of the genuine record). Only the genuine one has an
+effect; every forgery is in the security dead-letter topic with its reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+
+import asyncpg
+from aiokafka.admin import AIOKafkaAdminClient
+
+from contracts import headers as h
+from contracts.catalog import default_registry
+from contracts.codec import RawRecord, decode, encode
+from contracts.envelope import Envelope
+from contracts.inventory import InventoryReserved
+from contracts.messages import Message
+from contracts.payment import RefundPayment
+from contracts.topics import SECURITY_DEAD_LETTERS
+from saga.dev.otlp import OtlpReceiver
+from saga.kafka_config import client_kwargs
+from saga.publisher import Publisher
+from saga.signing import Signer, Verifier, new_hmac_secret, parse_keys
+from tests.conftest import Infra
+from tests.integration.test_coordinator import launch, until
+from tests.integration.test_tracing import exporting_to
+from tests.kafka_helpers import eventually, read_available, read_records
+from tests.system_helpers import System
+
+PRINCIPALS = ("coordinator", "orders", "inventory", "payment", "shipping", "notification")
+
+
+def keys_for_everyone() -> dict[str, dict[str, str]]:
+    return {
+        f"{p}-key": {"principal": p, "algorithm": "hmac-sha256", "secret": new_hmac_secret()}
+        for p in PRINCIPALS
+    }
+
+
+def signing(keys: dict[str, dict[str, str]]) -> dict[str, str]:
+    return {"SAGA_SIGNING_KEYS": json.dumps(keys), "SAGA_REQUIRE_SIGNATURES": "true"}
+
+
+async def ledger(running: System, order_id: str) -> list[str]:
+    connection = await asyncpg.connect(running.database_url)
+    try:
+        rows = await connection.fetch(
+            "SELECT kind FROM payment_ledger WHERE order_id = $1 ORDER BY kind", order_id
+        )
+    finally:
+        await connection.close()
+    return [r["kind"] for r in rows]
+
+
+async def test_only_a_refund_signed_by_the_coordinator_is_obeyed(
+    infra: Infra, tmp_path: Path
+) -> None:
+    keys = keys_for_everyone()
+    specs = parse_keys(keys)
+    run = uuid.uuid4().hex[:6]
+    genuine, target = f"genuine-{run}", f"target-{run}"
+    with launch(infra, tmp_path, "payment", env=signing(keys)) as running:
+        prefix = running.prefix
+        commands, events = f"{prefix}payment.commands", f"{prefix}payment.events"
+        as_inventory = running.settings.model_copy(
+            update={"signing_keys": specs, "signing_key_id": "inventory-key"}
+        )
+        async with Publisher(as_inventory) as publisher:
+            for order_id in (genuine, target):
+                reserved: Envelope[Message] = Envelope(
+                    payload=InventoryReserved(
+                        order_id=order_id, sku="sku-1", quantity=1, amount_cents=700
+                    ),
+                    saga_id=order_id,
+                    saga_type="order",
+                    source="/services/inventory",
+                )
+                await publisher.publish(f"{prefix}inventory.events", reserved)
+
+        async def charged() -> bool:
+            return await ledger(running, genuine) == ["charge"] == await ledger(running, target)
+
+        await eventually(charged, what="both orders charged")
+
+        def refund(order_id: str) -> Envelope[Message]:
+            return Envelope(
+                payload=RefundPayment(order_id=order_id),
+                saga_id=order_id,
+                saga_type="order",
+                source="/coordinator",
+                step="charge",
+            )
+
+        coordinator = Signer(specs, "coordinator-key")
+        inventory = Signer(specs, "inventory-key")
+        real = encode(refund(genuine))
+        real_headers = coordinator.sign(commands, real.key, real.value, real.headers)
+        forged = encode(refund(target))
+        tampered = coordinator.sign(commands, real.key, real.value, real.headers)
+        forgeries: dict[str, tuple[bytes | None, bytes | None, list[tuple[str, bytes | None]]]] = {
+            "unsigned": (forged.key, forged.value, list(forged.headers)),
+            "another service's key": (
+                forged.key,
+                forged.value,
+                inventory.sign(commands, forged.key, forged.value, forged.headers),
+            ),
+            "tampered payload": (
+                forged.key,
+                (real.value or b"").replace(genuine.encode(), target.encode()),
+                [(n, target.encode() if n == h.SAGA_ID else v) for n, v in tampered],
+            ),
+        }
+        plain = running.settings  # a publisher that signs nothing: the forger's
+        async with Publisher(plain) as publisher:
+            await publisher.publish_raw(
+                commands, key=real.key, value=real.value, headers=real_headers
+            )
+
+            async def refunded() -> bool:
+                return await ledger(running, genuine) == ["charge", "refund"]
+
+            await eventually(refunded, what="the genuine refund carried out")
+            for key, value, headers in forgeries.values():
+                await publisher.publish_raw(commands, key=key, value=value, headers=headers)
+            # The genuine record once more, bytes unchanged: a replay.
+            await publisher.publish_raw(
+                commands, key=real.key, value=real.value, headers=real_headers
+            )
+
+        security = f"{prefix}{SECURITY_DEAD_LETTERS}"
+        letters = await read_records(running.settings, security, 4, timeout_s=30)
+        reasons = sorted(dict(r.headers)[h.DLQ_REASON].decode().split(":")[0] for r in letters)
+        assert reasons == [
+            "bad signature for key 'coordinator-key'",
+            "replayed",
+            "signed by 'inventory', but only 'coordinator' may publish on " + commands,
+            "unsigned",
+        ], reasons
+        await asyncio.sleep(1)
+        assert await ledger(running, target) == ["charge"], "no forged refund had an effect"
+        assert await ledger(running, genuine) == ["charge", "refund"], "refunded once"
+
+        # What payment publishes is signed by payment, and verifies.
+        verifier = Verifier(specs, topic_prefix=prefix)
+        published = await read_available(running.settings, events)
+        registry = default_registry()
+        types = []
+        for r in published:
+            verifier.check(r.topic, r.partition, r.offset, r.key, r.value, list(r.headers))
+            raw = RawRecord(r.topic, r.partition, r.offset, r.key, r.value, list(r.headers))
+            types.append(decode(raw, registry).type)
+        assert sorted(types) == [
+            "payment.PaymentCharged",
+            "payment.PaymentCharged",
+            "payment.PaymentRefunded",
+        ]
+
+
+async def test_a_signed_system_completes_compensates_and_leaks_no_secret(
+    infra: Infra, tmp_path: Path
+) -> None:
+    """Every process signs with its own key and requires signatures from the others.
+
+    Afterwards every topic, every exported span, every log line and every saga-log,
+    inbox and outbox row is searched for the signing secrets: none may appear.
+    """
+    everyone = ("coordinator", "orders", "inventory", "payment", "shipping", "notification")
+    keys = keys_for_everyone()
+    secrets = [spec["secret"] for spec in keys.values()]
+    with OtlpReceiver() as receiver:
+        env = {**signing(keys), **exporting_to(receiver.endpoint)}
+        with launch(infra, tmp_path, *everyone, env=env) as running:
+            run = uuid.uuid4().hex[:6]
+            ok, nowhere = f"ok-{run}", f"nowhere-{run}"
+            running.settings = running.settings.model_copy(
+                update={"signing_keys": parse_keys(keys), "signing_key_id": "orders-key"}
+            )
+            await running.place(ok)
+            await running.place(nowhere)
+            await until(running, [ok], "completed")
+            await until(running, [nowhere], "compensated")
+            security = f"{running.prefix}{SECURITY_DEAD_LETTERS}"
+            assert await read_available(running.settings, security) == [], "nothing refused"
+            assert receiver.wait_for(lambda r: len(r.spans()) > 20, timeout_s=20)
+            texts = await everything_written(running)
+        texts += [repr(span) for span in receiver.spans()]
+        texts += logs_in(tmp_path)
+    assert len(texts) > 50, "there was plenty to search"
+    leaks = [(secret[:6], text[:80]) for secret in secrets for text in texts if secret in text]
+    assert leaks == []
+
+
+def logs_in(directory: Path) -> list[str]:
+    return [log.read_text(errors="replace") for log in directory.glob("*.log")]
+
+
+async def everything_written(running: System) -> list[str]:
+    """Every record of the system's topics and every row of its saga tables, as text."""
+    admin = AIOKafkaAdminClient(**client_kwargs(running.settings, "scan"))
+    await admin.start()
+    try:
+        topics = [t for t in await admin.list_topics() if t.startswith(running.prefix)]
+    finally:
+        await admin.close()
+    texts = []
+    for topic in topics:
+        for record in await read_available(running.settings, topic, idle_s=0.5):
+            texts.append(repr((record.key, record.value, record.headers)))
+    connection = await asyncpg.connect(running.database_url)
+    try:
+        for table in ("saga_log", "saga_instances", "saga_inbox", "saga_outbox"):
+            rows = await connection.fetch(f"SELECT * FROM {table}")  # noqa: S608 (fixed names)
+            texts += [repr(dict(row)) for row in rows]
+    finally:
+        await connection.close()
+    return texts
