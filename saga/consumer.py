@@ -326,7 +326,7 @@ class Consumer:
                     raw.topic, raw.partition, raw.offset, raw.key, raw.value, raw.headers
                 )
             except SignatureError as refused:
-                await self._refuse(raw, str(refused))
+                await self._refuse(raw, refused)
                 return None, raw
         try:
             return decode(raw, self._registry), raw
@@ -359,12 +359,13 @@ class Consumer:
             before_sleep=retrying,
         )
 
-    async def _refuse(self, raw: RawRecord, reason: str) -> None:
+    async def _refuse(self, raw: RawRecord, refused: SignatureError) -> None:
         """A record that failed its signature check: to the security dead letters."""
+        reason = str(refused)
         letter = dead_letter(raw, reason=reason, error_type="SignatureError", group=self._group_id)
         letter = dataclasses.replace(letter, topic=self._security_topic)
         metrics.security_rejected.add(
-            1, {"messaging.destination.name": raw.topic, "error.type": reason.split(":")[0]}
+            1, {"messaging.destination.name": raw.topic, "error.type": refused.kind}
         )
         log.warning(
             "refusing %s[%d]@%d (%s) to %s",

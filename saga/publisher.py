@@ -164,8 +164,7 @@ class Publisher:
         return await self._settle(*await self._send(item))
 
     def _check_size(self, item: _Outgoing) -> None:
-        # A signature comes on top: room is kept for it.
-        limit = self._settings.max_message_bytes - (_SIGNATURE_BYTES if self._signer else 0)
+        limit = usable_record_bytes(self._settings)  # a signature comes on top
         if item.size > limit:
             raise item.too_large(limit)
 
@@ -202,6 +201,11 @@ class Publisher:
             span.set_attribute("messaging.kafka.offset", meta.offset)
         span.end()
         return Published(topic=meta.topic, partition=meta.partition, offset=meta.offset)
+
+
+def usable_record_bytes(settings: Settings) -> int:
+    """What a record may take of ``SAGA_MAX_MESSAGE_BYTES`` (room is kept for a signature)."""
+    return settings.max_message_bytes - (_SIGNATURE_BYTES if settings.signing_key_id else 0)
 
 
 def record_size(key: bytes | None, value: bytes | None, headers: Headers) -> int:

@@ -88,7 +88,7 @@ class StepContext:
     log: logging.LoggerAdapter[logging.Logger]
     span: Any
     _db: Any = None
-    _connection_token: str | None = None
+    _connection_token: str | None = field(default=None, repr=False)
 
     @property
     def connection_token(self) -> str:

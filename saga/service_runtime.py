@@ -23,7 +23,7 @@ from saga.consumer import Consumer
 from saga.faults import Faults
 from saga.health import HealthServer
 from saga.provisioning import ensure_topics
-from saga.publisher import Publisher
+from saga.publisher import Publisher, usable_record_bytes
 from saga.request_runner import RequestRunner
 from saga.service import Service
 from saga.settings import Settings
@@ -89,7 +89,7 @@ class ServiceRuntime:
             after_commit=self.relay.publish if self.relay is not None else None,
             keep_going=lambda: not self.consumer.stopping,
             events_topic=self.events_topic,
-            max_record_bytes=settings.max_message_bytes,
+            max_record_bytes=usable_record_bytes(settings),
             faults=Faults(settings.faults),
             connections=self._resolve if self.vault is not None else None,
         )

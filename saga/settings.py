@@ -29,7 +29,12 @@ class Settings(BaseSettings):
     """Connection, security and tuning settings shared by services and coordinator."""
 
     model_config = SettingsConfigDict(
-        env_prefix="SAGA_", env_file=".env", extra="ignore", frozen=True
+        # Errors never quote values: some are secrets.
+        hide_input_in_errors=True,
+        env_prefix="SAGA_",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
     )
 
     # --- Kafka connection -------------------------------------------------
@@ -234,9 +239,15 @@ class Settings(BaseSettings):
             )
         if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
             raise ValueError("SAGA_SSL_CERTFILE and SAGA_SSL_KEYFILE go together")
-        if self.signing_key_id is not None and self.signing_key_id not in self.all_signing_keys():
-            raise ValueError(f"SAGA_SIGNING_KEY_ID={self.signing_key_id!r} is not a known key")
-        if self.require_signatures and not self.all_signing_keys():
+        keys = self.all_signing_keys()
+        if self.signing_key_id is not None:
+            if self.signing_key_id not in keys:
+                raise ValueError(f"SAGA_SIGNING_KEY_ID={self.signing_key_id!r} is not a known key")
+            if not keys[self.signing_key_id].can_sign:
+                raise ValueError(
+                    f"SAGA_SIGNING_KEY_ID={self.signing_key_id!r} has no private key here"
+                )
+        if self.require_signatures and not keys:
             raise ValueError("SAGA_REQUIRE_SIGNATURES needs SAGA_SIGNING_KEYS (or _FILE)")
         if self.drain_timeout_ms >= self.max_poll_interval_ms:
             raise ValueError("SAGA_DRAIN_TIMEOUT_MS must be below SAGA_MAX_POLL_INTERVAL_MS")

@@ -57,7 +57,8 @@ _UNSIGNED = frozenset(
 class KeySpec(BaseModel):
     """One key as configured."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Errors never quote the input: it holds secrets.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     principal: str
     algorithm: Algorithm = "hmac-sha256"
@@ -69,36 +70,70 @@ class KeySpec(BaseModel):
 
     @model_validator(mode="after")
     def _complete(self) -> KeySpec:
-        if self.algorithm == "hmac-sha256" and self.secret is None:
-            raise ValueError("an hmac-sha256 key needs 'secret'")
-        if self.algorithm == "ed25519" and self.public_key is None:
-            raise ValueError("an ed25519 key needs 'public_key'")
+        if self.algorithm == "hmac-sha256":
+            if self.secret is None:
+                raise ValueError("an hmac-sha256 key needs 'secret'")
+            if len(_strict_b64(self.secret.get_secret_value(), "secret")) < 32:
+                raise ValueError("an hmac-sha256 secret must be at least 32 bytes (base64)")
+        if self.algorithm == "ed25519":
+            if self.public_key is None:
+                raise ValueError("an ed25519 key needs 'public_key'")
+            if len(_strict_b64(self.public_key, "public_key")) != 32:
+                raise ValueError("an ed25519 public_key is 32 bytes (base64)")
+            if (
+                self.private_key is not None
+                and len(_strict_b64(self.private_key.get_secret_value(), "private_key")) != 32
+            ):
+                raise ValueError("an ed25519 private_key is 32 bytes (base64)")
         return self
+
+    @property
+    def can_sign(self) -> bool:
+        return self.algorithm == "hmac-sha256" or self.private_key is not None
+
+
+def _strict_b64(value: str, name: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except ValueError:
+        raise ValueError(f"{name} is not valid base64") from None
 
 
 class SignatureError(Exception):
-    """Why a record is refused; the reason goes with it to the security dead letters."""
+    """Why a record is refused; the reason goes with it to the security dead letters.
+
+    ``kind`` is one of a fixed set (for metrics): unsigned, unknown_key,
+    wrong_principal, bad_signature, replayed, malformed.
+    """
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
 
 
 def payload_to_sign(topic: str, key: bytes | None, value: bytes | None, headers: Headers) -> bytes:
     """The bytes a signature covers: topic, key, value and headers, unambiguously framed."""
-    parts: list[bytes] = [topic.encode(), key or b"", value or b""]
-    for name, header in sorted((n, v or b"") for n, v in headers if n not in _UNSIGNED):
+    parts: list[bytes | None] = [topic.encode(), key, value]
+    for name, header in sorted(
+        ((n, v) for n, v in headers if n not in _UNSIGNED),
+        key=lambda item: (item[0], item[1] or b""),
+    ):
         parts += [name.encode(), header]
-    return b"".join(len(part).to_bytes(4, "big") + part for part in parts)
+    # Each part: a presence byte (null and empty differ), its length, its bytes.
+    return b"".join(
+        b"\x00" if part is None else b"\x01" + len(part).to_bytes(4, "big") + part for part in parts
+    )
 
 
 def expected_principal(topic: str, prefix: str = "") -> str | None:
     """Who must have signed a record of ``topic`` (``None``: not a saga topic)."""
     name = topic[len(prefix) :] if prefix and topic.startswith(prefix) else topic
     owner, _, kind = name.rpartition(".")
-    if not owner or "." in owner:
+    if not owner or kind not in ("events", "commands"):
         return None
-    if kind == "commands" or (kind == "events" and owner == "saga"):
+    if kind == "commands" or owner == "saga":
         return COORDINATOR
-    if kind == "events":
-        return owner
-    return None
+    return owner
 
 
 @dataclass(frozen=True)
@@ -112,7 +147,7 @@ class _Key:
             secret = base64.b64decode(self.spec.secret.get_secret_value())
             return hmac.new(secret, data, hashlib.sha256).digest()
         if self.spec.private_key is None:
-            raise SignatureError(f"key {self.key_id!r} has no private key here: cannot sign")
+            raise ValueError(f"key {self.key_id!r} has no private key here: cannot sign")
         ed25519 = _ed25519()
         private = ed25519.Ed25519PrivateKey.from_private_bytes(
             base64.b64decode(self.spec.private_key.get_secret_value())
@@ -137,7 +172,7 @@ def _ed25519() -> Any:
     try:
         from cryptography.hazmat.primitives.asymmetric import ed25519
     except ImportError:
-        raise SignatureError(
+        raise ImportError(
             "ed25519 keys need the 'security' extra: pip install 'kafka-saga[security]'"
         ) from None
     return ed25519
@@ -193,31 +228,43 @@ class Verifier:
         found = {name: v for name, v in headers}
         signature, key_id = found.get(h.SIGNATURE), found.get(h.SIGNATURE_KEY_ID)
         if not signature or not key_id:
-            raise SignatureError("unsigned: no ce_signature / ce_signaturekeyid header")
+            raise SignatureError("unsigned", "unsigned: no ce_signature / ce_signaturekeyid header")
         known = self.keys.get(key_id.decode(errors="replace"))
         if known is None:
-            raise SignatureError(f"signed with an unknown key {key_id.decode(errors='replace')!r}")
+            shown = key_id.decode(errors="replace")[:64]
+            raise SignatureError("unknown_key", f"signed with an unknown key {shown!r}")
         algorithm = (found.get(h.SIGNATURE_ALGORITHM) or b"").decode(errors="replace")
         if algorithm != known.spec.algorithm:
-            raise SignatureError(f"algorithm {algorithm!r} does not match key {known.key_id!r}")
-        owner = expected_principal(topic, self.prefix)
-        if owner is not None and known.spec.principal != owner:
             raise SignatureError(
-                f"signed by {known.spec.principal!r}, but only {owner!r} may publish on {topic}"
+                "malformed", f"algorithm {algorithm[:32]!r} does not match key {known.key_id!r}"
+            )
+        owner = expected_principal(topic, self.prefix)
+        if owner is None:
+            raise SignatureError("wrong_principal", f"{topic} is not a saga topic: nobody owns it")
+        if known.spec.principal != owner:
+            raise SignatureError(
+                "wrong_principal",
+                f"signed by {known.spec.principal!r}, but only {owner!r} may publish on {topic}",
             )
         try:
             raw_signature = base64.b64decode(signature, validate=True)
+            genuine = known.verify(payload_to_sign(topic, key, value, headers), raw_signature)
         except ValueError:
-            raise SignatureError("the signature is not base64") from None
-        if not known.verify(payload_to_sign(topic, key, value, headers), raw_signature):
-            raise SignatureError(f"bad signature for key {known.key_id!r}: forged or tampered")
+            genuine = False
+        if not genuine:
+            raise SignatureError(
+                "bad_signature", f"bad signature for key {known.key_id!r}: forged or tampered"
+            )
         message_id = (found.get(h.ID) or b"").decode(errors="replace")
+        if not message_id:
+            raise SignatureError("malformed", "no message id (ce_id)")
         position = (topic, partition, offset)
         first = self._seen.get(message_id)
         if first is not None and first != position:
             raise SignatureError(
+                "replayed",
                 f"replayed: message id {message_id} was already read at "
-                f"{first[0]}[{first[1]}]@{first[2]}"
+                f"{first[0]}[{first[1]}]@{first[2]}",
             )
         self._seen[message_id] = position
         self._seen.move_to_end(message_id)

@@ -155,12 +155,13 @@ class StepRunner:
             nonlocal last_attempt
             last_attempt = number
             span.set_attribute("saga.attempt", number)
+            # Before the delivery's transaction: the vault takes a connection of its own.
+            token = await self._connection_token(step, envelope, timeout)
             async with self._delivery(envelope, "completed", number) as delivery:
                 if delivery.duplicate:
                     raise _Duplicate
                 if verdict == "fail":
                     raise StepFailure("failure injected by SAGA_FAULTS", error_type="InjectedFault")
-                token = await self._connection_token(step, envelope, timeout)
                 ctx = StepContext(
                     envelope, step.name, number, logger, span, delivery.connection, token
                 )

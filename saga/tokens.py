@@ -16,7 +16,8 @@ identity. The same provider serves Kafka (SASL OAUTHBEARER, through
         ...
 
 Rules: a token is cached and refreshed once its lifetime is 80% spent, by one
-fetch that concurrent callers share; :meth:`TokenProvider.invalidate` (after
+fetch that concurrent callers share (its failure too; a token not yet expired
+is still handed out while refreshing fails); :meth:`TokenProvider.invalidate` (after
 an auth failure) makes the next call fetch anew. An unreachable or failing
 token endpoint is retried with backoff, then :class:`TokenUnavailable` names
 the endpoint and the last error; a refusal (``invalid_client``,
@@ -34,7 +35,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol
 
@@ -68,7 +69,7 @@ class TokenProvider(Protocol):
 
 @dataclass(frozen=True)
 class Token:
-    value: str
+    value: str = field(repr=False)
     #: ``time.monotonic()`` after which it is refreshed (80% of its lifetime).
     refresh_at: float
     expires_at: float
@@ -93,18 +94,29 @@ class CachedTokenProvider:
         self._retry = retry
         self._clock = clock
         self._current: Token | None = None
-        self._lock = asyncio.Lock()
+        self._inflight: asyncio.Future[Token] | None = None
         self.fetches = 0
 
     async def token(self) -> str:
         current = self._current
         if current is not None and self._clock() < current.refresh_at:
             return current.value
-        async with self._lock:  # one fetch; the others wait for it and share it
-            current = self._current
-            if current is None or self._clock() >= current.refresh_at:
-                current = await self._refresh()
-            return current.value
+        # One refresh at a time: every caller waits on the same one, success or failure.
+        if self._inflight is None:
+            self._inflight = asyncio.ensure_future(self._refresh())
+            self._inflight.add_done_callback(self._settled)
+        try:
+            return (await asyncio.shield(self._inflight)).value
+        except Exception:
+            if current is not None and self._clock() < current.expires_at:
+                return current.value  # refreshing failed, but this one is still valid
+            raise
+
+    def _settled(self, done: asyncio.Future[Token]) -> None:
+        if self._inflight is done:
+            self._inflight = None
+        if not done.cancelled():
+            done.exception()  # retrieved: failures are raised to the callers
 
     def invalidate(self, token: str) -> None:
         """``token`` was refused downstream: fetch a new one next time (if it is current)."""
@@ -122,8 +134,10 @@ class CachedTokenProvider:
             raise
         except Exception as exc:
             raise TokenUnavailable(
-                f"no token from {self.name} after {self._retry.maximum_attempts} attempt(s): "
-                f"{redact(f'{type(exc).__name__}: {exc}')}"
+                redact(
+                    f"no token from {self.name} after {self._retry.maximum_attempts} "
+                    f"attempt(s): {type(exc).__name__}: {exc}"
+                )
             ) from exc
         now = self._clock()
         self._current = Token(value, now + lifetime * REFRESH_AT, now + lifetime)

@@ -44,6 +44,11 @@ class ConnectionRevoked(NonRetryableError):
     """The user's connection is revoked or its grant is no longer valid: the step fails."""
 
 
+class ProviderRefusedClient(NonRetryableError):
+    """The provider refused the service's own client credentials: the step fails, the
+    user's tokens are kept (fix the service's configuration)."""
+
+
 class VaultError(Exception):
     """The vault is misconfigured or a row cannot be decrypted with the known keys."""
 
@@ -86,20 +91,42 @@ class VaultKeys:
         """A fresh key, base64, for ``SAGA_VAULT_KEYS``."""
         return base64.b64encode(secrets.token_bytes(32)).decode()
 
-    def encrypt(self, plaintext: str, handle: str) -> tuple[str, bytes]:
+    def encrypt(self, plaintext: str, context: Sealed) -> tuple[str, bytes]:
         nonce = secrets.token_bytes(12)
-        sealed = _aead(self.keys[self.current]).encrypt(nonce, plaintext.encode(), handle.encode())
+        sealed = _aead(self.keys[self.current]).encrypt(nonce, plaintext.encode(), context.aad)
         return self.current, nonce + sealed
 
-    def decrypt(self, key_id: str, blob: bytes, handle: str) -> str:
+    def decrypt(self, key_id: str, blob: bytes, context: Sealed) -> str:
         key = self.keys.get(key_id)
         if key is None:
-            raise VaultError(f"connection {handle} is encrypted with unknown key {key_id!r}")
+            raise VaultError(
+                f"connection {context.handle} is encrypted with unknown key {key_id!r}"
+            )
         try:
-            plain: bytes = _aead(key).decrypt(blob[:12], blob[12:], handle.encode())
+            plain: bytes = _aead(key).decrypt(blob[:12], blob[12:], context.aad)
         except Exception:
-            raise VaultError(f"connection {handle} cannot be decrypted (tampered?)") from None
+            raise VaultError(
+                f"connection {context.handle} cannot be decrypted (tampered?)"
+            ) from None
         return plain.decode()
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """What a ciphertext is bound to: its row, its column, its owner and provider."""
+
+    handle: str
+    column: str
+    owner: str
+    provider: str
+
+    @property
+    def aad(self) -> bytes:
+        return json.dumps([self.handle, self.column, self.owner, self.provider]).encode()
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any], handle: str, column: str) -> Sealed:
+        return cls(handle, column, row["owner"], row["provider"])
 
 
 def _aead(key: bytes) -> Any:
@@ -144,8 +171,12 @@ class OAuthRefresh:
                 code = json.loads(error.read() or b"{}").get("error")
             except ValueError:
                 code = None
-            if code in ("invalid_grant", "unauthorized_client", "invalid_client"):
+            if code == "invalid_grant":  # the user's grant is gone
                 raise ConnectionRevoked(f"{self.token_url} refused the refresh: {code}") from None
+            if code in ("invalid_client", "unauthorized_client"):  # our own credentials
+                raise ProviderRefusedClient(
+                    f"{self.token_url} refused this service's client credentials: {code}"
+                ) from None
             raise OSError(f"HTTP {error.code} from {self.token_url}") from None
         return (
             answer["access_token"],
@@ -173,8 +204,12 @@ class Vault:
     ) -> str:
         """Store a user's tokens; returns the handle a saga may carry."""
         handle = f"conn_{secrets.token_urlsafe(18)}"
-        key_id, access = self.keys.encrypt(access_token, handle)
-        refresh = self.keys.encrypt(refresh_token, handle)[1] if refresh_token else None
+        key_id, access = self.keys.encrypt(access_token, Sealed(handle, "access", owner, provider))
+        refresh = (
+            self.keys.encrypt(refresh_token, Sealed(handle, "refresh", owner, provider))[1]
+            if refresh_token
+            else None
+        )
         await db.execute(
             "INSERT INTO saga_connections (handle, owner, provider, key_id, access_ct, refresh_ct,"
             " expires_at) VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7))",
@@ -199,8 +234,15 @@ class Vault:
 
     async def resolve(self, pool: Any, handle: str, *, valid_for: timedelta) -> str:
         """An access token for ``handle`` valid for at least ``valid_for`` (refreshed if not)."""
-        async with pool.acquire() as db:
+        # Shielded: once the provider rotated the refresh token, the new one must be saved
+        # even if the step is cancelled meanwhile.
+        return await asyncio.shield(self._resolve_in(pool, handle, valid_for))
+
+    async def _resolve_in(self, pool: Any, handle: str, valid_for: timedelta) -> str:
+        async with pool.acquire(timeout=30) as db:
             async with db.transaction():
+                # One refresh per handle at a time; others wait, but not forever.
+                await db.execute("SET LOCAL lock_timeout = '30s'")
                 found = await self._resolve(db, handle, valid_for)
             if isinstance(found, ConnectionRevoked):
                 # The provider withdrew the grant: so do we, for good (committed).
@@ -210,7 +252,7 @@ class Vault:
 
     async def _resolve(self, db: Any, handle: str, valid_for: timedelta) -> str | ConnectionRevoked:
         row = await db.fetchrow(
-            "SELECT provider, key_id, access_ct, refresh_ct, revoked_at,"
+            "SELECT owner, provider, key_id, access_ct, refresh_ct, revoked_at,"
             " expires_at <= now() + make_interval(secs => $2) AS expiring"
             " FROM saga_connections WHERE handle = $1 FOR UPDATE",
             handle,
@@ -221,19 +263,23 @@ class Vault:
         if row["revoked_at"] is not None:
             raise ConnectionRevoked(f"connection {handle} was revoked")
         if not row["expiring"]:
-            return self.keys.decrypt(row["key_id"], row["access_ct"], handle)
+            return self.keys.decrypt(
+                row["key_id"], row["access_ct"], Sealed.of(row, handle, "access")
+            )
         refresher = self.refreshers.get(row["provider"])
         if refresher is None or row["refresh_ct"] is None:
             raise ConnectionRevoked(
                 f"connection {handle} expires within {valid_for} and cannot be refreshed"
             )
-        old_refresh = self.keys.decrypt(row["key_id"], row["refresh_ct"], handle)
+        old_refresh = self.keys.decrypt(
+            row["key_id"], row["refresh_ct"], Sealed.of(row, handle, "refresh")
+        )
         try:
             access, refresh, lifetime = await asyncio.to_thread(refresher, old_refresh)
         except ConnectionRevoked as refused:
             return refused
-        key_id, access_ct = self.keys.encrypt(access, handle)
-        refresh_ct = self.keys.encrypt(refresh or old_refresh, handle)[1]
+        key_id, access_ct = self.keys.encrypt(access, Sealed.of(row, handle, "access"))
+        refresh_ct = self.keys.encrypt(refresh or old_refresh, Sealed.of(row, handle, "refresh"))[1]
         await db.execute(
             "UPDATE saga_connections SET key_id = $2, access_ct = $3, refresh_ct = $4,"
             " expires_at = now() + make_interval(secs => $5), refreshed_at = now()"
@@ -253,7 +299,7 @@ class Vault:
         decrypted (left as they are, for an operator to look at).
         """
         rows = await db.fetch(
-            "SELECT handle, key_id, access_ct, refresh_ct FROM saga_connections"
+            "SELECT handle, owner, provider, key_id, access_ct, refresh_ct FROM saga_connections"
             " WHERE key_id <> $1 AND revoked_at IS NULL FOR UPDATE",
             self.keys.current,
         )
@@ -262,15 +308,20 @@ class Vault:
             handle = row["handle"]
             try:
                 plain = [
-                    self.keys.decrypt(row["key_id"], row[column], handle)
-                    if row[column] is not None
+                    self.keys.decrypt(
+                        row["key_id"], row[f"{column}_ct"], Sealed.of(row, handle, column)
+                    )
+                    if row[f"{column}_ct"] is not None
                     else None
-                    for column in ("access_ct", "refresh_ct")
+                    for column in ("access", "refresh")
                 ]
             except VaultError:
                 unreadable.append(handle)
                 continue
-            sealed = [self.keys.encrypt(p, handle)[1] if p is not None else None for p in plain]
+            sealed = [
+                self.keys.encrypt(p, Sealed.of(row, handle, column))[1] if p is not None else None
+                for p, column in zip(plain, ("access", "refresh"), strict=True)
+            ]
             await db.execute(
                 "UPDATE saga_connections SET key_id = $2, access_ct = $3, refresh_ct = $4"
                 " WHERE handle = $1",

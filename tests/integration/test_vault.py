@@ -23,7 +23,14 @@ from saga.retry import RetryPolicy
 from saga.service import Service, StepContext
 from saga.store.schema import migrate
 from saga.testing import ServiceTestKit
-from saga.vault import Connection, ConnectionRevoked, OAuthRefresh, Vault, VaultKeys
+from saga.vault import (
+    Connection,
+    ConnectionRevoked,
+    OAuthRefresh,
+    ProviderRefusedClient,
+    Vault,
+    VaultKeys,
+)
 from tests.conftest import Infra
 from tests.http_helpers import QuietHandler, serving
 from tests.system_helpers import fresh_database
@@ -37,6 +44,7 @@ class Provider:
     def __init__(self) -> None:
         self.grants: list[dict[str, list[str]]] = []
         self.revoked = False
+        self.client_refused = False
 
 
 @pytest.fixture
@@ -51,7 +59,9 @@ def provider() -> Iterator[tuple[Provider, str]]:
             state.grants.append(form)
             n = len(state.grants) + 1
             answer: dict[str, Any]
-            if state.revoked:
+            if state.client_refused:
+                status, answer = 401, {"error": "invalid_client"}
+            elif state.revoked:
                 status, answer = 400, {"error": "invalid_grant"}
             else:
                 status = 200
@@ -170,6 +180,26 @@ async def test_revoked_connections_and_refused_grants_resolve_no_more(
     with pytest.raises(ConnectionRevoked, match="invalid_grant"):
         await vault.resolve(db, expiring, valid_for=timedelta(seconds=60))
     assert (await stored(db, expiring))["revoked_at"] is not None
+
+
+async def test_a_refusal_of_our_own_client_keeps_the_users_tokens(
+    db: Any, provider: tuple[Provider, str]
+) -> None:
+    state, url = provider
+    vault = Vault(ring(k1=K1), {"bank": OAuthRefresh(url, "app", "wrong-secret")})
+    handle = await vault.put(
+        db,
+        owner="erin",
+        provider="bank",
+        access_token=ACCESS,
+        refresh_token=REFRESH,
+        expires_in=1,
+    )
+    state.client_refused = True
+    with pytest.raises(ProviderRefusedClient, match="invalid_client"):
+        await vault.resolve(db, handle, valid_for=timedelta(seconds=60))
+    row = await stored(db, handle)
+    assert row["revoked_at"] is None and row["refresh_ct"] is not None, "the user keeps access"
 
 
 async def test_keys_rotate_without_losing_a_token(db: Any) -> None:

@@ -153,7 +153,7 @@ def test_ed25519_verifiers_hold_only_the_public_key() -> None:
     tampered = (record.value or b"").replace(b"o-1", b"o-9")
     with pytest.raises(SignatureError, match="forged or tampered"):
         Verifier(verifying).check(TOPIC, 0, 1, record.key, tampered, headers)
-    with pytest.raises(SignatureError, match="no private key"):
+    with pytest.raises(ValueError, match="no private key"):
         Signer(verifying, "c-ed").sign(TOPIC, record.key, record.value, record.headers)
 
 
@@ -162,3 +162,18 @@ def test_key_specs_are_validated() -> None:
         parse_keys({"k": {"principal": "x"}})
     with pytest.raises(ValueError, match="needs 'public_key'"):
         parse_keys({"k": {"principal": "x", "algorithm": "ed25519"}})
+
+
+def test_weak_or_malformed_key_material_is_refused_without_quoting_it() -> None:
+    with pytest.raises(ValueError, match="at least 32 bytes") as weak:
+        parse_keys({"k": {"principal": "x", "secret": base64.b64encode(b"change-me").decode()}})
+    assert "Y2hhbmdlLW1l" not in str(weak.value), "the secret is not quoted"
+    with pytest.raises(ValueError, match="not valid base64"):
+        parse_keys({"k": {"principal": "x", "secret": "not base64 at all!"}})
+
+
+def test_records_on_topics_nobody_owns_are_refused() -> None:
+    record = signed("coord-1", topic="payment.commands.dlq")
+    with pytest.raises(SignatureError, match="nobody owns it") as refused:
+        check(Verifier(KEYS), record, topic="payment.commands.dlq")
+    assert refused.value.kind == "wrong_principal"

@@ -191,3 +191,22 @@ async def test_aws_msk_iam_tokens_come_from_the_signer(monkeypatch: pytest.Monke
             sasl_mechanism="OAUTHBEARER",
             sasl_oauth_provider="aws_msk_iam",
         )
+
+
+async def test_a_failing_refresh_is_shared_and_a_still_valid_token_is_kept(
+    endpoint: tuple[TokenEndpoint, str],
+) -> None:
+    state, url = endpoint
+    state.expires_in = 100
+    clock = Clock()
+    tokens = provider(url, clock)
+    assert await tokens.token() == "token-1"
+    clock.now += 90  # due for refresh, not yet expired
+    state.failures = [(503, "temporarily_unavailable")] * 3
+    got = await asyncio.gather(*(tokens.token() for _ in range(5)))
+    assert got == ["token-1"] * 5, "the current token is still good for 10 s"
+    assert tokens.fetches == 1 + 3, "one retry cycle shared by the five callers"
+    clock.now += 20  # expired now, and the endpoint is still down
+    state.failures = [(503, "temporarily_unavailable")] * 3
+    with pytest.raises(TokenUnavailable):
+        await tokens.token()
