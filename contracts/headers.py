@@ -47,6 +47,10 @@ DLQ_PARTITION: Final = "dlq_partition"
 DLQ_OFFSET: Final = "dlq_offset"
 DLQ_GROUP: Final = "dlq_group"
 DLQ_TIME: Final = "dlq_time"
+#: The original signature of a dead-lettered record (the dead letter is signed anew).
+DLQ_SIGNATURE: Final = "dlq_signature"
+DLQ_SIGNATURE_KEY_ID: Final = "dlq_signaturekeyid"
+DLQ_SIGNATURE_ALGORITHM: Final = "dlq_signaturealg"
 #: Set when a dead letter had to leave out the original value to fit the size limit.
 DLQ_VALUE_OMITTED: Final = "dlq_value_omitted"
 

@@ -190,8 +190,13 @@ class Signer:
     def sign(
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers
     ) -> list[tuple[str, bytes | None]]:
-        """``headers`` plus the signature of the record (any old signature replaced)."""
+        """``headers`` plus the signature of the record.
+
+        A record signed before (a dead letter of someone else's record) keeps its
+        original signature as evidence, under the ``dlq_signature*`` names.
+        """
         kept = [(n, v) for n, v in headers if n not in _UNSIGNED or n in _TRACE]
+        kept += [(_ORIGINAL[n], v) for n, v in headers if n in _ORIGINAL]
         signature = self.key.sign(payload_to_sign(topic, key, value, kept))
         return [
             *kept,
@@ -202,6 +207,11 @@ class Signer:
 
 
 _TRACE = frozenset({h.TRACEPARENT, h.TRACESTATE})
+_ORIGINAL = {
+    h.SIGNATURE: h.DLQ_SIGNATURE,
+    h.SIGNATURE_KEY_ID: h.DLQ_SIGNATURE_KEY_ID,
+    h.SIGNATURE_ALGORITHM: h.DLQ_SIGNATURE_ALGORITHM,
+}
 
 
 class Verifier:

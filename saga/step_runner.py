@@ -49,7 +49,12 @@ from saga.redaction import redact
 from saga.retry import NonRetryableError, run_with_retry
 from saga.service import Service, Step, StepContext, StepFailure
 from saga.store.service_store import Delivery, DeliveryStore
-from saga.vault import ConnectionRevoked
+from saga.vault import (
+    ConnectionRevoked,
+    ConnectionUnavailable,
+    ProviderRefusedClient,
+    VaultError,
+)
 
 log = logging.getLogger(__name__)
 _propagator = TraceContextTextMapPropagator()
@@ -244,7 +249,12 @@ class StepRunner:
         handle = getattr(envelope.payload, step.connection.handle_field, None)
         if not isinstance(handle, str) or not handle:
             raise ConnectionRevoked(f"no connection handle in {step.connection.handle_field!r}")
-        return await self._connections(handle, valid_for or timedelta(seconds=60))
+        try:
+            return await self._connections(handle, valid_for or timedelta(seconds=60))
+        except (ConnectionRevoked, ProviderRefusedClient, ConnectionUnavailable, VaultError):
+            raise  # about the connection: the step's outcome
+        except Exception as exc:  # the vault's database: not the step's failure
+            raise StoreUnavailable(f"vault unavailable: {describe_error(exc)}") from exc
 
     def _encode(self, out: Envelope[Message]) -> EncodedRecord:
         record = encode(out)

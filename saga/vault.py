@@ -49,6 +49,10 @@ class ProviderRefusedClient(NonRetryableError):
     user's tokens are kept (fix the service's configuration)."""
 
 
+class ConnectionUnavailable(Exception):
+    """The provider could not refresh the token just now: the step is retried per policy."""
+
+
 class VaultError(Exception):
     """The vault is misconfigured or a row cannot be decrypted with the known keys."""
 
@@ -278,6 +282,12 @@ class Vault:
             access, refresh, lifetime = await asyncio.to_thread(refresher, old_refresh)
         except ConnectionRevoked as refused:
             return refused
+        except ProviderRefusedClient:
+            raise
+        except Exception as exc:  # the provider, not our database: the step's problem
+            raise ConnectionUnavailable(
+                f"refreshing connection {handle} failed: {type(exc).__name__}: {exc}"
+            ) from exc
         key_id, access_ct = self.keys.encrypt(access, Sealed.of(row, handle, "access"))
         refresh_ct = self.keys.encrypt(refresh or old_refresh, Sealed.of(row, handle, "refresh"))[1]
         await db.execute(

@@ -145,6 +145,12 @@ async def test_only_a_refund_signed_by_the_coordinator_is_obeyed(
             "signed by 'inventory', but only 'coordinator' may publish on " + commands,
             "unsigned",
         ], reasons
+        signers = sorted(
+            (dict(r.headers).get(h.DLQ_SIGNATURE_KEY_ID) or b"-").decode() for r in letters
+        )
+        assert signers == ["-", "coordinator-key", "coordinator-key", "inventory-key"], (
+            "each letter keeps the signature it arrived with, as evidence"
+        )
         await asyncio.sleep(1)
         assert await ledger(running, target) == ["charge"], "no forged refund had an effect"
         assert await ledger(running, genuine) == ["charge", "refund"], "refunded once"

@@ -101,6 +101,18 @@ async def db(database: str) -> AsyncIterator[Any]:
         await pool.close()
 
 
+async def connect(vault: Vault, db: Any, owner: str, expires_in: float) -> str:
+    """``owner`` connects their bank: the test's tokens go into ``vault``."""
+    return await vault.put(
+        db,
+        owner=owner,
+        provider="bank",
+        access_token=ACCESS,
+        refresh_token=REFRESH,
+        expires_in=expires_in,
+    )
+
+
 async def stored(pool: Any, handle: str) -> dict[str, Any]:
     row = await pool.fetchrow("SELECT * FROM saga_connections WHERE handle = $1", handle)
     return dict(row)
@@ -108,14 +120,7 @@ async def stored(pool: Any, handle: str) -> dict[str, Any]:
 
 async def test_tokens_are_kept_only_as_ciphertext_bound_to_their_handle(db: Any) -> None:
     vault = Vault(ring(k1=K1))
-    handle = await vault.put(
-        db,
-        owner="alice",
-        provider="bank",
-        access_token=ACCESS,
-        refresh_token=REFRESH,
-        expires_in=3600,
-    )
+    handle = await connect(vault, db, "alice", 3600)
     row = await stored(db, handle)
     everything = repr(row).encode() + row["access_ct"] + row["refresh_ct"]
     assert b"very-secret" not in everything
@@ -136,14 +141,7 @@ async def test_a_token_expiring_within_the_step_is_refreshed_before_it(
 ) -> None:
     state, url = provider
     vault = Vault(ring(k1=K1), {"bank": OAuthRefresh(url, "app", "app-secret")})
-    handle = await vault.put(
-        db,
-        owner="alice",
-        provider="bank",
-        access_token=ACCESS,
-        refresh_token=REFRESH,
-        expires_in=20,  # expires mid-saga: before a 60 s step would end
-    )
+    handle = await connect(vault, db, "alice", 20)  # expires mid-saga: before a 60 s step would end
     assert await vault.resolve(db, handle, valid_for=timedelta(seconds=10)) == ACCESS
     assert state.grants == []
     assert await vault.resolve(db, handle, valid_for=timedelta(seconds=60)) == "at-2"
@@ -159,14 +157,7 @@ async def test_revoked_connections_and_refused_grants_resolve_no_more(
 ) -> None:
     state, url = provider
     vault = Vault(ring(k1=K1), {"bank": OAuthRefresh(url, "app", "app-secret")})
-    handle = await vault.put(
-        db,
-        owner="alice",
-        provider="bank",
-        access_token=ACCESS,
-        refresh_token=REFRESH,
-        expires_in=3600,
-    )
+    handle = await connect(vault, db, "alice", 3600)
     assert await vault.revoke(db, handle)
     with pytest.raises(ConnectionRevoked, match="revoked"):
         await vault.resolve(db, handle, valid_for=timedelta(seconds=1))
@@ -187,14 +178,7 @@ async def test_a_refusal_of_our_own_client_keeps_the_users_tokens(
 ) -> None:
     state, url = provider
     vault = Vault(ring(k1=K1), {"bank": OAuthRefresh(url, "app", "wrong-secret")})
-    handle = await vault.put(
-        db,
-        owner="erin",
-        provider="bank",
-        access_token=ACCESS,
-        refresh_token=REFRESH,
-        expires_in=1,
-    )
+    handle = await connect(vault, db, "erin", 1)
     state.client_refused = True
     with pytest.raises(ProviderRefusedClient, match="invalid_client"):
         await vault.resolve(db, handle, valid_for=timedelta(seconds=60))
@@ -204,14 +188,7 @@ async def test_a_refusal_of_our_own_client_keeps_the_users_tokens(
 
 async def test_keys_rotate_without_losing_a_token(db: Any) -> None:
     old = Vault(ring(k1=K1))
-    handle = await old.put(
-        db,
-        owner="alice",
-        provider="bank",
-        access_token=ACCESS,
-        refresh_token=REFRESH,
-        expires_in=3600,
-    )
+    handle = await connect(old, db, "alice", 3600)
     both = Vault(ring(k1=K1, k2=K2))  # k2 is now current
     async with db.acquire() as connection, connection.transaction():
         assert await both.rotate(connection) == (1, [])
@@ -260,22 +237,8 @@ async def test_a_step_gets_the_token_and_a_revoked_connection_fails_it_without_r
     vault = Vault(ring(k1=K1), {"bank": OAuthRefresh(url, "app", "app-secret")})
     service = charging_service()
     async with ServiceTestKit(service, database_url=database, vault=vault) as kit:
-        good = await vault.put(
-            db,
-            owner="alice",
-            provider="bank",
-            access_token=ACCESS,
-            refresh_token=REFRESH,
-            expires_in=3600,
-        )
-        bad = await vault.put(
-            db,
-            owner="bob",
-            provider="bank",
-            access_token=ACCESS,
-            refresh_token=REFRESH,
-            expires_in=3600,
-        )
+        good = await connect(vault, db, "alice", 3600)
+        bad = await connect(vault, db, "bob", 3600)
         await vault.revoke(db, bad)
         ok = await kit.send(reserved("o-good", good), saga_id=f"o-good-{good[-6:]}")
         refused = await kit.send(reserved("o-bad", bad), saga_id=f"o-bad-{bad[-6:]}")
@@ -294,19 +257,13 @@ async def test_a_refresh_endpoint_that_is_down_is_retried_then_fails_the_step(
     down = f"http://127.0.0.1:{free_port()}/token"
     vault = Vault(ring(k1=K1), {"bank": OAuthRefresh(down, "app", "app-secret", timeout_s=2)})
     async with ServiceTestKit(charging_service(), database_url=database, vault=vault) as kit:
-        handle = await vault.put(
-            db,
-            owner="carol",
-            provider="bank",
-            access_token=ACCESS,
-            refresh_token=REFRESH,
-            expires_in=1,  # must be refreshed before the step
-        )
+        handle = await connect(vault, db, "carol", 1)  # must be refreshed before the step
         outcome = await kit.send(reserved("o-down", handle), saga_id=f"o-down-{handle[-6:]}")
         [failure] = [e.payload for e in kit.emitted()]
     assert (outcome.kind, outcome.attempts) == ("failed", 3), "retried per the step's policy"
     assert isinstance(failure, PaymentFailed)
-    assert "Connection refused" in failure.error_message or "URLError" in failure.error_type
+    assert failure.error_type == "ConnectionUnavailable"
+    assert "Connection refused" in failure.error_message, failure.error_message
 
 
 def reserved(order_id: str, handle: str) -> Event:

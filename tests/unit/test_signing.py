@@ -177,3 +177,13 @@ def test_records_on_topics_nobody_owns_are_refused() -> None:
     with pytest.raises(SignatureError, match="nobody owns it") as refused:
         check(Verifier(KEYS), record, topic="payment.commands.dlq")
     assert refused.value.kind == "wrong_principal"
+
+
+def test_a_dead_letter_signed_anew_keeps_the_original_signature_as_evidence() -> None:
+    key, value, headers = signed("inventory-1", topic="inventory.events")
+    original = dict(headers)
+    letter = Signer(KEYS, "coord-1").sign("inventory.events.dlq", key, value, headers)
+    found = dict(letter)
+    assert found[h.SIGNATURE_KEY_ID] == b"coord-1"
+    assert found[h.DLQ_SIGNATURE_KEY_ID] == b"inventory-1"
+    assert found[h.DLQ_SIGNATURE] == original[h.SIGNATURE]
