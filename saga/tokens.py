@@ -172,7 +172,7 @@ class ClientCredentials(CachedTokenProvider):
             form["audience"] = audience
         self.token_url = token_url
         super().__init__(
-            lambda: _post_form(token_url, form, timeout_s),
+            lambda: _client_credentials(token_url, form, timeout_s),
             name=f"token endpoint {token_url}",
             retry=retry,
             clock=clock,
@@ -197,7 +197,20 @@ _REFUSALS = frozenset(
 )
 
 
-def _post_form(url: str, form: dict[str, str], timeout_s: float) -> tuple[str, float]:
+class OAuthRefusal(Exception):
+    """The token endpoint answered with an OAuth 2.0 error that retrying will not change."""
+
+    def __init__(self, url: str, code: str, status: int) -> None:
+        super().__init__(f"{url} refused: {code} (HTTP {status})")
+        self.code = code
+
+
+def token_request(url: str, form: dict[str, str], timeout_s: float) -> dict[str, Any]:
+    """POST an OAuth 2.0 token request; the answer with its ``access_token``.
+
+    :class:`OAuthRefusal` for a refusal (``invalid_grant``, ``invalid_client``, ...);
+    ``OSError`` for anything worth retrying (network, 5xx, other errors).
+    """
     body = urllib.parse.urlencode(form).encode()
     request = urllib.request.Request(url, data=body, method="POST")  # noqa: S310 (checked)
     request.add_header("Content-Type", "application/x-www-form-urlencoded")
@@ -208,12 +221,20 @@ def _post_form(url: str, form: dict[str, str], timeout_s: float) -> tuple[str, f
     except urllib.error.HTTPError as error:
         code = _oauth_error(error)
         if error.code in (400, 401, 403) and code in _REFUSALS:
-            raise TokenRejected(f"{url} refused: {code} (HTTP {error.code})") from None
+            raise OAuthRefusal(url, code, error.code) from None
         raise OSError(f"HTTP {error.code} from {url}" + (f": {code}" if code else "")) from None
     token = answer.get("access_token") if isinstance(answer, dict) else None
     if not isinstance(token, str) or not token:
         raise ValueError(f"{url} answered without an access_token")
-    return token, float(answer.get("expires_in", 300))
+    return dict(answer)
+
+
+def _client_credentials(url: str, form: dict[str, str], timeout_s: float) -> tuple[str, float]:
+    try:
+        answer = token_request(url, form, timeout_s)
+    except OAuthRefusal as refused:
+        raise TokenRejected(str(refused)) from None
+    return answer["access_token"], float(answer.get("expires_in", 300))
 
 
 def _oauth_error(error: urllib.error.HTTPError) -> str | None:

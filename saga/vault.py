@@ -29,15 +29,13 @@ import base64
 import json
 import os
 import secrets
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
 from saga.retry import NonRetryableError
+from saga.tokens import OAuthRefusal, token_request
 
 
 class ConnectionRevoked(NonRetryableError):
@@ -163,28 +161,17 @@ class OAuthRefresh:
 
     def __call__(self, refresh_token: str) -> tuple[str, str | None, float]:
         form = {"grant_type": "refresh_token", "refresh_token": refresh_token, **self._client}
-        request = urllib.request.Request(  # noqa: S310 (scheme checked)
-            self.token_url, data=urllib.parse.urlencode(form).encode(), method="POST"
-        )
-        request.add_header("Content-Type", "application/x-www-form-urlencoded")
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout_s) as response:  # noqa: S310
-                answer = json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            try:
-                code = json.loads(error.read() or b"{}").get("error")
-            except ValueError:
-                code = None
-            if code == "invalid_grant":  # the user's grant is gone
-                raise ConnectionRevoked(f"{self.token_url} refused the refresh: {code}") from None
-            if code in ("invalid_client", "unauthorized_client"):  # our own credentials
-                raise ProviderRefusedClient(
-                    f"{self.token_url} refused this service's client credentials: {code}"
-                ) from None
-            raise OSError(f"HTTP {error.code} from {self.token_url}") from None
+            answer = token_request(self.token_url, form, self._timeout_s)
+        except OAuthRefusal as refused:
+            if refused.code == "invalid_grant":  # the user's grant is gone
+                raise ConnectionRevoked(str(refused)) from None
+            # Our own client credentials (or scope): the user's tokens are not at fault.
+            raise ProviderRefusedClient(str(refused)) from None
+        refresh = answer.get("refresh_token")
         return (
             answer["access_token"],
-            answer.get("refresh_token"),
+            refresh if isinstance(refresh, str) else None,
             float(answer.get("expires_in", 3600)),
         )
 
