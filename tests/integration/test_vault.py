@@ -66,12 +66,7 @@ def provider() -> Iterator[tuple[Provider, str]]:
             else:
                 status = 200
                 answer = {"access_token": f"at-{n}", "refresh_token": f"rt-{n}", "expires_in": 3600}
-            body = json.dumps(answer).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.send_json(status, answer)
 
     with serving(Handler) as port:
         yield state, f"http://127.0.0.1:{port}/token"
@@ -164,9 +159,7 @@ async def test_revoked_connections_and_refused_grants_resolve_no_more(
     row = await stored(db, handle)
     assert row["access_ct"] is None and row["refresh_ct"] is None, "nothing kept once revoked"
 
-    expiring = await vault.put(
-        db, owner="bob", provider="bank", access_token=ACCESS, refresh_token=REFRESH, expires_in=1
-    )
+    expiring = await connect(vault, db, "bob", 1)
     state.revoked = True  # the user withdrew access at the provider
     with pytest.raises(ConnectionRevoked, match="invalid_grant"):
         await vault.resolve(db, expiring, valid_for=timedelta(seconds=60))

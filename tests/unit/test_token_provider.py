@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import types
 import urllib.parse
@@ -47,17 +46,13 @@ def endpoint() -> Iterator[tuple[TokenEndpoint, str]]:
             state.requests.append(urllib.parse.parse_qs(body))
             if state.failures:
                 status, code = state.failures.pop(0)
-                answer = json.dumps({"error": code}).encode()
+                self.send_json(status, {"error": code})
             else:
-                status = 200
-                answer = json.dumps(
-                    {"access_token": f"token-{len(state.requests)}", "expires_in": state.expires_in}
-                ).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
+                token = {
+                    "access_token": f"token-{len(state.requests)}",
+                    "expires_in": state.expires_in,
+                }
+                self.send_json(200, token)
 
     with serving(Handler) as port:
         yield state, f"http://127.0.0.1:{port}/token"
