@@ -34,6 +34,8 @@ SCHEMA_VERSION: Final = "ce_schemaversion"
 SIGNATURE: Final = "ce_signature"
 SIGNATURE_KEY_ID: Final = "ce_signaturekeyid"
 SIGNATURE_ALGORITHM: Final = "ce_signaturealg"
+#: Fresh per send and signed: a re-send by the publisher differs from a copied record.
+SIGNATURE_NONCE: Final = "ce_signaturenonce"
 
 # W3C trace context.
 TRACEPARENT: Final = "traceparent"
@@ -51,6 +53,7 @@ DLQ_TIME: Final = "dlq_time"
 DLQ_SIGNATURE: Final = "dlq_signature"
 DLQ_SIGNATURE_KEY_ID: Final = "dlq_signaturekeyid"
 DLQ_SIGNATURE_ALGORITHM: Final = "dlq_signaturealg"
+DLQ_SIGNATURE_NONCE: Final = "dlq_signaturenonce"
 #: Set when a dead letter had to leave out the original value to fit the size limit.
 DLQ_VALUE_OMITTED: Final = "dlq_value_omitted"
 

@@ -17,6 +17,8 @@ class InventoryReserved(Event):
     sku: str
     quantity: int = Field(gt=0)
     amount_cents: int = Field(gt=0, description="Order amount, for the payment step.")
+    #: Carried over from the order, for the payment step (see ``OrderPlaced``).
+    payment_connection: str | None = Field(default=None, min_length=1, max_length=100)
 
 
 class InventoryReservationFailed(StepFailed):

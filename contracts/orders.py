@@ -31,3 +31,6 @@ class OrderPlaced(Event):
     currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
     sku: str = Field(default="sku-1", min_length=1)
     quantity: int = Field(default=1, gt=0)
+    #: Pay from the customer's bank account: the handle of their bank connection in
+    #: the payment service's vault (never the token itself). None: pay by card.
+    payment_connection: str | None = Field(default=None, min_length=1, max_length=100)

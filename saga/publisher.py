@@ -39,8 +39,8 @@ from saga.signing import Signer
 # Record framing that counts against the broker's size limit on top of key,
 # value and headers (record batch header and varints); see Kafka's DefaultRecord.
 _RECORD_OVERHEAD = 128
-#: The three signature headers, at most (an Ed25519 signature in base64 and a key id).
-_SIGNATURE_BYTES = 256
+#: The four signature headers, at most (an Ed25519 signature in base64, a key id, a nonce).
+_SIGNATURE_BYTES = 320
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from opentelemetry import trace
@@ -24,9 +24,12 @@ from contracts.codec import EncodedRecord, encode
 from contracts.topics import prefixed, topic_for_type
 from saga import tracing
 from saga.dead_letter import describe_error
-from saga.routes import BadRequest, HttpRequest, RequestContext
+from saga.routes import BadRequest, HttpRequest, NoVault, RequestContext
 from saga.service import Service
 from saga.store.service_store import PostgresServiceStore
+
+if TYPE_CHECKING:
+    from saga.vault import Vault
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +46,10 @@ class RequestRunner:
         emit: Emit,
         after_commit: AfterCommit | None,
         topic_prefix: str = "",
+        vault: Vault | None = None,
     ) -> None:
         self.service = service
+        self._vault = vault
         self._store = store
         self._emit = emit
         self._after_commit = after_commit
@@ -89,6 +94,7 @@ class RequestRunner:
                     connection,
                     traceparent=traceparent,
                     tracestate=tracestate,
+                    _vault=self._vault,
                 )
                 response = await handler(request, ctx)
                 records = [
@@ -105,8 +111,13 @@ class RequestRunner:
                 )
         except BadRequest as exc:
             return 400, {"error": str(exc)}
+        except NoVault as exc:
+            return 503, {"error": str(exc)}
         except ValidationError as exc:
-            return 400, {"error": "invalid request", "details": exc.errors(include_url=False)}
+            return 400, {
+                "error": "invalid request",
+                "details": exc.errors(include_url=False, include_input=False),
+            }
         except Exception as exc:
             log.exception("%s %s failed", request.method, request.path)
             span.record_exception(exc)

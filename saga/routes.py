@@ -21,11 +21,14 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from contracts.envelope import Envelope
 from contracts.messages import Event, Message
 from saga.service import NoDatabase
+
+if TYPE_CHECKING:
+    from saga.vault import Vault
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,10 @@ class BadRequest(Exception):
     """Raise from a route to answer 400 with this message."""
 
 
+class NoVault(Exception):
+    """A route asked for the vault in a process without vault keys."""
+
+
 @dataclass
 class RequestContext:
     """What a route handler can do: its service's database and starting sagas."""
@@ -64,6 +71,17 @@ class RequestContext:
     started: list[Envelope[Message]] = field(default_factory=list)
     traceparent: str | None = None
     tracestate: str | None = None
+    _vault: Vault | None = None
+
+    @property
+    def vault(self) -> Vault:
+        """The connect-token vault, to store or revoke a user's tokens (in ``ctx.db``)."""
+        if self._vault is None:
+            raise NoVault(
+                f"service {self.service_name!r} has no vault: declare a step connection"
+                " and set SAGA_VAULT_KEYS"
+            )
+        return self._vault
 
     @property
     def db(self) -> Any:

@@ -94,7 +94,10 @@ class StepContext:
     def connection_token(self) -> str:
         """The user's access token for the step's declared connection (see :mod:`saga.vault`)."""
         if self._connection_token is None:
-            raise NoDatabase("this step declares no connection: @service.on(..., connection=...)")
+            raise NoDatabase(
+                "no connection token: the step declares no connection"
+                " (@service.on(..., connection=...)) or the message carried no handle"
+            )
         return self._connection_token
 
     @property

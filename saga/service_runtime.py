@@ -62,7 +62,7 @@ class ServiceRuntime:
             if service.store == "postgres"
             else None
         )
-        self.vault = Vault(VaultKeys.from_env(), service.refreshers) if needs_vault else None
+        self.vault = _vault(service)
         self.relay = (
             OutboxRelay(self.store, self.publisher, interval_s=settings.relay_interval_ms / 1000)
             if self.store is not None
@@ -99,6 +99,7 @@ class ServiceRuntime:
             emit=self._emit,
             after_commit=self.relay.publish if self.relay is not None else None,
             topic_prefix=prefix,
+            vault=self.vault,
         )
         self.health = (
             HealthServer(
@@ -185,3 +186,15 @@ class ServiceRuntime:
             await self.store.stop()
         if self.health is not None:
             await self.health.stop()
+
+
+def _vault(service: Service) -> Vault | None:
+    """The vault for the service's connect tokens; keys are required only when a step
+    cannot run without a connection."""
+    wanted = [step.connection for step in service.steps.values() if step.connection is not None]
+    if not wanted:
+        return None
+    if any(connection.required for connection in wanted) or VaultKeys.configured():
+        return Vault(VaultKeys.from_env(), service.refreshers)
+    log.info("%s: no vault keys (SAGA_VAULT_KEYS): connection handles will fail", service.name)
+    return None

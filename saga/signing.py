@@ -13,9 +13,12 @@ the principal that owns its topic:
   obeys a compensation (a refund!) only when the coordinator sent it.
 
 Anything else (unsigned, an unknown key, another principal's key, a changed
-byte, or a message id seen before at another position: a replay) goes to the
-security dead-letter topic with the reason, and is counted in
-``saga.security.rejected``.
+byte, or a copy of a record already read at another position: a replay) goes
+to the security dead-letter topic with the reason, and is counted in
+``saga.security.rejected``. Every send is signed with a fresh nonce
+(``ce_signaturenonce``), so the publisher sending a message again (the outbox
+after a crash) is told apart from someone copying a record: the first is a
+duplicate that the receiver's inbox drops, the second a replay.
 
 Keys (``SAGA_SIGNING_KEYS``, JSON; or ``SAGA_SIGNING_KEYS_FILE``)::
 
@@ -36,6 +39,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import secrets
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -47,6 +51,15 @@ from contracts import headers as h
 from contracts.codec import Headers
 
 Algorithm = Literal["hmac-sha256", "ed25519"]
+__all__ = [
+    "KeySpec",
+    "SignatureError",
+    "Signer",
+    "Verifier",
+    "new_hmac_secret",
+    "parse_keys",
+]
+
 COORDINATOR = "coordinator"
 #: Headers the signature leaves out: its own, and the trace context (rewritten per hop).
 _UNSIGNED = frozenset(
@@ -195,8 +208,9 @@ class Signer:
         A record signed before (a dead letter of someone else's record) keeps its
         original signature as evidence, under the ``dlq_signature*`` names.
         """
-        kept = [(n, v) for n, v in headers if n not in _UNSIGNED or n in _TRACE]
+        kept = [(n, v) for n, v in headers if n not in _ORIGINAL]
         kept += [(_ORIGINAL[n], v) for n, v in headers if n in _ORIGINAL]
+        kept.append((h.SIGNATURE_NONCE, secrets.token_hex(16).encode()))
         signature = self.key.sign(payload_to_sign(topic, key, value, kept))
         return [
             *kept,
@@ -206,11 +220,11 @@ class Signer:
         ]
 
 
-_TRACE = frozenset({h.TRACEPARENT, h.TRACESTATE})
 _ORIGINAL = {
     h.SIGNATURE: h.DLQ_SIGNATURE,
     h.SIGNATURE_KEY_ID: h.DLQ_SIGNATURE_KEY_ID,
     h.SIGNATURE_ALGORITHM: h.DLQ_SIGNATURE_ALGORITHM,
+    h.SIGNATURE_NONCE: h.DLQ_SIGNATURE_NONCE,
 }
 
 
@@ -222,7 +236,8 @@ class Verifier:
     ) -> None:
         self.keys = {key_id: _Key(key_id, spec) for key_id, spec in keys.items()}
         self.prefix = topic_prefix
-        self._seen: OrderedDict[str, tuple[str, int, int]] = OrderedDict()
+        # (message id, signature) -> (topic, partition, offset) where it was first read
+        self._seen: OrderedDict[tuple[str, bytes], tuple[str, int, int]] = OrderedDict()
         self._remember = remember
 
     def check(
@@ -268,16 +283,19 @@ class Verifier:
         message_id = (found.get(h.ID) or b"").decode(errors="replace")
         if not message_id:
             raise SignatureError("malformed", "no message id (ce_id)")
+        # The owner signing an id again (a re-send, fresh nonce) is a duplicate that the
+        # receiver's inbox drops; the same signed bytes at another position are a copy.
+        seen = (message_id, signature)
         position = (topic, partition, offset)
-        first = self._seen.get(message_id)
+        first = self._seen.get(seen)
         if first is not None and first != position:
             raise SignatureError(
                 "replayed",
                 f"replayed: message id {message_id} was already read at "
                 f"{first[0]}[{first[1]}]@{first[2]}",
             )
-        self._seen[message_id] = position
-        self._seen.move_to_end(message_id)
+        self._seen[seen] = position
+        self._seen.move_to_end(seen)
         while len(self._seen) > self._remember:
             self._seen.popitem(last=False)
 
@@ -292,6 +310,4 @@ def parse_keys(raw: str | Mapping[str, Any]) -> dict[str, KeySpec]:
 
 def new_hmac_secret() -> str:
     """A fresh 256-bit secret, base64 (for an hmac-sha256 key's ``secret``)."""
-    import secrets
-
     return base64.b64encode(secrets.token_bytes(32)).decode()

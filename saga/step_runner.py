@@ -244,11 +244,16 @@ class StepRunner:
         """The user's token the step declared, valid for the whole step (refreshed if not)."""
         if step.connection is None:
             return None
-        if self._connections is None:
-            raise ConnectionRevoked(f"step {step.name} needs a connection but there is no vault")
         handle = getattr(envelope.payload, step.connection.handle_field, None)
         if not isinstance(handle, str) or not handle:
+            if not step.connection.required:
+                return None
             raise ConnectionRevoked(f"no connection handle in {step.connection.handle_field!r}")
+        if self._connections is None:
+            raise ConnectionRevoked(
+                f"step {step.name} got a connection handle but this process has no vault keys"
+                " (SAGA_VAULT_KEYS)"
+            )
         try:
             return await self._connections(handle, valid_for or timedelta(seconds=60))
         except (ConnectionRevoked, ProviderRefusedClient, ConnectionUnavailable, VaultError):

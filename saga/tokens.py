@@ -45,6 +45,17 @@ from saga.redaction import redact
 from saga.retry import NonRetryableError, RetryPolicy, run_with_retry
 
 #: Share of a token's lifetime after which it is refreshed.
+__all__ = [
+    "CachedTokenProvider",
+    "ClientCredentials",
+    "KafkaTokenProvider",
+    "MskIamTokens",
+    "TokenProvider",
+    "TokenRejected",
+    "TokenUnavailable",
+    "require_https",
+]
+
 REFRESH_AT = 0.8
 DEFAULT_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=200),
@@ -159,8 +170,7 @@ class ClientCredentials(CachedTokenProvider):
         retry: RetryPolicy = DEFAULT_RETRY,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not token_url.startswith(("https://", "http://")):
-            raise ValueError(f"token URL must be http(s): {token_url!r}")
+        require_https(token_url, "token URL")
         form = {
             "grant_type": "client_credentials",
             "client_id": client_id,
@@ -189,6 +199,14 @@ class ClientCredentials(CachedTokenProvider):
             scope=env.get(f"{prefix}_SCOPE"),
             **kwargs,
         )
+
+
+def require_https(url: str, what: str) -> None:
+    """Credentials travel only over TLS; plain http only to this machine (tests, sidecars)."""
+    parts = urllib.parse.urlsplit(url)
+    local = parts.scheme == "http" and parts.hostname in ("localhost", "127.0.0.1", "::1")
+    if not (parts.scheme == "https" and parts.hostname) and not local:
+        raise ValueError(f"{what} must be https:// (http:// only to localhost): {url!r}")
 
 
 #: OAuth 2.0 error codes that mean "these credentials or this grant will not work".

@@ -35,7 +35,19 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 from saga.retry import NonRetryableError
-from saga.tokens import OAuthRefusal, token_request
+from saga.tokens import OAuthRefusal, require_https, token_request
+
+__all__ = [
+    "Connection",
+    "ConnectionRevoked",
+    "ConnectionUnavailable",
+    "OAuthRefresh",
+    "ProviderRefusedClient",
+    "Refresher",
+    "Vault",
+    "VaultError",
+    "VaultKeys",
+]
 
 
 class ConnectionRevoked(NonRetryableError):
@@ -57,10 +69,16 @@ class VaultError(Exception):
 
 @dataclass(frozen=True)
 class Connection:
-    """A step's need for a user's connect token: which provider, and where the handle is."""
+    """A step's need for a user's connect token: which provider, and where the handle is.
+
+    ``required=False``: a message without a handle runs the step without a token
+    (``ctx.connection_token`` is then an error), e.g. card payments next to
+    pay-by-bank ones. The vault keys are then needed only once a handle arrives.
+    """
 
     provider: str
     handle_field: str = "connection"
+    required: bool = True
 
 
 class VaultKeys:
@@ -74,6 +92,11 @@ class VaultKeys:
                 raise VaultError(f"vault key {key_id!r} must be 32 bytes (AES-256)")
         self.keys = dict(keys)
         self.current = current
+
+    @staticmethod
+    def configured(environ: Mapping[str, str] = os.environ) -> bool:
+        """Whether the environment names vault keys at all."""
+        return bool(environ.get("SAGA_VAULT_KEYS") or environ.get("SAGA_VAULT_KEYS_FILE"))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> VaultKeys:
@@ -153,8 +176,7 @@ class OAuthRefresh:
     def __init__(
         self, token_url: str, client_id: str, client_secret: str, timeout_s: float = 10
     ) -> None:
-        if not token_url.startswith(("https://", "http://")):
-            raise ValueError(f"token URL must be http(s): {token_url!r}")
+        require_https(token_url, "token URL")
         self.token_url = token_url
         self._client = {"client_id": client_id, "client_secret": client_secret}
         self._timeout_s = timeout_s

@@ -69,9 +69,13 @@ class System:
     def stop_all(self) -> None:
         self.local.stop_all()
 
-    async def place(self, order_id: str, amount_cents: int = 1200) -> Envelope[Message]:
+    async def place(
+        self, order_id: str, amount_cents: int = 1200, **fields: Any
+    ) -> Envelope[Message]:
+        """Publish the ``OrderPlaced`` that starts saga ``order_id`` (``fields``: more of it)."""
+        order = OrderPlaced(order_id=order_id, customer_id="c", amount_cents=amount_cents, **fields)
         envelope: Envelope[Message] = Envelope(
-            payload=OrderPlaced(order_id=order_id, customer_id="c", amount_cents=amount_cents),
+            payload=order,
             saga_id=order_id,
             saga_type="order",
             source="/services/orders",

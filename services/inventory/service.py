@@ -61,6 +61,7 @@ async def reserve(order: OrderPlaced, ctx: StepContext) -> InventoryReserved:
         sku=order.sku,
         quantity=order.quantity,
         amount_cents=order.amount_cents,
+        payment_connection=order.payment_connection,
     )
 
 

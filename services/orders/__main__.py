@@ -2,6 +2,7 @@
 
     python -m services.orders                       # the service (SAGA_* settings)
     python -m services.orders place --customer alice --amount 42.00 [--sku sku-2]
+                                    [--pay-from-bank HANDLE]
     python -m services.orders status ORDER_ID
     python -m services.orders list [--status cancelled]
 
@@ -55,6 +56,9 @@ def main(argv: list[str]) -> int:
     place.add_argument("--sku", default="sku-1")
     place.add_argument("--quantity", type=int, default=1)
     place.add_argument("--order-id", help="default: a new id (printed in the answer)")
+    place.add_argument(
+        "--pay-from-bank", metavar="HANDLE", help="a bank connection handle (payment service)"
+    )
     status = commands.add_parser("status", help="show an order and its status")
     status.add_argument("order_id")
     listing = commands.add_parser("list", help="the latest orders")
@@ -68,6 +72,8 @@ def main(argv: list[str]) -> int:
             "sku": args.sku,
             "quantity": args.quantity,
         }
+        if args.pay_from_bank:
+            body["payment_connection"] = args.pay_from_bank
         # Chosen here, so that placing the same order again (a retry) is harmless.
         body["order_id"] = args.order_id or f"order-{uuid.uuid4().hex[:12]}"
         return _call(f"{base}/orders", "POST", body)

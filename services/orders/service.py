@@ -34,8 +34,10 @@ CREATE TABLE IF NOT EXISTS orders (
     placed_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now()
 )"""
+# Pay-by-bank orders carry the handle of the customer's bank connection (payment's vault).
+ADD_PAYMENT_CONNECTION = "ALTER TABLE orders ADD COLUMN IF NOT EXISTS payment_connection text"
 
-service = Service("orders", store="postgres", schema=(SCHEMA,))
+service = Service("orders", store="postgres", schema=(SCHEMA, ADD_PAYMENT_CONNECTION))
 
 STATUS = {
     "completed": "confirmed",
@@ -45,8 +47,8 @@ STATUS = {
 }
 MAX_INT = 2**31 - 1  # the columns are PostgreSQL integers
 _SELECT = (
-    "SELECT order_id, customer_id, sku, quantity, amount_cents, currency, status, reason,"
-    " placed_at, updated_at FROM orders"
+    "SELECT order_id, customer_id, sku, quantity, amount_cents, currency, payment_connection,"
+    " status, reason, placed_at, updated_at FROM orders"
 )
 
 
@@ -67,20 +69,27 @@ class PlaceOrder(BaseModel):
     currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
     sku: str = Field(default="sku-1", min_length=1, max_length=100)
     quantity: int = Field(default=1, gt=0, le=MAX_INT)
+    #: Pay from the customer's bank account: the handle ``POST /connections`` of the
+    #: payment service returned when they connected their bank. Absent: pay by card.
+    payment_connection: str | None = Field(
+        default=None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_-]+$"
+    )
 
 
 @service.route("POST", "/orders")
 async def place(request: HttpRequest, ctx: RequestContext) -> HttpResponse:
     order = PlaceOrder.model_validate(request.json())
     inserted = await ctx.db.fetchval(
-        "INSERT INTO orders (order_id, customer_id, sku, quantity, amount_cents, currency)"
-        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (order_id) DO NOTHING RETURNING order_id",
+        "INSERT INTO orders (order_id, customer_id, sku, quantity, amount_cents, currency,"
+        " payment_connection) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        " ON CONFLICT (order_id) DO NOTHING RETURNING order_id",
         order.order_id,
         order.customer_id,
         order.sku,
         order.quantity,
         order.amount_cents,
         order.currency,
+        order.payment_connection,
     )
     if inserted is None:  # placed before: the same order again, or a clash of ids
         existing = await _order(ctx, order.order_id)

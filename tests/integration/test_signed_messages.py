@@ -30,7 +30,10 @@ from saga.dev.otlp import OtlpReceiver
 from saga.kafka_config import client_kwargs
 from saga.publisher import Publisher
 from saga.signing import Signer, Verifier, new_hmac_secret, parse_keys
+from saga.vault import VaultKeys
+from tests.bank_provider import bank_provider
 from tests.conftest import Infra
+from tests.http_helpers import call_json
 from tests.integration.test_coordinator import launch, until
 from tests.integration.test_tracing import exporting_to
 from tests.kafka_helpers import eventually, read_available, read_records
@@ -171,35 +174,83 @@ async def test_only_a_refund_signed_by_the_coordinator_is_obeyed(
         ]
 
 
-async def test_a_signed_system_completes_compensates_and_leaks_no_secret(
+async def test_a_secured_system_uses_connect_tokens_and_leaks_no_secret(
     infra: Infra, tmp_path: Path
 ) -> None:
-    """Every process signs with its own key and requires signatures from the others.
+    """Every process signs with its own key and requires signatures from the others;
+    payment keeps customers' bank tokens in its vault and talks to a real local bank.
 
-    Afterwards every topic, every exported span, every log line and every saga-log,
-    inbox and outbox row is searched for the signing secrets: none may appear.
+    - alice's token expires before the charge step would end: refreshed, then used;
+    - bob disconnects his bank before ordering: the charge fails, the saga compensates;
+    - carol pays by bank and the shipment fails: the refund goes out as the merchant,
+      with the payment service's machine token.
+
+    Afterwards every topic, every exported span, every log line, every saga-log, inbox
+    and outbox row and every vault, ledger and order row is searched for the signing
+    secrets, the vault key and every token the bank handed out: none may appear.
     """
     everyone = ("coordinator", "orders", "inventory", "payment", "shipping", "notification")
     keys = keys_for_everyone()
-    secrets = [spec["secret"] for spec in keys.values()]
-    with OtlpReceiver() as receiver:
-        env = {**signing(keys), **exporting_to(receiver.endpoint)}
+    vault_key = VaultKeys.new_key()
+    with OtlpReceiver() as receiver, bank_provider() as bank:
+        env = {
+            **signing(keys),
+            **exporting_to(receiver.endpoint),
+            **bank.env(),
+            "SAGA_VAULT_KEYS": json.dumps({"v1": vault_key}),
+            "SAGA_VAULT_KEY_ID": "v1",
+        }
         with launch(infra, tmp_path, *everyone, env=env) as running:
+            payment = running.local.url("payment")
+
+            def connect(customer: str, expires_in: float) -> str:
+                grant = bank.authorize(customer, expires_in)
+                body = {
+                    "customer_id": customer,
+                    "access_token": grant.access,
+                    "refresh_token": grant.refresh,
+                    "expires_in": expires_in,
+                }
+                status, answer = call_json(f"{payment}/connections", "POST", body)
+                assert status == 201, answer
+                return str(answer["handle"])
+
+            alice = await asyncio.to_thread(connect, "alice", 2)  # < the step's 5 s timeout
+            bob = await asyncio.to_thread(connect, "bob", 3600)
+            carol = await asyncio.to_thread(connect, "carol", 3600)
+            gone = f"{payment}/connections/{bob}"
+            assert (await asyncio.to_thread(call_json, gone, "DELETE"))[0] == 200
+            assert (await asyncio.to_thread(call_json, gone, "DELETE"))[0] == 404
+
             run = uuid.uuid4().hex[:6]
             ok, nowhere = f"ok-{run}", f"nowhere-{run}"
+            by_alice, by_bob, by_carol = f"alice-{run}", f"bob-{run}", f"nowhere-carol-{run}"
             running.settings = running.settings.model_copy(
                 update={"signing_keys": parse_keys(keys), "signing_key_id": "orders-key"}
             )
             await running.place(ok)
             await running.place(nowhere)
-            await until(running, [ok], "completed")
-            await until(running, [nowhere], "compensated")
+            await running.place(by_alice, payment_connection=alice)
+            await running.place(by_bob, payment_connection=bob)
+            await running.place(by_carol, payment_connection=carol)
+            await until(running, [ok, by_alice], "completed")
+            await until(running, [nowhere, by_bob, by_carol], "compensated")
+
+            assert bank.refreshed == ["alice"], "refreshed before the step, once"
+            assert sorted(bank.payments) == [("alice", by_alice), ("carol", by_carol)]
+            assert [order for _, order in bank.refunds] == [by_carol], "refunded as the merchant"
+            bob_saga = (await running.sagas([by_bob]))[by_bob]
+            assert bob_saga["steps"]["charge"]["status"] == "failed"
+            assert "ConnectionRevoked" in bob_saga["reason"], bob_saga["reason"]
+            assert await running.commands_sent(by_bob) == ["inventory.ReleaseInventory"]
             security = f"{running.prefix}{SECURITY_DEAD_LETTERS}"
             assert await read_available(running.settings, security) == [], "nothing refused"
             assert receiver.wait_for(lambda r: len(r.spans()) > 20, timeout_s=20)
             texts = await everything_written(running)
         texts += [repr(span) for span in receiver.spans()]
         texts += logs_in(tmp_path)
+    secrets = [spec["secret"] for spec in keys.values()] + [vault_key] + bank.handed_out()
+    assert len(bank.handed_out()) >= 8, "tokens of 3 customers, a refresh and a merchant token"
     assert len(texts) > 50, "there was plenty to search"
     leaks = [(secret[:6], text[:80]) for secret in secrets for text in texts if secret in text]
     assert leaks == []
@@ -223,7 +274,8 @@ async def everything_written(running: System) -> list[str]:
             texts.append(repr((record.key, record.value, record.headers)))
     connection = await asyncpg.connect(running.database_url)
     try:
-        for table in ("saga_log", "saga_instances", "saga_inbox", "saga_outbox"):
+        tables = ("saga_log", "saga_instances", "saga_inbox", "saga_outbox", "saga_connections")
+        for table in (*tables, "payment_ledger", "orders"):
             rows = await connection.fetch(f"SELECT * FROM {table}")  # noqa: S608 (fixed names)
             texts += [repr(dict(row)) for row in rows]
     finally:

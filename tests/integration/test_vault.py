@@ -293,3 +293,39 @@ async def test_operators_rotate_keys_and_revoke_from_the_command_line(
     assert ACCESS not in rotated.stdout + rotated.stderr
     revoked = await asyncio.to_thread(saga, "revoke", handle)
     assert revoked.returncode == 0 and (await stored(db, handle))["revoked_at"] is not None
+
+
+class MaybeBankReserved(Event):
+    message_type: ClassVar[str] = "inventory.ReservedForAnyPayment"
+
+    order_id: str
+    amount_cents: int
+    bank_connection: str | None = None
+
+
+async def test_an_optional_connection_runs_without_a_handle_and_fails_one_without_a_vault() -> None:
+    service = Service("payment", retry=RetryPolicy(maximum_attempts=3))
+
+    @service.on(
+        MaybeBankReserved,
+        fails_with=PaymentFailed,
+        connection=Connection("bank", handle_field="bank_connection", required=False),
+    )
+    async def charge(reserved: MaybeBankReserved, ctx: StepContext) -> PaymentCharged:
+        paid_by = "card" if reserved.bank_connection is None else ctx.connection_token
+        return PaymentCharged(order_id=reserved.order_id, amount_cents=1, charge_id=paid_by)
+
+    async with ServiceTestKit(service) as kit:  # no vault in this process
+        by_card = await kit.send(
+            MaybeBankReserved(order_id="o-card", amount_cents=1), saga_id="o-card"
+        )
+        by_bank = await kit.send(
+            MaybeBankReserved(order_id="o-bank", amount_cents=1, bank_connection="conn_x"),
+            saga_id="o-bank",
+        )
+        paid, refused = [e.payload for e in kit.emitted()]
+    assert by_card.kind == "completed"
+    assert isinstance(paid, PaymentCharged) and paid.charge_id == "card"
+    assert (by_bank.kind, by_bank.attempts) == ("failed", 1)
+    assert isinstance(refused, PaymentFailed) and refused.error_type == "ConnectionRevoked"
+    assert "no vault keys (SAGA_VAULT_KEYS)" in refused.error_message

@@ -67,6 +67,7 @@ def test_encode_writes_cloudevents_binary_mode_headers_and_key_saga_id() -> None
         "currency": "EUR",
         "sku": "sku-1",
         "quantity": 1,
+        "payment_connection": None,
     }
     assert found == {
         h.ID: envelope.id,

@@ -46,6 +46,45 @@ def test_testing_kit_exports() -> None:
     assert saga.testing.__all__ == ["InMemoryTransport", "ServiceTestKit"]
 
 
+def test_security_exports() -> None:
+    import saga.signing
+    import saga.tokens
+    import saga.vault
+
+    assert saga.vault.__all__ == [
+        "Connection",
+        "ConnectionRevoked",
+        "ConnectionUnavailable",
+        "OAuthRefresh",
+        "ProviderRefusedClient",
+        "Refresher",
+        "Vault",
+        "VaultError",
+        "VaultKeys",
+    ]
+    assert saga.tokens.__all__ == [
+        "CachedTokenProvider",
+        "ClientCredentials",
+        "KafkaTokenProvider",
+        "MskIamTokens",
+        "TokenProvider",
+        "TokenRejected",
+        "TokenUnavailable",
+        "require_https",
+    ]
+    assert saga.signing.__all__ == [
+        "KeySpec",
+        "SignatureError",
+        "Signer",
+        "Verifier",
+        "new_hmac_secret",
+        "parse_keys",
+    ]
+    for module in (saga.vault, saga.tokens, saga.signing):
+        for name in module.__all__:
+            assert getattr(module, name) is not None
+
+
 def test_contracts_exports() -> None:
     assert contracts.__all__ == [
         "Command",

@@ -68,6 +68,17 @@ def test_a_genuine_command_passes_and_a_redelivery_of_the_same_record_too() -> N
     check(verifier, record, offset=7)  # the same position read again: a redelivery
 
 
+def test_a_resend_by_the_publisher_passes_but_a_copy_of_the_record_is_a_replay() -> None:
+    verifier = Verifier(KEYS)
+    command = refund()
+    first, again = signed("coord-1", command), signed("coord-1", command)  # the outbox re-sends
+    assert dict(first[2])[h.SIGNATURE_NONCE] != dict(again[2])[h.SIGNATURE_NONCE]
+    check(verifier, first, offset=1)
+    check(verifier, again, offset=2)  # the same message id, signed anew: the inbox drops it
+    with pytest.raises(SignatureError, match="replayed"):
+        check(verifier, again, offset=3)  # the same bytes at another offset: copied
+
+
 @pytest.mark.parametrize(
     ("forge", "reason"),
     [
@@ -76,6 +87,7 @@ def test_a_genuine_command_passes_and_a_redelivery_of_the_same_record_too() -> N
         ("another principal", "only 'coordinator' may publish"),
         ("tampered payload", "forged or tampered"),
         ("tampered header", "forged or tampered"),
+        ("nonce changed", "forged or tampered"),
         ("moved to another topic", "forged or tampered"),
         ("replayed", "replayed"),
     ],
@@ -95,6 +107,8 @@ def test_forged_commands_are_refused_with_the_reason(forge: str, reason: str) ->
         value = (value or b"").replace(b"o-1", b"o-2")
     elif forge == "tampered header":
         headers = [(n, b"/elsewhere" if n == h.SOURCE else v) for n, v in headers]
+    elif forge == "nonce changed":  # to pass a copy off as a re-send
+        headers = [(n, b"0" * 32 if n == h.SIGNATURE_NONCE else v) for n, v in headers]
     elif forge == "moved to another topic":
         topic = "shipping.commands"
     elif forge == "replayed":

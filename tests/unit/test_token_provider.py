@@ -205,3 +205,22 @@ async def test_a_failing_refresh_is_shared_and_a_still_valid_token_is_kept(
     state.failures = [(503, "temporarily_unavailable")] * 3
     with pytest.raises(TokenUnavailable):
         await tokens.token()
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://idp.example/token", True),
+        ("http://127.0.0.1:9000/token", True),
+        ("http://localhost/token", True),
+        ("http://idp.example/token", False),  # a secret in clear text over the network
+        ("ftp://idp.example/token", False),
+        ("https:///token", False),
+    ],
+)
+def test_credentials_go_only_over_tls_or_to_this_machine(url: str, allowed: bool) -> None:
+    if allowed:
+        ClientCredentials(url, "id", "secret")
+    else:
+        with pytest.raises(ValueError, match="must be https://"):
+            ClientCredentials(url, "id", "secret")
