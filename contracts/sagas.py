@@ -14,6 +14,23 @@ Compensation commands are built from data the saga saw: each field of the
 command is taken from the step's completion event (or, when the step timed out
 with no answer, from the event that started it). :meth:`SagaDefinition.problems`
 checks all of this at start-up.
+
+Beyond a chain of steps:
+
+* **Parallel branches**: several steps started by the same event run at once
+  (fan-out); a :class:`Join` names the steps to wait for and the event the
+  coordinator publishes once all of them completed, which starts the next step.
+* **Human approval**: a step with an :class:`Approval` is run by the coordinator
+  itself: it opens a task for the first assignee, escalates on each SLA breach,
+  and rejects at the deadline (the saga compensates).
+* **Recovery**: ``alternative`` names a step the coordinator starts (by sending
+  its command) when this one fails, before compensating anything; an
+  ``optional`` step's failure does not fail the saga.
+* **Orchestration**: with ``mode="orchestration"`` the coordinator sends each
+  step's trigger to the step's service (its commands topic) instead of the
+  service reacting to the events of others; the handlers are the same.
+* **Versions**: ``version`` tells definitions of the same name apart; a saga
+  keeps the version it started with.
 """
 
 from __future__ import annotations
@@ -21,10 +38,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Literal
 
 from contracts.messages import Command, Event, Message
 from contracts.steps import CompensationFailed, StepFailed
-from contracts.topics import owner_of
+from contracts.topics import COORDINATOR_OWNER, owner_of
 from saga.retry import RetryPolicy
 
 #: Coordinator-level retries of a compensation that reported failure.
@@ -35,15 +53,54 @@ DEFAULT_COMPENSATION_RETRY = RetryPolicy(
 )
 
 
+SagaMode = Literal["choreography", "orchestration"]
+
+
+def _unfillable(where: str, model: type[Message], data_fields: set[str]) -> list[str]:
+    """Required fields of ``model`` that no event of the saga carries."""
+    return [
+        f"{where}: field {name!r} of {model.message_type!r} cannot be filled from saga data"
+        for name, info in model.model_fields.items()
+        if info.is_required() and name not in data_fields
+    ]
+
+
 class DefinitionError(ValueError):
     """A saga definition is inconsistent; the message lists every problem."""
+
+
+@dataclass(frozen=True)
+class Approval:
+    """A person decides: the coordinator opens a task when the step starts.
+
+    The first of ``assignees`` gets the task; each time ``sla`` passes without a
+    decision it is reassigned to the next one and an escalation event is
+    published (``saga.TaskEscalated``). At ``deadline`` (from the start) the
+    task is rejected and the saga compensates.
+    """
+
+    assignees: tuple[str, ...]
+    sla: timedelta
+    deadline: timedelta
+
+
+@dataclass(frozen=True)
+class Join:
+    """``event`` is published (on ``saga.events``) once every step of ``after`` completed.
+
+    Its fields are filled from the data of the saga's completed steps.
+    """
+
+    event: type[Event]
+    after: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class StepDefinition:
     name: str
     service: str
-    started_by: tuple[type[Event], ...]
+    #: Events that start it; or, for an alternative step, the one command that does.
+    started_by: tuple[type[Message], ...]
     completed_by: tuple[type[Event], ...]
     failed_by: tuple[type[Event], ...] = ()
     compensation: type[Command] | None = None
@@ -51,6 +108,16 @@ class StepDefinition:
     timeout: timedelta | None = None
     compensation_retry: RetryPolicy = DEFAULT_COMPENSATION_RETRY
     irreversible: bool = False
+    #: Its failure (or timeout) does not fail the saga.
+    optional: bool = False
+    #: When it fails, start this step (by its command) before compensating anything.
+    alternative: str | None = None
+    #: Run by the coordinator as a human task (service ``"saga"``, no compensation).
+    approval: Approval | None = None
+
+    @property
+    def needs_compensation(self) -> bool:
+        return not self.irreversible and self.approval is None
 
     def fields_for_compensation(self) -> list[str]:
         """Required fields of the compensation command (filled from saga data)."""
@@ -67,6 +134,9 @@ class SagaDefinition:
     ends_with: type[Event]
     deadline: timedelta | None = None
     description: str = ""
+    joins: tuple[Join, ...] = ()
+    version: int = 1
+    mode: SagaMode = "choreography"
     _by_name: dict[str, StepDefinition] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -85,6 +155,7 @@ class SagaDefinition:
         for s in self.steps:
             for model in (*s.started_by, *s.completed_by, *s.failed_by, *s.compensated_by):
                 types.add(model.message_type)
+        types |= {j.event.message_type for j in self.joins}
         return types
 
     def models(self) -> list[type[Message]]:
@@ -97,6 +168,8 @@ class SagaDefinition:
                 found[model.message_type] = model
             if s.compensation is not None:
                 found[s.compensation.message_type] = s.compensation
+        for join in self.joins:
+            found[join.event.message_type] = join.event
         found[StepFailed.message_type] = StepFailed
         found[CompensationFailed.message_type] = CompensationFailed
         return list(found.values())
@@ -112,6 +185,9 @@ class SagaDefinition:
         produced = {self.starts_with.message_type}
         for s in self.steps:
             produced |= {m.message_type for m in s.completed_by}
+        produced |= {j.event.message_type for j in self.joins}
+        alternatives = {s.alternative for s in self.steps if s.alternative}
+        found += self._recovery_problems(names, alternatives)
         roles: dict[str, str] = {}
         for s in self.steps:
             where = f"step {s.name!r}"
@@ -120,6 +196,13 @@ class SagaDefinition:
             if not s.completed_by:
                 found.append(f"{where} has no event that completes it")
             for model in s.started_by:
+                if model.kind == "command":
+                    if s.name not in alternatives:
+                        found.append(
+                            f"{where} is started by command {model.message_type!r}: only a "
+                            "step named as another's alternative is started by a command"
+                        )
+                    continue
                 if model.message_type not in produced:
                     found.append(
                         f"{where} is started by {model.message_type!r}, which nothing in "
@@ -141,7 +224,7 @@ class SagaDefinition:
                     if key in roles:
                         found.append(f"{key!r} {role} {where} but also {roles[key]}")
                     roles[key] = f"{role} {where}"
-            if s.compensation is None and not s.irreversible:
+            if s.compensation is None and s.needs_compensation:
                 found.append(
                     f"{where} can complete but has no compensation and is not marked irreversible"
                 )
@@ -173,6 +256,68 @@ class SagaDefinition:
             )
         return found
 
+    def _recovery_problems(self, names: list[str], alternatives: set[str]) -> list[str]:
+        """Problems of joins, approvals, alternatives and optional steps."""
+        found: list[str] = []
+        data_fields = set(self.starts_with.model_fields)
+        for s in self.steps:
+            for model in (*s.completed_by, *s.started_by):
+                if model.kind == "event":
+                    data_fields |= set(model.model_fields)
+        for join in self.joins:
+            where = f"join {join.event.message_type!r}"
+            if owner_of(join.event.message_type) != COORDINATOR_OWNER:
+                found.append(f"{where}: a join event is published on saga.events: name it saga.*")
+            for name in join.after:
+                if name not in names:
+                    found.append(f"{where} waits for step {name!r}, which does not exist")
+            if len(join.after) < 2:
+                found.append(f"{where} must wait for at least two steps")
+            if not any(join.event in s.started_by for s in self.steps):
+                found.append(f"{where} starts no step")
+            found += _unfillable(where, join.event, data_fields)
+        for s in self.steps:
+            where = f"step {s.name!r}"
+            if s.alternative is not None:
+                if s.alternative not in names or s.alternative == s.name:
+                    found.append(f"{where}: alternative {s.alternative!r} is not another step")
+                else:
+                    alternative = self.step(s.alternative)
+                    commands = [m for m in alternative.started_by if m.kind == "command"]
+                    if len(commands) != 1 or len(alternative.started_by) != 1:
+                        found.append(
+                            f"{where}: alternative {s.alternative!r} must be started by one "
+                            "command of its service (the coordinator sends it)"
+                        )
+                    for command in commands:
+                        found += _unfillable(f"alternative {s.alternative!r}", command, data_fields)
+            if s.approval is not None:
+                a = s.approval
+                if s.service != COORDINATOR_OWNER:
+                    found.append(f"{where}: an approval step is run by service 'saga'")
+                if not a.assignees:
+                    found.append(f"{where}: an approval needs at least one assignee")
+                if a.sla <= timedelta(0) or a.deadline <= timedelta(0):
+                    found.append(f"{where}: approval SLA and deadline must be positive")
+                if not s.failed_by:
+                    found.append(f"{where}: an approval needs a rejection event (failed_by)")
+                if s.compensation is not None or s.irreversible:
+                    found.append(f"{where}: an approval has nothing to undo (no compensation)")
+                for model in (*s.completed_by[:1], *s.failed_by[:1]):
+                    found += _unfillable(
+                        f"{where}: {model.message_type!r}",
+                        model,
+                        data_fields | {"task_id", "decided_by", "reason"},
+                    )
+            if s.optional:
+                for other in self.steps:
+                    if other.started_by and set(other.started_by) <= set(s.completed_by):
+                        found.append(
+                            f"step {other.name!r} is started only by optional step {s.name!r}:"
+                            " it would never start when that one fails"
+                        )
+        return found
+
     def validate(self) -> SagaDefinition:
         """Raise :class:`DefinitionError` listing every problem; return self if sound."""
         problems = self.problems()
@@ -200,7 +345,13 @@ class SagaDefinition:
             lines.append(f"       started by    {names(s.started_by)}")
             lines.append(f"       completed by  {names(s.completed_by)}")
             lines.append(f"       failed by     {names(s.failed_by)}")
-            if s.irreversible:
+            if s.approval is not None:
+                a = s.approval
+                lines.append(
+                    f"       approval      by {' > '.join(a.assignees)}, SLA {a.sla} each,"
+                    f" deadline {a.deadline}"
+                )
+            elif s.irreversible:
                 lines.append("       irreversible  (pivot: never compensated)")
             else:
                 assert s.compensation is not None
@@ -211,6 +362,14 @@ class SagaDefinition:
                 )
             if s.timeout:
                 lines.append(f"       timeout       {s.timeout}")
+            if s.optional:
+                lines.append("       optional      (its failure does not fail the saga)")
+            if s.alternative:
+                lines.append(f"       on failure    try {s.alternative} before compensating")
+        for join in self.joins:
+            lines.append(f"  join {join.event.message_type} after {', '.join(join.after)}")
+        if self.mode != "choreography" or self.version != 1:
+            lines.append(f"  mode {self.mode}, version {self.version}")
         return "\n".join(lines)
 
     def mermaid(self) -> str:

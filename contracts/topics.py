@@ -32,6 +32,11 @@ DLQ_SUFFIX: Final = ".dlq"
 _LEGAL = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
 
 
+#: Owner of the events the coordinator itself publishes (outcomes, joins, approvals):
+#: they travel on ``saga.events``.
+COORDINATOR_OWNER = "saga"
+
+
 def validate_topic(name: str) -> str:
     """Return ``name`` if Kafka accepts it as a topic name, else raise ``ValueError``."""
     if not _LEGAL.fullmatch(name) or name in {".", ".."}:

@@ -72,9 +72,10 @@ def _parser() -> argparse.ArgumentParser:
     service.add_argument("module", help="module with a `service = Service(...)` attribute")
     service.set_defaults(run=_run)
 
-    from saga.operator_cli import register
+    from saga import operator_cli, tasks_cli
 
-    register(commands)
+    operator_cli.register(commands)
+    tasks_cli.register(commands)
     return parser
 
 

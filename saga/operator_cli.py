@@ -11,10 +11,10 @@ import getpass
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -27,6 +27,8 @@ from saga.publisher import Publisher
 from saga.settings import Settings
 from saga.store.relay import OutboxRelay
 from saga.store.schema import MIGRATIONS, migrate
+
+T = TypeVar("T")
 
 
 def register(commands: Any) -> None:
@@ -46,6 +48,12 @@ def register(commands: Any) -> None:
     def_commands.add_parser("list", help="names of loaded definitions").set_defaults(
         run=_definition_list
     )
+    diff = def_commands.add_parser(
+        "diff", help="what changed between two definitions: NAME@VERSION or module:attribute"
+    )
+    diff.add_argument("old")
+    diff.add_argument("new")
+    diff.set_defaults(run=_definition_diff)
 
     ls = commands.add_parser("list", help="list sagas")
     ls.add_argument("--state", help="running, completed, compensating, compensated, parked")
@@ -163,11 +171,12 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _definition_show(args: argparse.Namespace) -> int:
-    definitions = {d.name: d for d in _definitions()}
-    if args.name not in definitions:
-        print(f"no saga definition {args.name!r}; known: {', '.join(sorted(definitions))}")
+    try:
+        definition = _definition(args.name)
+    except LookupError as missing:
+        known = ", ".join(sorted({d.name for d in _definitions()}))
+        print(f"{missing.args[0]}; known: {known}")
         return 2
-    definition = definitions[args.name]
     print(definition.describe())
     print()
     print("```mermaid")
@@ -178,7 +187,7 @@ def _definition_show(args: argparse.Namespace) -> int:
 
 def _definition_list(args: argparse.Namespace) -> int:
     for definition in _definitions():
-        print(f"{definition.name}\t{definition.description}")
+        print(f"{definition.name}@{definition.version}\t{definition.description}")
     return 0
 
 
@@ -238,7 +247,7 @@ def _show(args: argparse.Namespace) -> int:
     if state is None:
         print(f"no saga {args.saga_id!r}")
         return 2
-    definition = {d.name: d for d in _definitions()}.get(state.saga_type)
+    definition = _version_of(state)
     print(render_timeline(state, [s.name for s in definition.steps] if definition else ()))
     return 0
 
@@ -331,7 +340,10 @@ def _dry_run(args: argparse.Namespace) -> int:
     if state is None:
         print(f"no saga {args.saga_id!r}")
         return 2
-    definition = {d.name: d for d in _definitions()}[state.saga_type]
+    definition = _version_of(state)
+    if definition is None:
+        print(f"no saga definition {state.saga_type!r} loaded")
+        return 2
     if args.fail not in state.steps:
         print(f"saga {state.saga_type!r} has no step {args.fail!r}")
         return 2
@@ -391,25 +403,15 @@ def simulate_failure(
 
 
 def _operate(saga_id: str, action: str, reason: str | None) -> int:
-    actor = os.environ.get("SAGA_OPERATOR") or getpass.getuser()
-    settings = Settings()
+    actor = operator_name()
 
-    async def run() -> tuple[str | None, list[str]]:
-        store = open_store(settings)
-        await store.start()
-        try:
-            coordinator = Coordinator(_definitions(), store, topic_prefix=settings.topic_prefix)
-            decision, ids = await coordinator.operate(saga_id, action, actor=actor, reason=reason)
-            if ids:
-                async with Publisher(settings) as publisher:
-                    await OutboxRelay(store, publisher).publish(ids)
-            if decision is None or decision.state is None:
-                return None, []
-            return decision.state.status, decision.notes
-        finally:
-            await store.stop()
+    async def act(coordinator: Coordinator) -> tuple[tuple[str | None, list[str]], list[int]]:
+        decision, ids = await coordinator.operate(saga_id, action, actor=actor, reason=reason)
+        if decision is None or decision.state is None:
+            return (None, []), ids
+        return (decision.state.status, decision.notes), ids
 
-    status, notes = asyncio.run(run())
+    status, notes = asyncio.run(with_coordinator(act))
     if status is None:
         print(f"no saga {saga_id!r}")
         return 2
@@ -417,6 +419,75 @@ def _operate(saga_id: str, action: str, reason: str | None) -> int:
         print(note)
     print(f"saga {saga_id}: {status}")
     return 0
+
+
+def operator_name() -> str:
+    """Who acts: ``SAGA_OPERATOR``, else the login name (recorded in the saga log)."""
+    return os.environ.get("SAGA_OPERATOR") or getpass.getuser()
+
+
+async def with_coordinator(work: Callable[[Coordinator], Awaitable[tuple[T, list[int]]]]) -> T:
+    """Run ``work`` with the coordinator's logic on its database; publish what it wrote
+    to the outbox (the coordinator's relay would, too, if this fails)."""
+    settings = Settings()
+    store = open_store(settings)
+    await store.start()
+    try:
+        coordinator = Coordinator(
+            _definitions(), store, topic_prefix=settings.topic_prefix, mode=settings.mode
+        )
+        result, ids = await work(coordinator)
+        if ids:
+            async with Publisher(settings) as publisher:
+                await OutboxRelay(store, publisher).publish(ids)
+        return result
+    finally:
+        await store.stop()
+
+
+def _definition_diff(args: argparse.Namespace) -> int:
+    from saga.definition_diff import diff
+
+    try:
+        old, new = _definition(args.old), _definition(args.new)
+    except LookupError as missing:
+        print(f"saga: error: {missing.args[0]}")
+        return 2
+    changes = diff(old, new)
+    print(f"{old.name}@{old.version} -> {new.name}@{new.version}")
+    print("\n".join(changes) if changes else "no change")
+    return 0
+
+
+def _definition(ref: str) -> SagaDefinition:
+    """``NAME@VERSION`` among the loaded definitions, or ``module:attribute[@NAME]``."""
+    if ":" in ref:
+        spec, _, name = ref.partition("@")
+        found = load_definitions(spec)
+        chosen = [d for d in found if not name or d.name == name]
+        if len(chosen) != 1:
+            raise LookupError(f"{ref}: {len(chosen)} definitions; name one with @NAME")
+        return chosen[0]
+    name, _, version = ref.partition("@")
+    loaded = [d for d in _definitions() if d.name == name]
+    if not loaded:
+        raise LookupError(f"no saga definition {name!r} loaded (SAGA_DEFINITIONS)")
+    if not version:
+        return max(loaded, key=lambda d: d.version)
+    for definition in loaded:
+        if str(definition.version) == version:
+            return definition
+    versions = ", ".join(str(d.version) for d in loaded)
+    raise LookupError(f"{name} has no version {version} (loaded: {versions})")
+
+
+def _version_of(state: SagaState) -> SagaDefinition | None:
+    """The loaded definition a saga runs on (its version, else the latest)."""
+    loaded = [d for d in _definitions() if d.name == state.saga_type]
+    same = [d for d in loaded if d.version == state.definition_version]
+    if same:
+        return same[0]
+    return max(loaded, key=lambda d: d.version) if loaded else None
 
 
 def _definitions() -> list[SagaDefinition]:

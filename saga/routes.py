@@ -115,18 +115,21 @@ class Route:
 
     def match(self, method: str, path: str) -> dict[str, str] | None:
         """Path parameters when ``method path`` is this route (``/orders/{id}``)."""
-        if method != self.method:
-            return None
-        want = self.pattern.strip("/").split("/")
-        got = path.strip("/").split("/")
-        if len(want) != len(got):
-            return None
-        params: dict[str, str] = {}
-        for expected, actual in zip(want, got, strict=True):
-            if expected.startswith("{") and expected.endswith("}"):
-                if not actual:
-                    return None
-                params[expected[1:-1]] = actual
-            elif expected != actual:
+        return match_path(self.pattern, path) if method == self.method else None
+
+
+def match_path(pattern: str, path: str) -> dict[str, str] | None:
+    """Parameters of ``path`` when it fits ``pattern`` (``/orders/{id}``); else None."""
+    want = pattern.strip("/").split("/")
+    got = path.strip("/").split("/")
+    if len(want) != len(got):
+        return None
+    params: dict[str, str] = {}
+    for expected, actual in zip(want, got, strict=True):
+        if expected.startswith("{") and expected.endswith("}"):
+            if not actual:
                 return None
-        return params
+            params[expected[1:-1]] = actual
+        elif expected != actual:
+            return None
+    return params

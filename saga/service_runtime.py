@@ -17,7 +17,7 @@ from typing import Any
 from contracts.codec import EncodedRecord
 from contracts.envelope import Envelope
 from contracts.messages import Message
-from contracts.topics import prefixed
+from contracts.topics import COORDINATOR_OWNER, events_topic, prefixed
 from saga.circuit import CircuitBreaker
 from saga.consumer import Consumer
 from saga.faults import Faults
@@ -45,7 +45,7 @@ class ServiceRuntime:
         self.service = service
         self.settings = settings
         prefix = settings.topic_prefix
-        self.topics = [prefixed(prefix, topic) for topic in service.topics]
+        self.topics = [prefixed(prefix, topic) for topic in _consumed(service, settings)]
         self.events_topic = prefixed(prefix, service.events_topic)
         self.commands_topic = prefixed(prefix, service.commands_topic)
         self.publisher = Publisher(settings, client_id=f"{service.name}-producer")
@@ -198,3 +198,12 @@ def _vault(service: Service) -> Vault | None:
         return Vault(VaultKeys.from_env(), service.refreshers)
     log.info("%s: no vault keys (SAGA_VAULT_KEYS): connection handles will fail", service.name)
     return None
+
+
+def _consumed(service: Service, settings: Settings) -> list[str]:
+    """Topics the service reads: in orchestration mode only what the coordinator sends
+    (its commands topic, and the coordinator's own events), never other services' events."""
+    if settings.mode != "orchestration":
+        return service.topics
+    own = events_topic(COORDINATOR_OWNER)
+    return list(dict.fromkeys([service.commands_topic, *(t for t in service.topics if t == own)]))

@@ -127,6 +127,13 @@ class Settings(BaseSettings):
     topic_replication_factor: int = Field(default=1, gt=0)
 
     # --- Services -----------------------------------------------------------
+    mode: Literal["choreography", "orchestration"] | None = Field(
+        default=None,
+        description=(
+            "orchestration: the coordinator sends each step its trigger and services consume"
+            " only their commands (and saga.events); unset: each saga definition's mode."
+        ),
+    )
     health_port: int | None = Field(
         default=8080, ge=0, description="HTTP health endpoint port (0: any free port; unset: off)."
     )

@@ -57,11 +57,11 @@ class System:
         }
         self.local = LocalSystem(self.env, logdir, cwd=ROOT)
 
-    def start(self, name: str, *, instance: str = "") -> None:
+    def start(self, name: str, *, instance: str = "", module: list[str] | None = None) -> None:
         # With signing keys configured, each process signs with its own key:
         # "<principal>-key" (the coordinator's principal is "coordinator").
         own = {"SAGA_SIGNING_KEY_ID": f"{name}-key"} if "SAGA_SIGNING_KEYS" in self.env else {}
-        self.local.start(name, instance=instance, env=own)
+        self.local.start(name, instance=instance, env=own, module=module)
 
     def kill(self, key: str, sig: int = signal.SIGKILL) -> None:
         self.local.kill(key, sig)
@@ -98,7 +98,9 @@ class System:
     async def statuses(self, saga_ids: list[str]) -> dict[str, str]:
         return {k: v["status"] for k, v in (await self.sagas(saga_ids)).items()}
 
-    async def commands_sent(self, saga_id: str) -> list[str]:
+    async def commands_sent(self, saga_id: str, purpose: str = "compensate") -> list[str]:
+        """Types of the commands the coordinator sent: compensations, or (``"start"``)
+        the triggers it sent to run steps."""
         connection = await asyncpg.connect(self.database_url)
         try:
             rows = await connection.fetch(
@@ -107,7 +109,12 @@ class System:
             )
         finally:
             await connection.close()
-        return [c["type"] for r in rows for c in json.loads(r["detail"])["commands"]]
+        return [
+            c["type"]
+            for r in rows
+            for c in json.loads(r["detail"])["commands"]
+            if c.get("purpose", "compensate") == purpose
+        ]
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, cast
 
@@ -23,14 +23,28 @@ from opentelemetry.trace import Span
 
 from contracts.codec import EncodedRecord, encode
 from contracts.envelope import Envelope
-from contracts.lifecycle import SagaFinished, SagaOutcome
+from contracts.lifecycle import SagaFinished, SagaOutcome, TaskEscalated
 from contracts.messages import Message
 from contracts.registry import MessageRegistry
-from contracts.sagas import SagaDefinition
-from contracts.topics import commands_topic, events_topic, owner_of, prefixed, topic_for_type
+from contracts.sagas import DefinitionError, SagaDefinition, SagaMode
+from contracts.topics import (
+    COORDINATOR_OWNER,
+    commands_topic,
+    events_topic,
+    owner_of,
+    prefixed,
+    topic_for_type,
+)
 from saga import tracing
 from saga.coordinator import store
-from saga.coordinator.decide import Decision, Incoming, decide
+from saga.coordinator.decide import (
+    CommandToSend,
+    Decision,
+    EventToPublish,
+    Incoming,
+    TaskChange,
+    decide,
+)
 from saga.coordinator.observe import observe
 from saga.coordinator.state import SagaState
 from saga.store.service_store import PostgresServiceStore
@@ -70,6 +84,8 @@ class _Batch:
     changes: list[tuple[SagaState | None, SagaState | None]] = field(default_factory=list)
     #: Events of no known saga (recorded, not decided on).
     ignored: int = 0
+    #: Approval task changes: (saga id, saga type, changes).
+    tasks: list[tuple[str, str, list[TaskChange]]] = field(default_factory=list)
 
     def committed(self) -> None:
         tracing.end_spans(self.spans)
@@ -92,18 +108,50 @@ class Coordinator:
         outbox: PostgresServiceStore,
         *,
         topic_prefix: str = "",
+        mode: SagaMode | None = None,
     ) -> None:
-        self.definitions = {d.name: d.validate() for d in definitions}
+        #: name -> version -> definition; a saga keeps the version it started with.
+        self.versions: dict[str, dict[int, SagaDefinition]] = {}
+        for definition in definitions:
+            definition = definition.validate()
+            if mode is not None:
+                definition = replace(definition, mode=mode)
+            by_version = self.versions.setdefault(definition.name, {})
+            if definition.version in by_version:
+                raise DefinitionError(
+                    f"saga {definition.name!r} version {definition.version} is loaded twice"
+                )
+            by_version[definition.version] = definition
+        #: The latest version of each saga: what new sagas start with.
+        self.definitions = {name: by[max(by)] for name, by in self.versions.items()}
         self.outbox = outbox
         self.prefix = topic_prefix
         self.registry = MessageRegistry()
+        self.registry.register(TaskEscalated)
         self._by_type: dict[str, list[SagaDefinition]] = {}
+        for by_version in self.versions.values():
+            for definition in by_version.values():
+                for model in definition.models():
+                    if model.message_type not in self.registry:
+                        self.registry.register(model)
         for definition in self.definitions.values():
-            for model in definition.models():
-                if model.message_type not in self.registry:
-                    self.registry.register(model)
             for message_type in definition.message_types():
                 self._by_type.setdefault(message_type, []).append(definition)
+
+    def definition_of(self, state: SagaState) -> SagaDefinition:
+        """The definition a saga started with (the latest if that version is gone)."""
+        by_version = self.versions[state.saga_type]
+        found = by_version.get(state.definition_version)
+        if found is None:
+            log.warning(
+                "saga %s started on %s version %d, which is not loaded: using version %d",
+                state.saga_id,
+                state.saga_type,
+                state.definition_version,
+                max(by_version),
+            )
+            return self.definitions[state.saga_type]
+        return found
 
     @property
     def pool(self) -> Any:
@@ -112,10 +160,15 @@ class Coordinator:
     def topics(self) -> list[str]:
         """Every events topic the loaded sagas listen to (prefixed)."""
         names: list[str] = []
-        for definition in self.definitions.values():
-            start = definition.starts_with
-            names.append(topic_for_type(start.message_type, start.kind))
-            names.extend(events_topic(service) for service in definition.services)
+        for by_version in self.versions.values():
+            for definition in by_version.values():
+                start = definition.starts_with
+                names.append(topic_for_type(start.message_type, start.kind))
+                names.extend(
+                    events_topic(service)
+                    for service in definition.services
+                    if service != COORDINATOR_OWNER  # its own events: decided on at once
+                )
         return [prefixed(self.prefix, n) for n in dict.fromkeys(names)]
 
     def definition_for(self, saga_type: str | None, message_type: str) -> SagaDefinition | None:
@@ -162,9 +215,9 @@ class Coordinator:
             facts: list[tuple[Incoming, SagaDefinition]] = []
             for saga_id, name, due in fired:
                 state = batch.states.get(saga_id)
-                definition = self.definitions.get(state.saga_type) if state else None
-                if state is None or definition is None:
+                if state is None or state.saga_type not in self.versions:
                     continue
+                definition = self.definition_of(state)
                 incoming = Incoming(
                     kind="timer",
                     message_id=f"timer:{saga_id}:{name}:{due.isoformat()}",
@@ -198,7 +251,7 @@ class Coordinator:
             state = batch.states.get(saga_id)
             if state is None:
                 return None, []
-            definition = self.definitions[state.saga_type]
+            definition = self.definition_of(state)
             incoming = Incoming(
                 kind="operator",
                 message_id=f"operator:{saga_id}:{now.isoformat()}",
@@ -232,8 +285,10 @@ class Coordinator:
         facts: Sequence[tuple[Incoming, SagaDefinition]],
         now: datetime,
     ) -> list[int]:
-        for incoming, definition in facts:
-            decision = decide(batch.states.get(incoming.saga_id), incoming, definition, now)
+        for incoming, latest in facts:
+            state = batch.states.get(incoming.saga_id)
+            definition = self.definition_of(state) if state is not None else latest
+            decision = decide(state, incoming, definition, now)
             batch.decisions.append((incoming, decision))
             self._record(batch, incoming, decision)
         await store.save_sagas(
@@ -241,6 +296,8 @@ class Coordinator:
             [(batch.states[s], batch.read_versions.get(s)) for s in sorted(batch.changed)],
         )
         await store.apply_timers(connection, batch.timers)
+        for saga_id, saga_type, changes in batch.tasks:
+            await store.apply_tasks(connection, saga_id, saga_type, changes, now)
         await store.append_log(connection, batch.log)
         if not batch.outgoing:
             return []
@@ -261,9 +318,13 @@ class Coordinator:
             batch.timers[(saga_id, name)] = None
         for timer in decision.set_timers:
             batch.timers[(saga_id, timer.name)] = timer.due
+        if decision.tasks:
+            batch.tasks.append((saga_id, incoming.saga_type, decision.tasks))
+        for event in decision.events:
+            batch.outgoing.append(self._event(incoming, span, event))
         for command in decision.commands:
             compensate = tracing.tracer().start_span(
-                f"compensate {command.step}",
+                f"{'dispatch' if command.purpose == 'start' else 'compensate'} {command.step}",
                 context=trace.set_span_in_context(span),
                 attributes={
                     "saga.id": saga_id,
@@ -290,9 +351,16 @@ class Coordinator:
                             "step": c.step,
                             "attempt": c.attempt,
                             "payload": c.payload,
+                            **(
+                                {"purpose": "start", "to": c.service}
+                                if c.purpose == "start"
+                                else {}
+                            ),
                         }
                         for c in decision.commands
                     ],
+                    "events": [e.message_type for e in decision.events],
+                    "tasks": [f"{t.change} {t.task_id} ({t.assignee})" for t in decision.tasks],
                     "status": decision.state.status if decision.state else None,
                     "cause": incoming.message_id,
                 },
@@ -322,7 +390,27 @@ class Coordinator:
             },
         )
 
-    def _command(self, incoming: Incoming, span: Span, command: Any) -> tuple[str, EncodedRecord]:
+    def _event(
+        self, incoming: Incoming, span: Span, event: EventToPublish
+    ) -> tuple[str, EncodedRecord]:
+        """A join, an approval outcome or an escalation, on ``saga.events``."""
+        model = self.registry.model_for(event.message_type)
+        traceparent, tracestate = tracing.context_headers(span)
+        envelope: Envelope[Message] = Envelope(
+            payload=model.model_validate(event.payload),
+            saga_id=incoming.saga_id,
+            saga_type=incoming.saga_type,
+            source=SOURCE,
+            step=event.step,
+            causation_id=incoming.message_id,
+            traceparent=traceparent,
+            tracestate=tracestate,
+        )
+        return prefixed(self.prefix, LIFECYCLE_TOPIC), encode(envelope)
+
+    def _command(
+        self, incoming: Incoming, span: Span, command: CommandToSend
+    ) -> tuple[str, EncodedRecord]:
         model = self.registry.model_for(command.message_type)
         traceparent, tracestate = tracing.context_headers(span)
         envelope: Envelope[Message] = Envelope(
@@ -337,8 +425,8 @@ class Coordinator:
             traceparent=traceparent,
             tracestate=tracestate,
         )
-        topic = prefixed(self.prefix, commands_topic(owner_of(command.message_type)))
-        return topic, encode(envelope)
+        service = command.service or owner_of(command.message_type)
+        return prefixed(self.prefix, commands_topic(service)), encode(envelope)
 
     def _announce(
         self, incoming: Incoming, span: Span, state: SagaState

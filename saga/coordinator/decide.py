@@ -19,6 +19,17 @@ Rules:
   retry policy; when attempts run out the saga is parked for an operator.
 * Events for finished sagas change nothing (except late completions, which are
   undone); timers firing after the fact do nothing.
+* Parallel branches: while compensating, a step still in flight is waited for
+  (its completion is undone, its failure or timeout settles it); a join event
+  is published once every step it waits for completed.
+* A failed step with an ``alternative`` starts that step (by its command) instead
+  of compensating; an ``optional`` step's failure or timeout does not fail the
+  saga. A saga whose steps are all settled (completed, optional and failed,
+  replaced by an alternative that settled, or an unused alternative) completes.
+* Approval steps open a task, escalate it on each SLA breach and reject it at
+  the deadline; an operator's ``approve:<step>`` or ``reject:<step>`` decides.
+* In orchestration mode a started step is sent its trigger on its service's
+  commands topic (events of the coordinator itself reach services directly).
 """
 
 from __future__ import annotations
@@ -27,8 +38,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from contracts.lifecycle import TaskEscalated
 from contracts.sagas import SagaDefinition, StepDefinition
 from contracts.steps import CompensationFailed, StepFailed
+from contracts.topics import COORDINATOR_OWNER, owner_of
 from saga.coordinator.state import SagaState, StepState
 
 IncomingKind = Literal["event", "timer", "operator"]
@@ -37,6 +50,8 @@ STEP_TIMEOUT = "step-timeout"
 COMPENSATION_TIMEOUT = "compensation-timeout"
 COMPENSATION_RETRY = "compensation-retry"
 DEADLINE = "deadline"
+APPROVAL_SLA = "approval-sla"
+APPROVAL_DEADLINE = "approval-deadline"
 
 
 @dataclass(frozen=True)
@@ -66,6 +81,40 @@ class CommandToSend:
     message_type: str
     payload: dict[str, Any]
     attempt: int
+    #: ``compensate`` undoes the step; ``start`` runs it (orchestration, alternatives).
+    purpose: Literal["compensate", "start"] = "compensate"
+    #: The service whose commands topic it goes to (default: the type's owner).
+    service: str | None = None
+
+
+@dataclass(frozen=True)
+class EventToPublish:
+    """An event of the coordinator itself (a join, an approval's outcome, an escalation)."""
+
+    message_type: str
+    payload: dict[str, Any]
+    step: str | None = None
+
+
+TaskChangeKind = Literal["opened", "escalated", "approved", "rejected", "cancelled"]
+
+
+@dataclass(frozen=True)
+class TaskChange:
+    """What happened to an approval task (kept in ``saga_tasks``, audited in the log)."""
+
+    task_id: str
+    step: str
+    change: TaskChangeKind
+    assignee: str | None
+    by: str | None = None
+    reason: str | None = None
+    sla_due: datetime | None = None
+    deadline: datetime | None = None
+
+
+def task_id(saga_id: str, step: str) -> str:
+    return f"{saga_id}/{step}"
 
 
 @dataclass(frozen=True)
@@ -84,6 +133,8 @@ class Decision:
     notes: list[str] = field(default_factory=list)
     #: False when the fact changed nothing (recorded and counted as ignored).
     applied: bool = True
+    events: list[EventToPublish] = field(default_factory=list)
+    tasks: list[TaskChange] = field(default_factory=list)
 
 
 class _Builder:
@@ -97,14 +148,30 @@ class _Builder:
         self.set_timers: list[Timer] = []
         self.cancel_timers: list[str] = []
         self.notes: list[str] = []
+        self.events: list[EventToPublish] = []
+        self.tasks: list[TaskChange] = []
 
     def note(self, text: str) -> None:
         self.notes.append(text)
 
     def decision(self, applied: bool = True) -> Decision:
         return Decision(
-            self.state, self.commands, self.set_timers, self.cancel_timers, self.notes, applied
+            self.state,
+            self.commands,
+            self.set_timers,
+            self.cancel_timers,
+            self.notes,
+            applied,
+            self.events,
+            self.tasks,
         )
+
+    def data(self) -> dict[str, Any]:
+        """What the saga knows: every step's data, latest completion last."""
+        merged: dict[str, Any] = {}
+        for _, step in sorted(self.state.steps.items(), key=lambda kv: kv[1].order or 0):
+            merged.update(step.data)
+        return merged
 
     def step(self, name: str) -> StepState:
         return self.state.steps[name]
@@ -127,6 +194,7 @@ def new_saga(incoming: Incoming, definition: SagaDefinition) -> SagaState:
         started_at=incoming.at,
         traceparent=incoming.traceparent,
         tracestate=incoming.tracestate,
+        definition_version=definition.version,
     )
 
 
@@ -152,7 +220,9 @@ def decide(
         _on_timer(b, incoming)
     else:
         _on_operator(b, incoming)
-    changed = b.state != state or bool(b.commands or b.set_timers or b.cancel_timers)
+    changed = b.state != state or bool(
+        b.commands or b.set_timers or b.cancel_timers or b.events or b.tasks
+    )
     return b.decision(applied=changed)
 
 
@@ -206,8 +276,19 @@ def _started(b: _Builder, step: StepDefinition, incoming: Incoming) -> None:
         return
     b.update(step.name, status="running", started_at=incoming.at, data=dict(incoming.payload))
     b.note(f"{step.name} started")
+    if step.approval is not None:
+        _open_task(b, step)
+        return
     if step.timeout is not None:
         b.set_timers.append(Timer(f"{STEP_TIMEOUT}:{step.name}", incoming.at + step.timeout))
+    if b.definition.mode == "orchestration" and owner_of(incoming.type) != COORDINATOR_OWNER:
+        # Central control: the service hears of its step from the coordinator only.
+        b.commands.append(
+            CommandToSend(
+                step.name, incoming.type, dict(incoming.payload), 1, "start", step.service
+            )
+        )
+        b.note(f"sent {incoming.type} to {step.service} to run {step.name}")
 
 
 def _infer_predecessors(b: _Builder, step: StepDefinition, incoming: Incoming) -> None:
@@ -264,9 +345,10 @@ def _completed(b: _Builder, step: StepDefinition, incoming: Incoming) -> None:
             _reopen(b)
             _next_compensation(b)
         elif b.state.status == "running" and incoming.type == b.definition.ends_with.message_type:
-            b.state = replace(b.state, status="completed", finished_at=incoming.at)
-            b.cancel_timers.append(DEADLINE)
-            b.note("saga completed")
+            _complete(b)
+        elif b.state.status == "running":
+            _check_joins(b)
+            _maybe_complete(b)
     elif current.status == "timed_out":
         # The late answer to a step already being undone: the undo covers it.
         b.update(step.name, **fields)
@@ -301,8 +383,21 @@ def _failed(b: _Builder, step: StepDefinition, incoming: Incoming) -> None:
         started_at=current.started_at or incoming.at,
     )
     b.note(f"{step.name} failed: {error}")
-    if b.state.status == "running":
-        _begin_compensation(b, f"step {step.name} failed: {error}")
+    _after_failure(b, step, f"step {step.name} failed: {error}", timed_out=timed_out)
+
+
+def _after_failure(b: _Builder, step: StepDefinition, reason: str, *, timed_out: bool) -> None:
+    """A step failed or timed out: its alternative, going on without it, or compensating."""
+    if b.state.status != "running":
+        return
+    if step.alternative is not None and not timed_out:
+        _start_alternative(b, step)
+    elif step.optional:
+        b.note(f"{step.name} is optional: the saga goes on without it")
+        _check_joins(b)
+        _maybe_complete(b)
+    else:
+        _begin_compensation(b, reason)
 
 
 def _compensated(b: _Builder, step: StepDefinition, incoming: Incoming) -> None:
@@ -350,10 +445,17 @@ def _on_timer(b: _Builder, incoming: Incoming) -> None:
         return
     step = b.definition.step(name)
     current = b.step(step.name)
-    if kind == STEP_TIMEOUT and current.status == "running":
+    if kind in (APPROVAL_SLA, APPROVAL_DEADLINE) and current.status == "running":
+        if kind == APPROVAL_SLA:
+            _escalate(b, step)
+        else:
+            _decide_task(b, step, approved=False, by="deadline", reason="deadline passed")
+    elif kind == STEP_TIMEOUT and current.status == "running":
         _time_out(b, step)
         if b.state.status == "running":
-            _begin_compensation(b, f"step {step.name} timed out")
+            _after_failure(b, step, f"step {step.name} timed out", timed_out=True)
+        else:
+            _next_compensation(b)  # a branch in flight settled: compensation goes on
     elif kind == COMPENSATION_TIMEOUT and current.status == "compensating":
         _retry_or_park(b, step, f"no confirmation of {step.name}'s compensation in time")
     elif kind == COMPENSATION_RETRY and current.status == "compensating":
@@ -406,6 +508,18 @@ def _on_operator(b: _Builder, incoming: Incoming) -> None:
             b.state = replace(b.state, status="compensating")
         if b.state.status == "compensating":
             _next_compensation(b)
+    elif action in ("approve", "reject"):
+        step = b.definition.step(name)
+        if step.approval is None or b.step(name).status != "running":
+            b.note(f"{action} {name} by {who}: nothing to do, step is {b.step(name).status}")
+            return
+        _decide_task(
+            b,
+            step,
+            approved=action == "approve",
+            by=incoming.actor or "unknown",
+            reason=incoming.reason,
+        )
     elif action == "resolve":
         b.state = replace(
             b.state, status="resolved", finished_at=b.now, reason=f"resolved by {who}"
@@ -431,6 +545,10 @@ def _begin_compensation(b: _Builder, reason: str) -> None:
     b.state = replace(b.state, status="compensating", reason=reason)
     b.cancel_timers.append(DEADLINE)
     b.note(f"compensating: {reason}")
+    for step in b.definition.steps:
+        if step.approval is not None and b.step(step.name).status == "running":
+            _close_task(b, step, "cancelled", by="coordinator", reason="the saga compensates")
+            b.update(step.name, status="failed", finished_at=b.now, error="cancelled")
     _next_compensation(b)
 
 
@@ -446,10 +564,15 @@ def _next_compensation(b: _Builder) -> None:
     steps = b.definition.steps
     if any(b.step(s.name).status == "compensating" for s in steps):
         return  # one in flight: wait for its confirmation
+    in_flight = [s.name for s in steps if b.step(s.name).status == "running"]
+    if in_flight:
+        # A parallel branch still running: its outcome decides what to undo.
+        b.note(f"waiting for {', '.join(in_flight)} (in flight) before compensating further")
+        return
     due = [
         s
         for s in steps
-        if b.step(s.name).status in ("completed", "timed_out") and not s.irreversible
+        if b.step(s.name).status in ("completed", "timed_out") and s.needs_compensation
     ]
     if not due:
         b.state = replace(b.state, status="compensated", finished_at=b.now)
@@ -508,6 +631,191 @@ def _retry_or_park(b: _Builder, step: StepDefinition, why: str) -> None:
     b.update(step.name, status="compensation_failed", error=why)
     b.state = replace(b.state, status="parked", reason=why)
     b.note(f"{why}; attempts exhausted: saga parked for an operator")
+
+
+# --- completion, joins, alternatives ---------------------------------------------------
+
+
+def _complete(b: _Builder) -> None:
+    b.state = replace(b.state, status="completed", finished_at=b.now)
+    b.cancel_timers.append(DEADLINE)
+    b.note("saga completed")
+
+
+def _settled(b: _Builder, step: StepDefinition) -> bool:
+    """Nothing more will happen to ``step`` in a saga that completes."""
+    status = b.step(step.name).status
+    if status in ("completed", "skipped"):
+        return True
+    if status in ("failed", "timed_out") and step.optional:
+        return True
+    if status == "failed" and step.alternative is not None:
+        return _settled(b, b.definition.step(step.alternative))
+    if status == "pending":
+        primaries = [s for s in b.definition.steps if s.alternative == step.name]
+        return bool(primaries) and all(b.step(p.name).status != "failed" for p in primaries)
+    return False
+
+
+def _maybe_complete(b: _Builder) -> None:
+    if b.state.status == "running" and all(_settled(b, s) for s in b.definition.steps):
+        _complete(b)
+
+
+def _check_joins(b: _Builder) -> None:
+    """Publish each join event whose steps all completed (or, if optional, failed)."""
+    for join in b.definition.joins:
+        kind = join.event.message_type
+        if kind in b.state.joined or b.state.status != "running":
+            continue
+        if not all(_settled(b, b.definition.step(name)) for name in join.after):
+            continue
+        b.state = replace(b.state, joined=(*b.state.joined, kind))
+        payload = _fill(join.event.model_fields, b.data())
+        b.note(f"joined {', '.join(join.after)}: publishing {kind}")
+        _publish(b, kind, payload, step=None)
+
+
+def _start_alternative(b: _Builder, failed: StepDefinition) -> None:
+    assert failed.alternative is not None
+    step = b.definition.step(failed.alternative)
+    if b.step(step.name).status != "pending":
+        b.note(f"alternative {step.name} was tried before: compensating")
+        _begin_compensation(b, f"step {failed.name} failed and so did its alternative")
+        return
+    [command] = step.started_by
+    payload = _fill(command.model_fields, {**b.data(), **b.step(failed.name).data})
+    b.update(step.name, status="running", started_at=b.now, data=payload)
+    b.note(f"{failed.name} failed: trying the alternative {step.name}")
+    b.commands.append(
+        CommandToSend(step.name, command.message_type, payload, 1, "start", step.service)
+    )
+    if step.timeout is not None:
+        b.set_timers.append(Timer(f"{STEP_TIMEOUT}:{step.name}", b.now + step.timeout))
+
+
+def _publish(b: _Builder, kind: str, payload: dict[str, Any], step: str | None) -> None:
+    """Publish a coordinator event, and start the steps it starts (it never comes back)."""
+    b.events.append(EventToPublish(kind, payload, step))
+    fact = Incoming(
+        kind="event",
+        message_id=f"{b.state.saga_id}:{kind}",
+        type=kind,
+        saga_id=b.state.saga_id,
+        saga_type=b.state.saga_type,
+        at=b.now,
+        payload=payload,
+    )
+    for started in b.definition.steps:
+        if kind in _types(started.started_by):
+            _started(b, started, fact)
+    if kind == b.definition.ends_with.message_type and b.state.status == "running":
+        _complete(b)
+
+
+def _fill(fields: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    return {name: data[name] for name in fields if name in data}
+
+
+# --- approvals ---------------------------------------------------------------------------
+
+
+def _open_task(b: _Builder, step: StepDefinition) -> None:
+    assert step.approval is not None
+    approval = step.approval
+    assignee = approval.assignees[0]
+    sla_due, deadline = b.now + approval.sla, b.now + approval.deadline
+    b.update(step.name, assignee=assignee, escalations=0)
+    b.set_timers += [
+        Timer(f"{APPROVAL_SLA}:{step.name}", sla_due),
+        Timer(f"{APPROVAL_DEADLINE}:{step.name}", deadline),
+    ]
+    b.tasks.append(
+        TaskChange(
+            task_id(b.state.saga_id, step.name),
+            step.name,
+            "opened",
+            assignee,
+            sla_due=sla_due,
+            deadline=deadline,
+        )
+    )
+    b.note(f"{step.name}: approval task opened for {assignee}")
+
+
+def _escalate(b: _Builder, step: StepDefinition) -> None:
+    assert step.approval is not None
+    assignees = step.approval.assignees
+    current = b.step(step.name)
+    position = assignees.index(current.assignee) if current.assignee in assignees else 0
+    if position + 1 >= len(assignees):
+        b.note(f"{step.name}: SLA passed, nobody left to escalate to after {current.assignee}")
+        return
+    to = assignees[position + 1]
+    sla_due = b.now + step.approval.sla
+    b.update(step.name, assignee=to, escalations=current.escalations + 1)
+    b.set_timers.append(Timer(f"{APPROVAL_SLA}:{step.name}", sla_due))
+    tid = task_id(b.state.saga_id, step.name)
+    b.tasks.append(TaskChange(tid, step.name, "escalated", to, by="coordinator", sla_due=sla_due))
+    b.events.append(
+        EventToPublish(
+            TaskEscalated.message_type,
+            {
+                "task_id": tid,
+                "step": step.name,
+                "from_assignee": current.assignee,
+                "to_assignee": to,
+                "escalations": current.escalations + 1,
+            },
+            step.name,
+        )
+    )
+    b.note(f"{step.name}: SLA passed, escalated from {current.assignee} to {to}")
+
+
+def _close_task(
+    b: _Builder, step: StepDefinition, change: TaskChangeKind, *, by: str, reason: str | None
+) -> None:
+    b.cancel_timers += [f"{APPROVAL_SLA}:{step.name}", f"{APPROVAL_DEADLINE}:{step.name}"]
+    b.tasks.append(
+        TaskChange(
+            task_id(b.state.saga_id, step.name),
+            step.name,
+            change,
+            b.step(step.name).assignee,
+            by=by,
+            reason=reason,
+        )
+    )
+
+
+def _decide_task(
+    b: _Builder, step: StepDefinition, *, approved: bool, by: str, reason: str | None
+) -> None:
+    _close_task(b, step, "approved" if approved else "rejected", by=by, reason=reason)
+    decided = {"task_id": task_id(b.state.saga_id, step.name), "decided_by": by, "reason": reason}
+    if approved:
+        model = step.completed_by[0]
+        b.update(
+            step.name,
+            status="completed",
+            order=b.next_order(),
+            finished_at=b.now,
+            data={**b.step(step.name).data, **decided},
+        )
+        b.note(f"{step.name} approved by {by}")
+        _publish(b, model.message_type, _fill(model.model_fields, b.data()), step.name)
+        _check_joins(b)
+        _maybe_complete(b)
+        return
+    model = step.failed_by[0]
+    why = f"rejected by {by}" + (f": {reason}" if reason else "")
+    b.update(step.name, status="failed", finished_at=b.now, error=why)
+    b.note(f"{step.name} {why}")
+    b.events.append(
+        EventToPublish(model.message_type, _fill(model.model_fields, {**b.data(), **decided}))
+    )
+    _after_failure(b, step, f"approval {step.name} {why}", timed_out=False)
 
 
 # --- helpers --------------------------------------------------------------------------

@@ -18,7 +18,9 @@ from contracts.envelope import Envelope
 from contracts.messages import Message
 from contracts.sagas import SagaDefinition
 from contracts.steps import CompensationFailed, StepFailed
+from contracts.topics import COORDINATOR_OWNER
 from saga.consumer import Consumer
+from saga.coordinator import tasks
 from saga.coordinator.apply import COORDINATOR, LIFECYCLE_TOPIC, Coordinator
 from saga.dead_letter import describe_error
 from saga.health import HealthServer
@@ -53,7 +55,9 @@ class CoordinatorRuntime:
     def __init__(self, definitions: Sequence[SagaDefinition], settings: Settings) -> None:
         self.settings = settings
         self.store = open_store(settings)
-        self.coordinator = Coordinator(definitions, self.store, topic_prefix=settings.topic_prefix)
+        self.coordinator = Coordinator(
+            definitions, self.store, topic_prefix=settings.topic_prefix, mode=settings.mode
+        )
         self.publisher = Publisher(settings, client_id=f"{settings.client_id}-coordinator")
         self.relay = OutboxRelay(
             self.store, self.publisher, interval_s=settings.relay_interval_ms / 1000
@@ -72,7 +76,12 @@ class CoordinatorRuntime:
             handler_attempts=0,  # database trouble: retry until it is back
         )
         self.health = (
-            HealthServer(self._report, host=settings.health_host, port=settings.health_port)
+            HealthServer(
+                self._report,
+                host=settings.health_host,
+                port=settings.health_port,
+                dispatch=self._dispatch,  # /tasks: approval steps
+            )
             if settings.health_port is not None
             else None
         )
@@ -85,6 +94,7 @@ class CoordinatorRuntime:
             f"{self.settings.topic_prefix}{s}.commands"
             for d in self.coordinator.definitions.values()
             for s in d.services
+            if s != COORDINATOR_OWNER
         }
         commands.add(f"{self.settings.topic_prefix}{LIFECYCLE_TOPIC}")
         await ensure_topics(self.settings, sorted(commands))
@@ -149,6 +159,15 @@ class CoordinatorRuntime:
             except Exception as exc:
                 log.warning("timer pass failed (%s); retrying", describe_error(exc))
             await asyncio.sleep(interval)
+
+    async def _dispatch(
+        self, method: str, target: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, Any]:
+        if not self._ready:
+            return 503, {"error": "the coordinator is not ready"}
+        status, answer, ids = await tasks.answer(self.coordinator, method, target, body)
+        await self._publish(ids)
+        return status, answer
 
     def _report(self) -> tuple[bool, dict[str, Any]]:
         return self._ready, {

@@ -44,6 +44,9 @@ class StepState:
     inferred: bool = False
     #: Its compensation waits for data still in flight (its own events, read late).
     waiting_for_data: bool = False
+    #: Approval steps: who has the task now, and how often it was escalated.
+    assignee: str | None = None
+    escalations: int = 0
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -73,6 +76,10 @@ class SagaState:
     tracestate: str | None = None
     next_order: int = 1
     version: int = 0
+    #: The version of the saga's definition it started with, and keeps.
+    definition_version: int = 1
+    #: Join events already published.
+    joined: tuple[str, ...] = ()
 
     @property
     def finished(self) -> bool:
@@ -95,6 +102,8 @@ class SagaState:
             "traceparent": self.traceparent,
             "tracestate": self.tracestate,
             "next_order": self.next_order,
+            "definition_version": self.definition_version,
+            "joined": list(self.joined),
         }
 
     @classmethod
@@ -113,4 +122,6 @@ class SagaState:
             tracestate=data.get("tracestate"),
             next_order=data.get("next_order", 1),
             version=version,
+            definition_version=data.get("definition_version", 1),
+            joined=tuple(data.get("joined", ())),
         )

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from saga.coordinator.decide import TaskChange
 from saga.coordinator.state import SagaState
 
 
@@ -156,3 +157,75 @@ async def delete_timers(connection: Any, fired: Sequence[tuple[str, str, datetim
             [f[1] for f in fired],
             [f[2] for f in fired],
         )
+
+
+async def apply_tasks(
+    connection: Any, saga_id: str, saga_type: str, changes: Sequence[TaskChange], at: datetime
+) -> None:
+    """Open, escalate or close approval tasks; every change is kept in the task's history."""
+    for change in changes:
+        entry = json.dumps(
+            [
+                {
+                    "change": change.change,
+                    "assignee": change.assignee,
+                    "by": change.by,
+                    "reason": change.reason,
+                    "at": at.isoformat(),
+                }
+            ]
+        )
+        if change.change == "opened":
+            await connection.execute(
+                "INSERT INTO saga_tasks (task_id, saga_id, saga_type, step, status, assignee,"
+                " sla_due, deadline, history, created_at)"
+                " VALUES ($1, $2, $3, $4, 'open', $5, $6, $7, $8::jsonb, $9)"
+                " ON CONFLICT (task_id) DO NOTHING",
+                change.task_id,
+                saga_id,
+                saga_type,
+                change.step,
+                change.assignee,
+                change.sla_due,
+                change.deadline,
+                entry,
+                at,
+            )
+        elif change.change == "escalated":
+            await connection.execute(
+                "UPDATE saga_tasks SET assignee = $2, sla_due = $3, escalations = escalations + 1,"
+                " history = history || $4::jsonb WHERE task_id = $1",
+                change.task_id,
+                change.assignee,
+                change.sla_due,
+                entry,
+            )
+        else:
+            await connection.execute(
+                "UPDATE saga_tasks SET status = $2, decided_by = $3, decided_at = $4,"
+                " reason = $5, history = history || $6::jsonb WHERE task_id = $1",
+                change.task_id,
+                change.change,
+                change.by,
+                at,
+                change.reason,
+                entry,
+            )
+
+
+async def find_task(connection: Any, task_id: str) -> dict[str, Any] | None:
+    row = await connection.fetchrow("SELECT * FROM saga_tasks WHERE task_id = $1", task_id)
+    return dict(row) if row is not None else None
+
+
+async def list_tasks(
+    connection: Any, *, status: str | None = "open", assignee: str | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
+    rows = await connection.fetch(
+        "SELECT * FROM saga_tasks WHERE ($1::text IS NULL OR status = $1)"
+        " AND ($2::text IS NULL OR assignee = $2) ORDER BY created_at LIMIT $3",
+        status,
+        assignee,
+        limit,
+    )
+    return [dict(row) for row in rows]

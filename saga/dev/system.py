@@ -41,17 +41,19 @@ class LocalSystem:
         instance: str = "",
         timeout_s: float = 60,
         env: dict[str, str] | None = None,
+        module: list[str] | None = None,
     ) -> int:
         """Start process ``name`` (one more with ``instance``); wait until ready; its pid.
 
         ``env``: settings for this process only, on top of the shared ones.
+        ``module``: what ``python -m`` runs, for a process not in :data:`PROCESSES`.
         """
         key = name + instance
         port = free_port()
         log = self.logdir / f"{key}.log"
         with open(log, "ab") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", *PROCESSES[name]],
+                [sys.executable, "-m", *(module or PROCESSES[name])],
                 cwd=self.cwd,
                 env={
                     **self.env,

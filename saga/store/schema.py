@@ -78,6 +78,26 @@ MIGRATIONS: Final[dict[str, tuple[str, ...]]] = {
         );
         CREATE INDEX saga_timers_due ON saga_timers (due_at);
         """,
+        # 2: approval tasks (see contracts.sagas.Approval), with their audit trail.
+        """
+        CREATE TABLE saga_tasks (
+            task_id     text        PRIMARY KEY,
+            saga_id     text        NOT NULL,
+            saga_type   text        NOT NULL,
+            step        text        NOT NULL,
+            status      text        NOT NULL,
+            assignee    text,
+            escalations integer     NOT NULL DEFAULT 0,
+            sla_due     timestamptz,
+            deadline    timestamptz,
+            decided_by  text,
+            decided_at  timestamptz,
+            reason      text,
+            history     jsonb       NOT NULL DEFAULT '[]',
+            created_at  timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE INDEX saga_tasks_open ON saga_tasks (status, assignee);
+        """,
     ),
     "vault": (
         # 1: users' connect tokens, AES-GCM ciphertext only (see saga.vault).

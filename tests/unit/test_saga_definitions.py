@@ -81,3 +81,58 @@ def test_text_and_mermaid_show_steps_and_compensations() -> None:
     assert diagram.startswith("flowchart LR")
     assert "reserve -->|InventoryReserved| charge" in diagram
     assert "charge -.->|on failure| undo_charge" in diagram
+
+
+def test_branch_approval_and_recovery_declarations_are_checked() -> None:
+    from dataclasses import replace
+
+    from contracts.sagas import Join
+    from tests.trips.messages import FlightBooked, PointsAwarded, TripBooked
+    from tests.trips.sagas import TRIP_V1
+
+    assert TRIP_V1.problems() == []
+    steps = {s.name: s for s in TRIP_V1.steps}
+    broken = replace(
+        TRIP_V1,
+        joins=(Join(FlightBooked, after=("flight",)),),
+        steps=(
+            steps["flight"],
+            replace(steps["hotel"], alternative="nowhere"),
+            replace(steps["hostel"], started_by=(FlightBooked,)),
+            replace(steps["approve"], service="billing", started_by=(TripBooked,)),
+            steps["charge"],
+            replace(steps["points"], optional=False),
+            replace(steps["points"], name="extra", optional=True, completed_by=(PointsAwarded,)),
+        ),
+    )
+    found = "\n".join(broken.problems())
+    assert "a join event is published on saga.events" in found
+    assert "must wait for at least two steps" in found
+    assert "alternative 'nowhere' is not another step" in found
+    assert "an approval step is run by service 'saga'" in found
+    assert "'saga.TripBooked', which nothing in this saga produces" in found
+
+
+def test_a_step_started_only_by_an_optional_one_is_refused() -> None:
+    from dataclasses import replace
+
+    from tests.trips.sagas import TRIP_V1
+
+    steps = tuple(replace(s, optional=True) if s.name == "charge" else s for s in TRIP_V1.steps)
+    found = replace(TRIP_V1, steps=steps).problems()
+    assert found == [
+        "step 'points' is started only by optional step 'charge': it would never start "
+        "when that one fails"
+    ]
+
+
+def test_the_diff_of_two_versions_names_each_change() -> None:
+    from saga.definition_diff import diff
+    from tests.trips.sagas import TRIP_V1, TRIP_V2
+
+    assert diff(TRIP_V1, TRIP_V1) == []
+    assert diff(TRIP_V1, TRIP_V2) == [
+        "~ version: 1 -> 2",
+        "~ step approve: approval: approval by manager > director, SLA 0:00:03,"
+        " deadline 0:00:09 -> approval by ceo, SLA 0:00:03, deadline 0:00:09",
+    ]
