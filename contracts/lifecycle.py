@@ -10,6 +10,7 @@ outcome. The envelope's saga id names the saga.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import ClassVar, Literal
 
 from contracts.messages import Event
@@ -26,6 +27,18 @@ class SagaFinished(Event):
     status: SagaOutcome
     #: Why it compensated or parked (the failure, timeout or deadline).
     reason: str | None = None
+
+
+class TaskOpened(Event):
+    """An approval step is waiting for ``assignee``: tell them (a mail, a chat message)."""
+
+    message_type: ClassVar[str] = "saga.TaskOpened"
+
+    task_id: str
+    step: str
+    assignee: str
+    sla_due: datetime
+    deadline: datetime
 
 
 class TaskEscalated(Event):

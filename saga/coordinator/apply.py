@@ -23,7 +23,7 @@ from opentelemetry.trace import Span
 
 from contracts.codec import EncodedRecord, encode
 from contracts.envelope import Envelope
-from contracts.lifecycle import SagaFinished, SagaOutcome, TaskEscalated
+from contracts.lifecycle import SagaFinished, SagaOutcome, TaskEscalated, TaskOpened
 from contracts.messages import Message
 from contracts.registry import MessageRegistry
 from contracts.sagas import DefinitionError, SagaDefinition, SagaMode
@@ -127,6 +127,7 @@ class Coordinator:
         self.outbox = outbox
         self.prefix = topic_prefix
         self.registry = MessageRegistry()
+        self.registry.register(TaskOpened)
         self.registry.register(TaskEscalated)
         self._by_type: dict[str, list[SagaDefinition]] = {}
         for by_version in self.versions.values():

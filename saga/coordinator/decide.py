@@ -38,7 +38,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from contracts.lifecycle import TaskEscalated
+from contracts.lifecycle import TaskEscalated, TaskOpened
 from contracts.sagas import SagaDefinition, StepDefinition
 from contracts.steps import CompensationFailed, StepFailed
 from contracts.topics import COORDINATOR_OWNER, owner_of
@@ -738,6 +738,19 @@ def _open_task(b: _Builder, step: StepDefinition) -> None:
             assignee,
             sla_due=sla_due,
             deadline=deadline,
+        )
+    )
+    b.events.append(
+        EventToPublish(
+            TaskOpened.message_type,
+            {
+                "task_id": task_id(b.state.saga_id, step.name),
+                "step": step.name,
+                "assignee": assignee,
+                "sla_due": sla_due.isoformat(),
+                "deadline": deadline.isoformat(),
+            },
+            step.name,
         )
     )
     b.note(f"{step.name}: approval task opened for {assignee}")

@@ -109,11 +109,18 @@ async def test_branches_alternatives_approvals_and_versions(infra: Infra, tmp_pa
 
         await eventually(escalated, what="the esc task escalated after the restart")
         saga_events = await read_available(running.settings, f"{running.prefix}saga.events")
-        escalations = [
-            json.loads(r.value or b"{}")
-            for r in saga_events
-            if dict(r.headers).get("ce_type") == b"saga.TaskEscalated"
-        ]
+
+        def published(kind: str) -> list[dict[str, Any]]:
+            return [
+                json.loads(r.value or b"{}")
+                for r in saga_events
+                if dict(r.headers).get("ce_type") == kind.encode()
+            ]
+
+        assert {e["task_id"] for e in published("saga.TaskOpened")} >= {
+            f"{t}/approve" for t in (ok, alt, opt, esc, dead)
+        }
+        escalations = published("saga.TaskEscalated")
         assert {"from_assignee": "manager", "to_assignee": "director"}.items() <= next(
             e for e in escalations if e["task_id"] == f"{esc}/approve"
         ).items()
