@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit integration bench dev-up dev-down clean
+.PHONY: demo test lint typecheck unit integration bench bench-transport chaos soak dev-up dev-down clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ demo: $(STAMP)
 	$(BIN)/saga demo
 
 test: lint typecheck
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -31,9 +31,26 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(BIN)/python -m pytest -q tests/integration
 
-bench: $(STAMP)
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+# Floor, ours and peers side by side; writes bench-results/results.json and .png.
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m tests.benchmarks.compare
+
+# 10,000 order sagas while processes are killed; exit 1 on any lost or doubled effect.
+chaos: $(STAMP)
+	$(BIN)/python -m tests.chaos.run
+
+# Steady load for 10 minutes: every process's RSS at the start and the end.
+soak: $(STAMP)
+	$(BIN)/python -m tests.benchmarks.soak
+
+bench-transport: $(STAMP)
 	$(BIN)/python -m tests.benchmarks.transport
-	$(BIN)/python -m tests.benchmarks.coordinator
 
 dev-up: $(STAMP)
 	$(BIN)/saga dev up

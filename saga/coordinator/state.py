@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -49,7 +49,9 @@ class StepState:
     escalations: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        out = asdict(self)
+        # Shallow on purpose: dataclasses.asdict deep-copies every payload (the
+        # coordinator's hottest path); the result is serialised at once.
+        out = {name: getattr(self, name) for name in _STEP_FIELDS}
         for key in _TIMES:
             out[key] = out[key].isoformat() if out[key] else None
         return out
@@ -125,3 +127,6 @@ class SagaState:
             definition_version=data.get("definition_version", 1),
             joined=tuple(data.get("joined", ())),
         )
+
+
+_STEP_FIELDS = tuple(f.name for f in fields(StepState))

@@ -1,0 +1,202 @@
+"""Ours: the 4-step order saga end to end, through separate service processes and the
+coordinator with its durable log in PostgreSQL.
+
+The bench publishes ``OrderPlaced`` events (as the orders service would) and
+reads the coordinator's ``saga.SagaFinished`` announcements: a saga is done
+when the coordinator has committed its outcome.
+
+* throughput: ``count`` sagas all in flight, until the last is completed;
+* one saga at a time: publish to completed, p50 / p99;
+* failure to compensated: sagas that fail at the shipping step (after reserve
+  and charge), from the coordinator taking the failure to the saga compensated
+  (refund and release, each a round trip), p50 / p99 from the saga log's times;
+* RSS of every process at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import psutil
+from aiokafka import AIOKafkaConsumer
+from pydantic import SecretStr
+
+from contracts.envelope import Envelope
+from contracts.messages import Message
+from contracts.orders import OrderPlaced
+from saga.dev.system import LocalSystem
+from saga.provisioning import ensure_topics
+from saga.publisher import Publisher
+from saga.settings import Settings
+from tests.benchmarks.figures import Figures, latencies, percentile
+from tests.system_helpers import ROOT, fresh_database
+
+PROCESSES = ("coordinator", "inventory", "payment", "shipping", "notification")
+
+
+def system_env(settings: Settings, prefix: str, database: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "SAGA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "SAGA_DATABASE_URL": database,
+        "SAGA_ENABLE_IDEMPOTENCE": "false",
+        "SAGA_FETCH_MAX_WAIT_MS": str(settings.fetch_max_wait_ms),
+        "SAGA_TOPIC_PREFIX": prefix,
+        "SAGA_TOPIC_PARTITIONS": str(settings.topic_partitions),
+        # Queueing under load must not pass for a silent step.
+        "SAGA_DEFINITIONS": "tests.integration.sagas:relaxed",
+    }
+
+
+class Finished:
+    """Reads ``saga.SagaFinished``: which saga ended how, and when it was seen."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=settings.bootstrap_servers,
+            group_id=f"bench-{uuid.uuid4().hex[:6]}",
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        )
+        self.seen: dict[str, tuple[str, float]] = {}
+        self.changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        self._task = asyncio.create_task(self._read())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.consumer.stop()
+
+    async def _read(self) -> None:
+        while True:
+            batches = await self.consumer.getmany(timeout_ms=100, max_records=1000)
+            now = time.perf_counter()
+            for records in batches.values():
+                for record in records:
+                    if dict(record.headers).get("ce_type") != b"saga.SagaFinished":
+                        continue
+                    status = json.loads(record.value or b"{}").get("status", "?")
+                    self.seen[(record.key or b"").decode()] = (status, now)
+            if batches:
+                self.changed.set()
+
+    async def wait_for(self, saga_ids: set[str], timeout_s: float = 600) -> None:
+        deadline = time.perf_counter() + timeout_s
+        while not saga_ids <= self.seen.keys():
+            if time.perf_counter() > deadline:
+                missing = len(saga_ids - self.seen.keys())
+                raise TimeoutError(f"{missing} sagas not finished after {timeout_s}s")
+            self.changed.clear()
+            await asyncio.wait_for(
+                self.changed.wait(), timeout=max(0.1, deadline - time.perf_counter())
+            )
+
+
+def order(saga_id: str, i: int) -> Envelope[Message]:
+    return Envelope(
+        payload=OrderPlaced(
+            order_id=saga_id, customer_id=f"c-{i % 97}", amount_cents=1200, sku=f"sku-{1 + i % 3}"
+        ),
+        saga_id=saga_id,
+        saga_type="order",
+        source="/services/orders",
+    )
+
+
+async def measure(
+    settings: Settings, logdir: Path, count: int, rounds: int, failures: int
+) -> Figures:
+    prefix = f"b{uuid.uuid4().hex[:6]}."
+    database = fresh_database(settings.database_url.get_secret_value())
+    config = settings.model_copy(
+        update={"topic_prefix": prefix, "database_url": SecretStr(database)}
+    )
+    system = LocalSystem(system_env(settings, prefix, database), logdir, cwd=ROOT)
+    topic = f"{prefix}orders.events"
+    await ensure_topics(config, [topic, f"{prefix}saga.events"])
+    finished = Finished(config, f"{prefix}saga.events")
+    try:
+        for name in PROCESSES:
+            await asyncio.to_thread(system.start, name)
+        await finished.start()
+        async with Publisher(config) as publisher:
+            warm = {f"warm-{i}" for i in range(50)}
+            await publisher.publish_many([(topic, order(s, i)) for i, s in enumerate(warm)])
+            await finished.wait_for(warm)
+
+            ids = [f"load-{i}" for i in range(count)]
+            start = time.perf_counter()
+            for chunk in range(0, count, 500):
+                batch = ids[chunk : chunk + 500]
+                await publisher.publish_many(
+                    [(topic, order(s, chunk + i)) for i, s in enumerate(batch)]
+                )
+            await finished.wait_for(set(ids))
+            end = max(finished.seen[s][1] for s in ids)
+            throughput = count / (end - start)
+            completed = sum(1 for s in ids if finished.seen[s][0] == "completed")
+
+            samples = []
+            for i in range(rounds):
+                saga_id = f"one-{i}"
+                sent = time.perf_counter()
+                await publisher.publish(topic, order(saga_id, i))
+                await finished.wait_for({saga_id})
+                samples.append(finished.seen[saga_id][1] - sent)
+
+            failing = [f"nowhere-{i}" for i in range(failures)]
+            for i, saga_id in enumerate(failing):
+                await publisher.publish(topic, order(saga_id, i))
+                await finished.wait_for({saga_id})
+        undo_ms = sorted(await _compensation_ms(database, failing))
+        rss = {
+            name: psutil.Process(system.running[name][0].pid).memory_info().rss
+            for name in PROCESSES
+        }
+    finally:
+        await finished.stop()
+        system.stop_all()
+    figures = latencies("ours: order saga, 4 services + coordinator", samples, throughput)
+    figures.extra = {
+        "completed_share": completed / count,
+        "compensate_p50_ms": percentile(undo_ms, 50),
+        "compensate_p99_ms": percentile(undo_ms, 99),
+        **{f"rss_mb_{name}": value / 2**20 for name, value in rss.items()},
+    }
+    return figures
+
+
+async def _compensation_ms(database: str, saga_ids: list[str]) -> list[float]:
+    """From the coordinator taking the shipping failure to the saga compensated."""
+    db = await asyncpg.connect(database)
+    try:
+        rows = await db.fetch(
+            "SELECT state FROM saga_instances WHERE saga_id = ANY($1::text[])", saga_ids
+        )
+    finally:
+        await db.close()
+    out = []
+    for row in rows:
+        state: dict[str, Any] = json.loads(row["state"])
+        failed_at = _time(state["steps"]["ship"]["finished_at"])
+        out.append((_time(state["finished_at"]) - failed_at) * 1000)
+    return out
+
+
+def _time(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text).timestamp()
