@@ -63,6 +63,24 @@ LIFECYCLE_TOPIC = events_topic(owner_of(SagaFinished.message_type))
 _OUTCOMES = frozenset({"completed", "compensated", "parked", "resolved"})
 
 
+def _from_coordinator(
+    incoming: Incoming, span: Span, payload: Message, *, step: str | None, attempt: int = 1
+) -> Envelope[Message]:
+    """An envelope the coordinator sends because of ``incoming``, in ``span``'s trace."""
+    traceparent, tracestate = tracing.context_headers(span)
+    return Envelope(
+        payload=payload,
+        saga_id=incoming.saga_id,
+        saga_type=incoming.saga_type,
+        source=SOURCE,
+        step=step,
+        causation_id=incoming.message_id,
+        attempt=attempt,
+        traceparent=traceparent,
+        tracestate=tracestate,
+    )
+
+
 def _outcome_changed(before: SagaState | None, after: SagaState) -> bool:
     return after.status in _OUTCOMES and (before is None or before.status != after.status)
 
@@ -396,16 +414,8 @@ class Coordinator:
     ) -> tuple[str, EncodedRecord]:
         """A join, an approval outcome or an escalation, on ``saga.events``."""
         model = self.registry.model_for(event.message_type)
-        traceparent, tracestate = tracing.context_headers(span)
-        envelope: Envelope[Message] = Envelope(
-            payload=model.model_validate(event.payload),
-            saga_id=incoming.saga_id,
-            saga_type=incoming.saga_type,
-            source=SOURCE,
-            step=event.step,
-            causation_id=incoming.message_id,
-            traceparent=traceparent,
-            tracestate=tracestate,
+        envelope = _from_coordinator(
+            incoming, span, model.model_validate(event.payload), step=event.step
         )
         return prefixed(self.prefix, LIFECYCLE_TOPIC), encode(envelope)
 
@@ -413,18 +423,13 @@ class Coordinator:
         self, incoming: Incoming, span: Span, command: CommandToSend
     ) -> tuple[str, EncodedRecord]:
         model = self.registry.model_for(command.message_type)
-        traceparent, tracestate = tracing.context_headers(span)
-        envelope: Envelope[Message] = Envelope(
-            payload=model.model_validate(command.payload),
-            saga_id=incoming.saga_id,
-            saga_type=incoming.saga_type,
-            source=SOURCE,
+        # In the compensate (or dispatch) span: timers and restarts stay in the saga's trace.
+        envelope = _from_coordinator(
+            incoming,
+            span,
+            model.model_validate(command.payload),
             step=command.step,
-            causation_id=incoming.message_id,
             attempt=command.attempt,
-            # The compensation span: timers and restarts stay in the saga's trace too.
-            traceparent=traceparent,
-            tracestate=tracestate,
         )
         service = command.service or owner_of(command.message_type)
         return prefixed(self.prefix, commands_topic(service)), encode(envelope)

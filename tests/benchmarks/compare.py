@@ -32,10 +32,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from saga.dev import DevStack
-from saga.settings import Settings
 from tests.benchmarks import coordinator, floor, sagas
 from tests.benchmarks.figures import Figures
+from tests.benchmarks.stack import embedded
 from tests.system_helpers import ROOT, fresh_database
 
 TARGET_SAGAS_PER_S = 1000
@@ -44,17 +43,7 @@ TARGET_P50_TIMES_FLOOR = 2.0
 
 
 async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    stack = DevStack(workdir / "stack", detached=False)
-    info = stack.up(kafka_port=None, postgres_port=None)
-    try:
-        settings = Settings(
-            bootstrap_servers=info.bootstrap_servers,
-            database_url=info.database_url,  # type: ignore[arg-type]
-            enable_idempotence=False,
-            fetch_max_wait_ms=5,
-            topic_partitions=6,
-            health_port=None,
-        )
+    with embedded(workdir) as settings:
         logdir = workdir / "logs"
         logdir.mkdir()
         rows: list[Figures] = []
@@ -68,16 +57,14 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         )
         rows.append(ours)
         if not args.no_peers:
-            peer_db = fresh_database(info.database_url)
+            peer_db = fresh_database(settings.database_url.get_secret_value())
             for module, extra in (
-                ("faststream_chain", ["--kafka", info.bootstrap_servers]),
+                ("faststream_chain", ["--kafka", settings.bootstrap_servers]),
                 ("dbos_workflow", ["--database", peer_db]),
                 ("temporal_workflow", []),
             ):
                 say(f"peer: {module} ...")
                 rows.append(peer(module, [*extra, "--count", str(args.peer_count)], args.rounds))
-    finally:
-        stack.down()
     return report(rows)
 
 

@@ -22,10 +22,10 @@ from pydantic import SecretStr
 from contracts.envelope import Envelope
 from contracts.messages import Message
 from saga.coordinator.runtime import CoordinatorRuntime, load_definitions
-from saga.dev import DevStack
 from saga.provisioning import ensure_topics
 from saga.publisher import Publisher
 from saga.settings import Settings
+from tests.benchmarks.stack import embedded
 from tests.system_helpers import fresh_database, happy_events
 
 EVENTS_PER_SAGA = 5
@@ -77,21 +77,9 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sagas", type=int, default=5000)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="saga-bench-") as tmp:
-        stack = DevStack(Path(tmp), detached=False)
-        info = stack.up(kafka_port=None, postgres_port=None)
-        try:
-            settings = Settings(
-                bootstrap_servers=info.bootstrap_servers,
-                database_url=info.database_url,  # type: ignore[arg-type]
-                enable_idempotence=False,
-                fetch_max_wait_ms=5,
-                topic_partitions=6,
-            )
-            rate = await events_per_second(settings, args.sagas)
-            print(f"coordinator: {rate:,.0f} events/s ({args.sagas} sagas in the backlog)")
-        finally:
-            stack.down()
+    with tempfile.TemporaryDirectory(prefix="saga-bench-") as tmp, embedded(Path(tmp)) as settings:
+        rate = await events_per_second(settings, args.sagas)
+        print(f"coordinator: {rate:,.0f} events/s ({args.sagas} sagas in the backlog)")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,9 @@ import json
 import os
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -116,9 +119,25 @@ def order(saga_id: str, i: int) -> Envelope[Message]:
     )
 
 
-async def measure(
-    settings: Settings, logdir: Path, count: int, rounds: int, failures: int
-) -> Figures:
+@dataclass
+class Running:
+    """The saga system a benchmark drives: its settings, processes and outcomes."""
+
+    config: Settings
+    system: LocalSystem
+    finished: Finished
+    topic: str  # where OrderPlaced goes
+
+    def rss_mb(self) -> dict[str, float]:
+        return {
+            name: psutil.Process(self.system.running[name][0].pid).memory_info().rss / 2**20
+            for name in PROCESSES
+        }
+
+
+@asynccontextmanager
+async def running_system(settings: Settings, logdir: Path) -> AsyncIterator[Running]:
+    """Coordinator and step services as processes, with a database and namespace of their own."""
     prefix = f"b{uuid.uuid4().hex[:6]}."
     database = fresh_database(settings.database_url.get_secret_value())
     config = settings.model_copy(
@@ -132,6 +151,17 @@ async def measure(
         for name in PROCESSES:
             await asyncio.to_thread(system.start, name)
         await finished.start()
+        yield Running(config, system, finished, topic)
+    finally:
+        await finished.stop()
+        system.stop_all()
+
+
+async def measure(
+    settings: Settings, logdir: Path, count: int, rounds: int, failures: int
+) -> Figures:
+    async with running_system(settings, logdir) as running:
+        config, finished, topic = running.config, running.finished, running.topic
         async with Publisher(config) as publisher:
             warm = {f"warm-{i}" for i in range(50)}
             await publisher.publish_many([(topic, order(s, i)) for i, s in enumerate(warm)])
@@ -161,20 +191,14 @@ async def measure(
             for i, saga_id in enumerate(failing):
                 await publisher.publish(topic, order(saga_id, i))
                 await finished.wait_for({saga_id})
-        undo_ms = sorted(await _compensation_ms(database, failing))
-        rss = {
-            name: psutil.Process(system.running[name][0].pid).memory_info().rss
-            for name in PROCESSES
-        }
-    finally:
-        await finished.stop()
-        system.stop_all()
+        undo_ms = sorted(await _compensation_ms(config.database_url.get_secret_value(), failing))
+        rss = running.rss_mb()
     figures = latencies("ours: order saga, 4 services + coordinator", samples, throughput)
     figures.extra = {
         "completed_share": completed / count,
         "compensate_p50_ms": percentile(undo_ms, 50),
         "compensate_p99_ms": percentile(undo_ms, 99),
-        **{f"rss_mb_{name}": value / 2**20 for name, value in rss.items()},
+        **{f"rss_mb_{name}": value for name, value in rss.items()},
     }
     return figures
 
