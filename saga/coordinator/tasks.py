@@ -79,14 +79,11 @@ async def decide_task(
 
 
 def _json(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        key: value.isoformat()
-        if isinstance(value, datetime)
-        else json.loads(value)
-        if key == "history" and isinstance(value, str)
-        else value
-        for key, value in row.items()
-    }
+    """A task row as JSON: times as ISO text, the history decoded."""
+    out = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
+    if isinstance(out.get("history"), str):
+        out["history"] = json.loads(out["history"])
+    return out
 
 
 async def answer(

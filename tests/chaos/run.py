@@ -76,7 +76,7 @@ class Plan:
 
 
 FULL = Plan(sagas=10_000, rate_per_s=80, kill_every_s=5)
-SHORT = Plan(sagas=300, rate_per_s=12, kill_every_s=3, drain_timeout_s=240)
+SHORT = Plan(sagas=200, rate_per_s=12, kill_every_s=3, drain_timeout_s=240)
 
 
 @dataclass
@@ -186,7 +186,7 @@ class Chaos:
                 if self.random.random() < self.plan.duplicate_share:
                     await _until_sent(partial(publisher.publish, topic, envelope))
                     self.run.duplicates += 1
-                if self.random.random() < self.plan.poison_share:
+                if n % round(1 / self.plan.poison_share) == 50:  # exactly the share
                     key = f"poison-{n}"
                     value, headers = _poison(len(self.run.poison))
                     await _until_sent(

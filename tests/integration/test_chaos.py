@@ -1,7 +1,7 @@
 """The short chaos run (``make chaos`` is the full one): it must find no violation.
 
 It runs as its own process with a broker and a PostgreSQL of its own (both
-stopped by pid on any outcome): 300 order sagas with 10% injected step failures,
+stopped by pid on any outcome): 200 order sagas with 10% injected step failures,
 delayed and duplicated deliveries and poison records, while step services are
 SIGKILLed and restarted, the coordinator is SIGKILLed twice and PostgreSQL is
 restarted once.
@@ -28,8 +28,8 @@ def test_the_short_chaos_run_loses_nothing_and_doubles_nothing() -> None:
     out = done.stdout
     assert done.returncode == 0, out[-3000:] + done.stderr[-2000:]
     summary = dict(re.findall(r"^([a-z_]+) +(\d+)$", out, flags=re.MULTILINE))
-    assert summary["sagas"] == "300"
-    assert int(summary["completed"]) + int(summary["compensated"]) == 300
+    assert summary["sagas"] == "200"
+    assert int(summary["completed"]) + int(summary["compensated"]) == 200
     assert int(summary["compensated"]) > 0, "injected failures compensated some"
     assert summary["coordinator_kills"] == "2"
     assert summary["postgres_restarts"] == "1"

@@ -82,6 +82,20 @@ def of_saga(receiver: OtlpReceiver, saga_id: str) -> list[CollectedSpan]:
     return [s for s in receiver.spans() if s.attributes.get("saga.id") == saga_id]
 
 
+def whole_chain(receiver: OtlpReceiver, saga_id: str, prefix: str) -> bool:
+    """Whether the saga's last compensation and every span above it were exported."""
+    spans = of_saga(receiver, saga_id)
+    if not spans:
+        return False
+    trace = receiver.traces()[spans[0].trace_id]
+    by_id = {s.span_id: s for s in trace}
+    releases = [s for s in trace if s.name == f"process {prefix}inventory.commands"]
+    try:
+        return bool(releases) and ancestry(releases[0], by_id)[-1].name == "POST /orders"
+    except AssertionError:
+        return False
+
+
 def ancestry(span: CollectedSpan, by_id: dict[str, CollectedSpan]) -> list[CollectedSpan]:
     """``span`` and its parents up to the root, nearest first."""
     chain = [span]
@@ -109,10 +123,10 @@ async def test_each_saga_is_one_trace_from_the_http_call_to_the_last_compensatio
         prefix = running.prefix  # topics are namespaced per test system
 
         # Spans and metrics are exported in batches: let the coordinator's arrive
-        # before it is killed below.
+        # before it is killed below (a consumer's process span ends after the spans
+        # made while handling its batch: wait for the whole chain, not for one span).
         def exported(r: OtlpReceiver) -> bool:
-            names = {(s.name, s.service) for s in of_saga(r, nowhere)}
-            return (f"send {prefix}inventory.commands", "coordinator") in names and all(
+            return whole_chain(r, nowhere, prefix) and all(
                 r.latest(name, **{"saga.type": "order"}) is not None
                 for name in ("saga.started", "saga.completed", "saga.compensated")
             )
