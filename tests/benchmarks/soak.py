@@ -43,7 +43,11 @@ async def soak(settings: Settings, logdir: Path, minutes: float, rate: float) ->
             await running.finished.wait_for({f"soak-{i}" for i in range(1, n + 1)}, 300)
         last = running.rss_mb()
     assert first is not None
-    print(f"\n{n} sagas in {minutes:g} minutes at {rate:g}/s, all finished")
+    placed_rate = n / (minutes * 60 + 60)
+    print(
+        f"\n{n} sagas in {minutes:g} minutes after a warm-up minute: {placed_rate:.0f}/s placed"
+        f" (asked for {rate:g}/s; one publish at a time), all finished"
+    )
     print(f"{'process':<14} {'start MB':>9} {'end MB':>8} {'growth':>8}")
     for name in PROCESSES:
         growth = last[name] - first[name]
