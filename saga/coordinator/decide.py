@@ -589,8 +589,7 @@ def _send_compensation(b: _Builder, step: StepDefinition) -> None:
     assert step.compensation is not None
     current = b.step(step.name)
     attempt = current.compensation_attempts + 1
-    data = current.data
-    payload = {n: data[n] for n in step.compensation.model_fields if n in data}
+    payload = _fill(step.compensation.model_fields, current.data)
     missing = [n for n in step.fields_for_compensation() if n not in payload]
     if missing and current.inferred and not current.waiting_for_data:
         # Its own events are still on their way (another topic): wait for them,
