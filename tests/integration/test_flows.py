@@ -2,8 +2,9 @@
 definition change, with real processes (the trip saga of ``tests.trips``).
 
 Flight and hotel are booked at once; the coordinator publishes ``TripBooked`` when
-both are; a manager approves (SLA 3 s, then the director; rejected after 9 s);
-billing charges; loyalty awards points (optional). The coordinator is SIGKILLed
+both are; a manager approves (SLA 3 s, then the director; rejected after 20 s, long
+enough for the restart below to escalate first); billing charges; loyalty awards
+points (optional). The coordinator is SIGKILLed
 while approval tasks are open and comes back, after their SLA passed, with
 version 2 of the definition loaded next to version 1.
 """

@@ -79,7 +79,7 @@ TRIP_V1 = SagaDefinition(
             started_by=(TripBooked,),
             completed_by=(TripApproved,),
             failed_by=(TripRejected,),
-            approval=Approval(("manager", "director"), sla=3 * SECONDS, deadline=9 * SECONDS),
+            approval=Approval(("manager", "director"), sla=3 * SECONDS, deadline=20 * SECONDS),
         ),
         StepDefinition(
             name="charge",
@@ -109,7 +109,7 @@ TRIP_V2 = replace(
     TRIP_V1,
     version=2,
     steps=tuple(
-        replace(s, approval=Approval(("ceo",), sla=3 * SECONDS, deadline=9 * SECONDS))
+        replace(s, approval=Approval(("ceo",), sla=3 * SECONDS, deadline=20 * SECONDS))
         if s.approval is not None
         else s
         for s in TRIP_V1.steps

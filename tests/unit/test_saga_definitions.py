@@ -134,5 +134,5 @@ def test_the_diff_of_two_versions_names_each_change() -> None:
     assert diff(TRIP_V1, TRIP_V2) == [
         "~ version: 1 -> 2",
         "~ step approve: approval: approval by manager > director, SLA 0:00:03,"
-        " deadline 0:00:09 -> approval by ceo, SLA 0:00:03, deadline 0:00:09",
+        " deadline 0:00:20 -> approval by ceo, SLA 0:00:03, deadline 0:00:20",
     ]
