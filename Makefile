@@ -16,7 +16,7 @@ demo: $(STAMP)
 	$(BIN)/saga demo
 
 test: lint typecheck
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 -n 3 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

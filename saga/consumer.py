@@ -49,7 +49,7 @@ from aiokafka.errors import (
     KafkaError,
     RecordTooLargeError,
 )
-from opentelemetry.trace import Status, StatusCode
+from opentelemetry.trace import Span, Status, StatusCode
 
 from contracts import headers as h
 from contracts.codec import RawRecord, decode, header_map
@@ -71,7 +71,8 @@ from saga.signing import SignatureError, Verifier
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Envelope[Message]], Awaitable[None]]
-BatchHandler = Callable[[list[Envelope[Message]]], Awaitable[None]]
+#: A partition's batch: the envelopes, and the ``process <topic>`` span of each.
+BatchHandler = Callable[[list[Envelope[Message]], list[Span]], Awaitable[None]]
 
 _FETCH_HEADROOM = 1_048_576
 
@@ -97,7 +98,8 @@ class Consumer:
         carries types this consumer does not handle). ``handler_attempts``
         overrides ``settings.handler_max_attempts``; 0 retries without limit.
         ``batch_handler`` instead of ``handler`` receives each partition's fetched
-        batch at once (valid envelopes, in order): one call, one unit of work."""
+        batch at once (valid envelopes, in order, and their spans): one call, one
+        unit of work."""
         if (handler is None) == (batch_handler is None):
             raise ValueError("give a consumer either handler or batch_handler")
         if not topics:
@@ -284,7 +286,7 @@ class Consumer:
         envelopes = [tracing.within(span, e) for span, (e, _) in zip(spans, valid, strict=True)]
         handler = self._batch_handler
         try:
-            await self._call(lambda: handler(envelopes), f"batch of {len(envelopes)}")
+            await self._call(lambda: handler(envelopes, spans), f"batch of {len(envelopes)}")
         except Exception as exc:
             tracing.end_spans(spans, exc)
             if self._stopping.is_set():

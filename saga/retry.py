@@ -112,27 +112,31 @@ async def run_with_retry(
     keep_going: Callable[[], bool] = lambda: True,
     before_sleep: Callable[[int, BaseException, timedelta], None] | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    first_failed: Exception | None = None,
 ) -> T:
     """Call ``attempt_fn(attempt)`` until it succeeds or ``policy`` gives up.
 
     Raises the last error when attempts are exhausted, at once for a
     non-retryable error, and as soon as ``keep_going()`` turns false. The first
     attempt runs without retry machinery (the common case costs nothing); the
-    retries run under tenacity.
+    retries run under tenacity. ``first_failed``: the first attempt was made
+    elsewhere and failed with this error; go on from the second.
     """
 
     def retry(error: BaseException) -> bool:
         return policy.is_retryable(error) and keep_going()
 
-    try:
-        return await attempt_fn(1)
-    except Exception as error:
-        if not retry(error) or policy.gives_up_after(1):
-            raise
-        delay = policy.delay(1, error=error)
-        if before_sleep is not None:
-            before_sleep(1, error, delay)
-        await sleep(delay.total_seconds())
+    if first_failed is None:
+        try:
+            return await attempt_fn(1)
+        except Exception as error:
+            first_failed = error
+    if not retry(first_failed) or policy.gives_up_after(1):
+        raise first_failed
+    delay = policy.delay(1, error=first_failed)
+    if before_sleep is not None:
+        before_sleep(1, first_failed, delay)
+    await sleep(delay.total_seconds())
 
     # tenacity counts its own attempts from 1; ours continue from 2.
     def wait(state: RetryCallState) -> float:

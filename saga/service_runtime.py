@@ -14,6 +14,8 @@ import logging
 from datetime import timedelta
 from typing import Any
 
+from opentelemetry.trace import Span
+
 from contracts.codec import EncodedRecord
 from contracts.envelope import Envelope
 from contracts.messages import Message
@@ -68,12 +70,15 @@ class ServiceRuntime:
             if self.store is not None
             else None
         )
+        #: A partition's fetched records in shared transactions (``SAGA_DELIVERY_BATCH``).
+        self._batched = self.store is not None and settings.delivery_batch > 1
         self.consumer = Consumer(
             settings,
             topics=self.topics,
             # One group per namespace: deployments sharing a cluster never mix.
             group_id=f"{settings.topic_prefix}{service.name}",
-            handler=self._handle,
+            handler=None if self._batched else self._handle,
+            batch_handler=self._handle_batch if self._batched else None,
             registry=service.registry,
             publisher=self.publisher,
             client_id=f"{service.name}-consumer",
@@ -146,6 +151,12 @@ class ServiceRuntime:
 
     async def _handle(self, envelope: Envelope[Message]) -> None:
         await self.runner.handle(envelope)
+
+    async def _handle_batch(self, envelopes: list[Envelope[Message]], spans: list[Span]) -> None:
+        size = self.settings.delivery_batch
+        deliveries = list(zip(envelopes, spans, strict=True))
+        for start in range(0, len(deliveries), size):
+            await self.runner.handle_batch(deliveries[start : start + size])
 
     async def _resolve(self, handle: str, valid_for: timedelta) -> str:
         assert self.vault is not None

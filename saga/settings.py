@@ -138,6 +138,14 @@ class Settings(BaseSettings):
         default=8080, ge=0, description="HTTP health endpoint port (0: any free port; unset: off)."
     )
     health_host: str = Field(default="0.0.0.0", description="Address the health endpoint binds.")
+    delivery_batch: int = Field(
+        default=100,
+        gt=0,
+        description=(
+            "Deliveries of one partition a service with a PostgreSQL store handles in one"
+            " transaction (each in a savepoint); 1: a transaction each."
+        ),
+    )
     relay_interval_ms: int = Field(
         default=500, gt=0, description="How often the outbox relay looks for unsent rows."
     )

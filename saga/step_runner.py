@@ -25,14 +25,14 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import asyncpg
 from opentelemetry import trace
-from opentelemetry.trace import Status, StatusCode
+from opentelemetry.trace import Span, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from contracts.codec import EncodedRecord, encode
@@ -43,12 +43,18 @@ from saga import metrics
 from saga.circuit import CircuitBreaker, CircuitOpen
 from saga.dead_letter import describe_error
 from saga.errors import MessageTooLarge
-from saga.faults import Faults
+from saga.faults import Faults, Verdict
 from saga.publisher import record_size
 from saga.redaction import redact
-from saga.retry import NonRetryableError, run_with_retry
+from saga.retry import NonRetryableError, RetryPolicy, run_with_retry
 from saga.service import Service, Step, StepContext, StepFailure
-from saga.store.service_store import Delivery, DeliveryStore
+from saga.store.service_store import (
+    BatchStore,
+    Claim,
+    Delivery,
+    DeliveryBatch,
+    DeliveryStore,
+)
 from saga.vault import (
     ConnectionRevoked,
     ConnectionUnavailable,
@@ -71,6 +77,9 @@ Sleep = Callable[[float], Awaitable[None]]
 ResolveConnection = Callable[[str, timedelta], Awaitable[str]]
 
 MAX_ERROR_MESSAGE = 500
+
+T = TypeVar("T")
+Logger = logging.LoggerAdapter[logging.Logger]
 
 
 @dataclass(frozen=True)
@@ -122,39 +131,149 @@ class StepRunner:
             return Outcome("ignored")
         # The consumer's ``process <topic>`` span, when there is one.
         span = trace.get_current_span()
-        span.set_attribute("saga.step", step.name)
-        if step.compensation and envelope.step:
-            span.set_attribute("saga.compensates", envelope.step)
-        outcome = await self._run(step, envelope, span)
-        span.set_attribute("saga.outcome", outcome.kind)
-        span.set_attribute("saga.attempt", outcome.attempts)
-        if outcome.kind in ("failed", "compensation_failed"):
-            span.set_status(Status(StatusCode.ERROR, f"step {outcome.kind}"))
-        return outcome
+        _describe_step(span, step, envelope)
+        return _reported(span, await self._run(step, envelope, span))
 
-    async def _run(self, step: Step, envelope: Envelope[Message], span: Any) -> Outcome:
-        policy = self.service.policy_for(step)
-        # Neither is the step's failure: both end the attempts at once.
-        policy = dataclasses.replace(
-            policy,
-            non_retryable_error_types=(
-                *policy.non_retryable_error_types,
-                _Duplicate,
-                StoreUnavailable,
-            ),
-        )
+    async def handle_batch(
+        self, deliveries: Sequence[tuple[Envelope[Message], Span]]
+    ) -> list[Outcome]:
+        """Handle deliveries in order, as many as can be in one transaction each time.
+
+        Every delivery gets its first attempt in a shared transaction (its own
+        savepoint), and their events are published together after the commit.
+        A delivery whose first attempt fails and may be retried ends the
+        transaction before it: it is retried alone, with its backoff, and the
+        ones after it start a new transaction. Steps with a connection, or a
+        fault verdict other than failing, run alone too. Outcomes are those of
+        :meth:`handle`, in order.
+        """
+        if self._store is None or not isinstance(self._store, BatchStore):
+            outcomes = []
+            for envelope, span in deliveries:
+                with trace.use_span(span, end_on_exit=False):
+                    outcomes.append(await self.handle(envelope))
+            return outcomes
+        outcomes = []
+        pending = list(deliveries)
+        while pending:
+            done, alone = await self._first_attempts(self._store, pending)
+            outcomes.extend(done)
+            pending = pending[len(done) :]
+            if alone is not None:
+                envelope, span = pending.pop(0)
+                with trace.use_span(span, end_on_exit=False):
+                    outcomes.append(await self._alone(envelope, span, alone))
+        return outcomes
+
+    async def _alone(self, envelope: Envelope[Message], span: Span, alone: _Alone) -> Outcome:
+        step = self.service.steps.get(envelope.type)
+        if step is None:
+            return Outcome("ignored")
+        _describe_step(span, step, envelope)
+        outcome = await self._run(step, envelope, span, alone.verdict, first_failed=alone.error)
+        return _reported(span, outcome)
+
+    async def _first_attempts(
+        self, store: BatchStore, deliveries: Sequence[tuple[Envelope[Message], Span]]
+    ) -> tuple[list[Outcome], _Alone | None]:
+        """One transaction over a prefix of ``deliveries``: their outcomes, and how the
+        delivery after them runs alone (``None`` when none is left)."""
+        verdicts: list[Verdict] = []
+        alone: _Alone | None = None
+        for envelope, _ in deliveries:
+            step = self.service.steps.get(envelope.type)
+            verdict = await self._verdict(step, envelope)
+            if step is None or step.connection is not None or verdict == "never_answer":
+                alone = _Alone(verdict, None)
+                break
+            verdicts.append(verdict)
+        if not verdicts:
+            return [], alone
+        runs = deliveries[: len(verdicts)]
+        outcomes: list[Outcome] = []
+        claims = [Claim(e.id, e.type, e.saga_id) for e, _ in runs]
+        async with _guarded(store.batch(claims)) as batch:
+            first = set(batch.claimed)
+            for index, (envelope, span) in enumerate(runs):
+                if envelope.id not in first:
+                    outcomes.append(_reported(span, self._duplicate(envelope)))
+                    continue
+                first.discard(envelope.id)
+                step = self.service.steps[envelope.type]
+                _describe_step(span, step, envelope)
+                with trace.use_span(span, end_on_exit=False):
+                    outcome, error = await self._in_batch(
+                        batch, step, envelope, span, verdicts[index], last=index == len(runs) - 1
+                    )
+                if outcome is None:
+                    # Retried alone; what follows it waits for it, as the partition's order
+                    # says. Their inbox claims (not those handled here) are handed back.
+                    batch.give_back([envelope.id, *first])
+                    alone = _Alone(verdicts[index], error)
+                    break
+                outcomes.append(_reported(span, outcome))
+        await self._publish([], batch.outbox_ids)
+        return outcomes, alone
+
+    async def _in_batch(
+        self,
+        batch: DeliveryBatch,
+        step: Step,
+        envelope: Envelope[Message],
+        span: Span,
+        verdict: Verdict,
+        *,
+        last: bool,
+    ) -> tuple[Outcome | None, Exception | None]:
+        """The first attempt of one delivery within ``batch``: its outcome, or
+        ``(None, error)`` when it failed and is to be retried alone."""
+        logger = self._logger(step, envelope)
+        await _store_call(batch.begin())
+        try:
+            if verdict == "fail":
+                raise _injected()
+            ctx = StepContext(envelope, step.name, 1, logger, span, batch.connection, None)
+            result = await _call(step, self.service.timeout_for(step), envelope.payload, ctx)
+            emitted = [self._caused(envelope, event, step, 1) for event in _events(result)]
+            records = [self._encode(out) for out in emitted]
+            try:
+                await batch.end(last)
+            except asyncpg.InFailedSQLTransactionError:
+                raise AbortedTransaction(_ABORTED) from None
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            await _store_call(batch.undo())
+            if not self._keep_going() and not isinstance(exc, StepFailure):
+                raise  # shutting down: the batch rolls back and is read again
+            policy = self._policy(step)
+            if policy.is_retryable(exc) and not policy.gives_up_after(1):
+                return None, exc
+            kind, out = self._failure(step, envelope, exc, 1, logger)
+            batch.record(envelope.id, kind)
+            batch.emit(self.events_topic, encode(out))
+            return Outcome(kind, 1, [out]), None
+        for record in records:
+            batch.emit(self.events_topic, record)
+        return Outcome("completed", 1, emitted), None
+
+    async def _run(
+        self,
+        step: Step,
+        envelope: Envelope[Message],
+        span: Any,
+        verdict: Verdict | None = None,
+        *,
+        first_failed: Exception | None = None,
+    ) -> Outcome:
+        policy = self._policy(step)
         timeout = self.service.timeout_for(step)
-        logger = logging.LoggerAdapter(
-            logging.getLogger(f"saga.service.{self.service.name}"),
-            {"saga_id": envelope.saga_id, "step": step.name},
-        )
-        last_attempt = 0
-        verdict = "run"
-        if self._faults:
-            payload = envelope.payload.model_dump(mode="json")
-            verdict = await self._faults.apply(step.name, envelope.id, payload)
-            if verdict == "never_answer":
-                return await self._swallow(envelope, logger)
+        logger = self._logger(step, envelope)
+        last_attempt = 0 if first_failed is None else 1
+        if verdict is None:
+            verdict = await self._verdict(step, envelope)
+        if verdict == "never_answer":
+            return await self._swallow(envelope, logger)
 
         async def attempt(number: int) -> tuple[list[Envelope[Message]], list[int]]:
             nonlocal last_attempt
@@ -166,7 +285,7 @@ class StepRunner:
                 if delivery.duplicate:
                     raise _Duplicate
                 if verdict == "fail":
-                    raise StepFailure("failure injected by SAGA_FAULTS", error_type="InjectedFault")
+                    raise _injected()
                 ctx = StepContext(
                     envelope, step.name, number, logger, span, delivery.connection, token
                 )
@@ -178,26 +297,17 @@ class StepRunner:
                     delivery.emit(self.events_topic, self._encode(out))
             return emitted, delivery.outbox_ids
 
-        def retrying(number: int, error: BaseException, delay: timedelta) -> None:
-            metrics.step_retries.add(1, {"service": self.service.name, "saga.step": step.name})
-            logger.warning(
-                "attempt %d failed (%s); retrying in %.2fs",
-                number,
-                describe_error(error),
-                delay.total_seconds(),
-            )
-
         try:
             emitted, ids = await run_with_retry(
                 policy,
                 attempt,
                 keep_going=self._keep_going,
-                before_sleep=retrying,
+                before_sleep=self._retrying(step, logger),
                 sleep=self._sleep,
+                first_failed=first_failed,
             )
         except _Duplicate:
-            logger.info("duplicate delivery of %s: already handled", envelope.id)
-            return Outcome("duplicate", last_attempt)
+            return self._duplicate(envelope, last_attempt)
         except StoreUnavailable:
             raise  # not the step's failure: the delivery is retried as a whole
         except Exception as exc:
@@ -207,9 +317,50 @@ class StepRunner:
         await self._publish(emitted, ids)
         return Outcome("completed", last_attempt, emitted)
 
-    async def _swallow(
-        self, envelope: Envelope[Message], logger: logging.LoggerAdapter[logging.Logger]
-    ) -> Outcome:
+    def _policy(self, step: Step) -> RetryPolicy:
+        # Neither is the step's failure: both end the attempts at once.
+        policy = self.service.policy_for(step)
+        return dataclasses.replace(
+            policy,
+            non_retryable_error_types=(
+                *policy.non_retryable_error_types,
+                _Duplicate,
+                StoreUnavailable,
+            ),
+        )
+
+    async def _verdict(self, step: Step | None, envelope: Envelope[Message]) -> Verdict:
+        """What ``SAGA_FAULTS`` does to this delivery (after its delay, if any)."""
+        if step is None or not self._faults:
+            return "run"
+        payload = envelope.payload.model_dump(mode="json")
+        return await self._faults.apply(step.name, envelope.id, payload)
+
+    def _duplicate(self, envelope: Envelope[Message], attempts: int = 0) -> Outcome:
+        log.info("duplicate delivery of %s: already handled", envelope.id)
+        return Outcome("duplicate", attempts)
+
+    def _logger(self, step: Step, envelope: Envelope[Message]) -> Logger:
+        return logging.LoggerAdapter(
+            logging.getLogger(f"saga.service.{self.service.name}"),
+            {"saga_id": envelope.saga_id, "step": step.name},
+        )
+
+    def _retrying(
+        self, step: Step, logger: Logger
+    ) -> Callable[[int, BaseException, timedelta], None]:
+        def retrying(number: int, error: BaseException, delay: timedelta) -> None:
+            metrics.step_retries.add(1, {"service": self.service.name, "saga.step": step.name})
+            logger.warning(
+                "attempt %d failed (%s); retrying in %.2fs",
+                number,
+                describe_error(error),
+                delay.total_seconds(),
+            )
+
+        return retrying
+
+    async def _swallow(self, envelope: Envelope[Message], logger: Logger) -> Outcome:
         """A ``never_answer`` fault: take the delivery, emit nothing, ever."""
         logger.warning("fault injected: %s is taken and never answered", envelope.id)
         async with self._delivery(envelope, "swallowed", 0) as delivery:
@@ -217,20 +368,30 @@ class StepRunner:
                 return Outcome("duplicate")
         return Outcome("swallowed")
 
+    def _failure(
+        self,
+        step: Step,
+        envelope: Envelope[Message],
+        error: BaseException,
+        attempts: int,
+        logger: Logger,
+    ) -> tuple[OutcomeKind, Envelope[Message]]:
+        """The step's final failure: its outcome kind and the failure event to emit."""
+        kind: OutcomeKind = "compensation_failed" if step.compensation else "failed"
+        logger.warning(
+            "step %s %s after %d attempt(s): %s", step.name, kind, attempts, describe_error(error)
+        )
+        return kind, self._caused(envelope, _failure_event(step, error, attempts), step, attempts)
+
     async def _fail(
         self,
         step: Step,
         envelope: Envelope[Message],
         error: BaseException,
         attempts: int,
-        logger: logging.LoggerAdapter[logging.Logger],
+        logger: Logger,
     ) -> Outcome:
-        failure = _failure_event(step, error, attempts)
-        kind: OutcomeKind = "compensation_failed" if step.compensation else "failed"
-        logger.warning(
-            "step %s %s after %d attempt(s): %s", step.name, kind, attempts, describe_error(error)
-        )
-        out = self._caused(envelope, failure, step, attempts)
+        kind, out = self._failure(step, envelope, error, attempts, logger)
         async with self._delivery(envelope, kind, attempts) as delivery:
             if delivery.duplicate:
                 return Outcome("duplicate", attempts)
@@ -287,33 +448,15 @@ class StepRunner:
     async def _delivery(
         self, envelope: Envelope[Message], outcome: str, attempts: int
     ) -> AsyncIterator[Delivery]:
-        """The store's transaction; its own failures become :class:`StoreUnavailable`.
-
-        Errors of the handler pass through unchanged (and roll back): they are
-        the step's. Errors of the store (connect, inbox claim, outbox write,
-        commit) are not a reason to fail the step: they go to the consumer,
-        which retries the delivery until the database is back.
-        """
+        """The store's transaction (see :func:`_guarded`)."""
         if self._store is None:
             yield Delivery(duplicate=False)
             return
         transaction = self._store.delivery(
             envelope.id, envelope.type, envelope.saga_id, outcome, attempts
         )
-        try:
-            delivery = await transaction.__aenter__()
-        except Exception as exc:
-            raise StoreUnavailable(describe_error(exc)) from exc
-        try:
+        async with _guarded(transaction) as delivery:
             yield delivery
-        except BaseException as exc:
-            with contextlib.suppress(Exception):  # the handler's error is the one that counts
-                await transaction.__aexit__(type(exc), exc, exc.__traceback__)
-            raise
-        try:
-            await transaction.__aexit__(None, None, None)
-        except Exception as exc:
-            raise StoreUnavailable(describe_error(exc)) from exc
 
     async def _publish(self, emitted: Sequence[Envelope[Message]], ids: list[int]) -> None:
         if self._store is None:
@@ -326,6 +469,65 @@ class StepRunner:
                 log.warning(
                     "publish after commit failed (%s); relay will retry", describe_error(exc)
                 )
+
+
+@dataclass(frozen=True)
+class _Alone:
+    """A delivery of a batch that runs by itself: its fault verdict, and the error of
+    its first attempt when that was made in the batch."""
+
+    verdict: Verdict
+    error: Exception | None
+
+
+def _describe_step(span: Span, step: Step, envelope: Envelope[Message]) -> None:
+    span.set_attribute("saga.step", step.name)
+    if step.compensation and envelope.step:
+        span.set_attribute("saga.compensates", envelope.step)
+
+
+def _reported(span: Span, outcome: Outcome) -> Outcome:
+    span.set_attribute("saga.outcome", outcome.kind)
+    span.set_attribute("saga.attempt", outcome.attempts)
+    if outcome.kind in ("failed", "compensation_failed"):
+        span.set_status(Status(StatusCode.ERROR, f"step {outcome.kind}"))
+    return outcome
+
+
+def _injected() -> StepFailure:
+    return StepFailure("failure injected by SAGA_FAULTS", error_type="InjectedFault")
+
+
+@asynccontextmanager
+async def _guarded(transaction: AbstractAsyncContextManager[T]) -> AsyncIterator[T]:
+    """A store transaction whose own failures become :class:`StoreUnavailable`.
+
+    Errors of the handler pass through unchanged (and roll back): they are
+    the step's. Errors of the store (connect, inbox claim, outbox write,
+    commit) are not a reason to fail the step: they go to the consumer,
+    which retries the delivery until the database is back.
+    """
+    try:
+        entered = await transaction.__aenter__()
+    except Exception as exc:
+        raise StoreUnavailable(describe_error(exc)) from exc
+    try:
+        yield entered
+    except BaseException as exc:
+        with contextlib.suppress(Exception):  # the handler's error is the one that counts
+            await transaction.__aexit__(type(exc), exc, exc.__traceback__)
+        raise
+    try:
+        await transaction.__aexit__(None, None, None)
+    except Exception as exc:
+        raise StoreUnavailable(describe_error(exc)) from exc
+
+
+async def _store_call(call: Awaitable[None]) -> None:
+    try:
+        await call
+    except Exception as exc:
+        raise StoreUnavailable(describe_error(exc)) from exc
 
 
 def _events(result: object) -> list[Event]:
@@ -398,11 +600,13 @@ async def _check_transaction(connection: Any) -> None:
     try:
         await connection.fetchval("SELECT 1")
     except asyncpg.InFailedSQLTransactionError:
-        raise AbortedTransaction(
-            "the handler caught a database error and went on: its transaction is aborted "
-            "(use a savepoint, `async with ctx.db.transaction():`, around statements that "
-            "may fail)"
-        ) from None
+        raise AbortedTransaction(_ABORTED) from None
+
+
+_ABORTED = (
+    "the handler caught a database error and went on: its transaction is aborted "
+    "(use a savepoint, `async with ctx.db.transaction():`, around statements that may fail)"
+)
 
 
 class AbortedTransaction(Exception):

@@ -20,10 +20,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
+
+from opentelemetry import trace
 
 from contracts.codec import EncodedRecord, RawRecord, decode, encode
 from contracts.envelope import Envelope
@@ -155,13 +157,21 @@ class ServiceTestKit:
 
     async def deliver(self, envelope: Envelope[Message]) -> Outcome:
         """Handle ``envelope`` (again, to test redelivery) through the real codec."""
+        return await self.runner.handle(self._through_codec(envelope))
+
+    async def deliver_batch(self, envelopes: Sequence[Envelope[Message]]) -> list[Outcome]:
+        """Handle ``envelopes`` as the runtime handles a partition's fetched batch:
+        first attempts share a transaction (``SAGA_DELIVERY_BATCH``); outcomes in order."""
+        span = trace.get_current_span()
+        return await self.runner.handle_batch([(self._through_codec(e), span) for e in envelopes])
+
+    def _through_codec(self, envelope: Envelope[Message]) -> Envelope[Message]:
         topic = topic_for_type(envelope.type, envelope.payload.kind)
         record = encode(envelope)
         self.transport.publish(topic, record)
-        read = decode(
+        return decode(
             RawRecord(topic, 0, 0, record.key, record.value, record.headers), self.service.registry
         )
-        return await self.runner.handle(read)
 
     def emitted(self) -> list[Envelope[Message]]:
         """Everything the service published on its events topic, in order."""

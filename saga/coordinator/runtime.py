@@ -14,6 +14,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from opentelemetry.trace import Span
+
 from contracts.envelope import Envelope
 from contracts.messages import Message
 from contracts.sagas import SagaDefinition
@@ -137,7 +139,7 @@ class CoordinatorRuntime:
             grace_s=self.settings.shutdown_grace_ms / 1000,
         )
 
-    async def _apply(self, envelopes: list[Envelope[Message]]) -> None:
+    async def _apply(self, envelopes: list[Envelope[Message]], spans: list[Span]) -> None:
         ids = await self.coordinator.apply_events(envelopes)
         await self._publish(ids)
 

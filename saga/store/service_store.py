@@ -13,7 +13,7 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import asyncpg
 
@@ -43,12 +43,88 @@ class Delivery:
         self.outgoing.append((topic, record))
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What the inbox records for one message of a batch."""
+
+    message_id: str
+    message_type: str
+    saga_id: str
+
+
+_SAVEPOINT = "delivery"
+
+
+@dataclass
+class DeliveryBatch:
+    """Several deliveries in one transaction, each within a savepoint of its own.
+
+    The inbox rows of every message are claimed at the start (outcome
+    ``completed``, one attempt). A delivery runs between :meth:`begin` and
+    :meth:`end`; :meth:`undo` throws away its writes. What the batch does not
+    get to is handed back (:meth:`give_back`), and outcomes other than
+    ``completed`` are recorded with :meth:`record`.
+    """
+
+    connection: Any
+    claimed: set[str]
+    outgoing: list[tuple[str, EncodedRecord]] = field(default_factory=list)
+    outbox_ids: list[int] = field(default_factory=list)
+    outcomes: dict[str, str] = field(default_factory=dict)
+    returned: list[str] = field(default_factory=list)
+    _open: bool = False
+
+    def emit(self, topic: str, record: EncodedRecord) -> None:
+        self.outgoing.append((topic, record))
+
+    async def begin(self) -> None:
+        """A savepoint for the next delivery (the previous one's is released first)."""
+        if not self._open:
+            await self.connection.execute(f"SAVEPOINT {_SAVEPOINT}")
+            self._open = True
+
+    async def end(self, last: bool) -> None:
+        """The delivery's writes are kept; raises if its handler left the transaction
+        aborted (``asyncpg.InFailedSQLTransactionError``), and then the savepoint
+        is still there to :meth:`undo`. Not ``last``: the next savepoint is taken in
+        the same round trip."""
+        if last:
+            await self.connection.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
+            self._open = False
+        else:
+            await self.connection.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}; SAVEPOINT {_SAVEPOINT}")
+
+    async def undo(self) -> None:
+        """Throw away the current delivery's writes; its savepoint stays for the next."""
+        await self.connection.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+
+    async def close(self) -> None:
+        """No further delivery runs in this batch."""
+        if self._open:
+            await self.connection.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
+            self._open = False
+
+    def record(self, message_id: str, outcome: str) -> None:
+        self.outcomes[message_id] = outcome
+
+    def give_back(self, message_ids: Sequence[str]) -> None:
+        """These were claimed but not handled here: their inbox rows are removed."""
+        self.returned.extend(m for m in message_ids if m in self.claimed)
+
+
 class DeliveryStore(Protocol):
     """Where a service records what it handled and what it must publish."""
 
     def delivery(
         self, message_id: str, message_type: str, saga_id: str, outcome: str, attempts: int
     ) -> AbstractAsyncContextManager[Delivery]: ...
+
+
+@runtime_checkable
+class BatchStore(DeliveryStore, Protocol):
+    """A store that also runs several deliveries in one transaction."""
+
+    def batch(self, claims: Sequence[Claim]) -> AbstractAsyncContextManager[DeliveryBatch]: ...
 
 
 class PostgresServiceStore:
@@ -128,6 +204,46 @@ class PostgresServiceStore:
             yield delivery
             if delivery.outgoing and not delivery.duplicate:
                 delivery.outbox_ids = await self.write_outbox(connection, delivery.outgoing)
+
+    @asynccontextmanager
+    async def batch(self, claims: Sequence[Claim]) -> AsyncIterator[DeliveryBatch]:
+        """One transaction for several deliveries: :class:`DeliveryBatch`.
+
+        A message already in the inbox (or twice in ``claims``) is not in
+        ``claimed`` after its first occurrence: a duplicate.
+        """
+        async with self.pool.acquire() as connection, connection.transaction():
+            unique = list({claim.message_id: claim for claim in reversed(claims)}.values())
+            rows = await connection.fetch(
+                "INSERT INTO saga_inbox (service, message_id, message_type, saga_id, outcome,"
+                " attempts) SELECT $1, t.id, t.type, t.saga, 'completed', 1"
+                " FROM unnest($2::text[], $3::text[], $4::text[]) AS t(id, type, saga)"
+                " ON CONFLICT (service, message_id) DO NOTHING RETURNING message_id",
+                self.service,
+                [claim.message_id for claim in unique],
+                [claim.message_type for claim in unique],
+                [claim.saga_id for claim in unique],
+            )
+            batch = DeliveryBatch(connection, claimed={row["message_id"] for row in rows})
+            yield batch
+            await batch.close()
+            if batch.returned:
+                await connection.execute(
+                    "DELETE FROM saga_inbox WHERE service = $1 AND message_id = ANY($2::text[])",
+                    self.service,
+                    batch.returned,
+                )
+            if batch.outcomes:
+                await connection.execute(
+                    "UPDATE saga_inbox i SET outcome = t.outcome"
+                    " FROM unnest($2::text[], $3::text[]) AS t(id, outcome)"
+                    " WHERE i.service = $1 AND i.message_id = t.id",
+                    self.service,
+                    list(batch.outcomes),
+                    list(batch.outcomes.values()),
+                )
+            if batch.outgoing:
+                batch.outbox_ids = await self.write_outbox(connection, batch.outgoing)
 
     async def write_outbox(
         self, connection: Any, outgoing: Sequence[tuple[str, EncodedRecord]]
