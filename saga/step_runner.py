@@ -124,6 +124,7 @@ class StepRunner:
         self._after_commit = after_commit
         self._sleep = sleep
         self._keep_going = keep_going
+        self._batch_slot = asyncio.Lock()
 
     async def handle(self, envelope: Envelope[Message]) -> Outcome:
         step = self.service.steps.get(envelope.type)
@@ -183,7 +184,7 @@ class StepRunner:
         for envelope, _ in deliveries:
             step = self.service.steps.get(envelope.type)
             verdict = await self._verdict(step, envelope)
-            if step is None or step.connection is not None or verdict == "never_answer":
+            if step is None or _needs_token(step, envelope) or verdict == "never_answer":
                 alone = _Alone(verdict, None)
                 break
             verdicts.append(verdict)
@@ -192,7 +193,10 @@ class StepRunner:
         runs = deliveries[: len(verdicts)]
         outcomes: list[Outcome] = []
         claims = [Claim(e.id, e.type, e.saga_id) for e, _ in runs]
-        async with _guarded(store.batch(claims)) as batch:
+        # One batch transaction at a time in this process: handlers hold their row
+        # locks until the batch commits, and two batches taking the same rows in
+        # different orders would deadlock.
+        async with self._batch_slot, _guarded(store.batch(claims)) as batch:
             first = set(batch.claimed)
             for index, (envelope, span) in enumerate(runs):
                 if envelope.id not in first:
@@ -478,6 +482,15 @@ class _Alone:
 
     verdict: Verdict
     error: Exception | None
+
+
+def _needs_token(step: Step, envelope: Envelope[Message]) -> bool:
+    """The step resolves a connection token for this message (see :mod:`saga.vault`)."""
+    if step.connection is None:
+        return False
+    return step.connection.required or bool(
+        getattr(envelope.payload, step.connection.handle_field, None)
+    )
 
 
 def _describe_step(span: Span, step: Step, envelope: Envelope[Message]) -> None:
