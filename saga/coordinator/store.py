@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import pydantic_core
+
 from saga.coordinator.decide import TaskChange
 from saga.coordinator.state import SagaState
 
@@ -38,6 +40,11 @@ _INSERT_LOG = (
 )
 
 
+def _json(value: Any) -> str:
+    """JSON text for a jsonb column (pydantic-core's encoder: the coordinator's hot path)."""
+    return pydantic_core.to_json(value, fallback=str).decode()
+
+
 def _columns(entries: Sequence[LogEntry]) -> list[list[Any]]:
     return [
         [e.saga_id for e in entries],
@@ -45,7 +52,7 @@ def _columns(entries: Sequence[LogEntry]) -> list[list[Any]]:
         [e.message_id for e in entries],
         [e.type for e in entries],
         [e.actor for e in entries],
-        [json.dumps(e.detail, default=str) for e in entries],
+        [_json(e.detail) for e in entries],
     ]
 
 
@@ -86,7 +93,7 @@ async def load_sagas(connection: Any, saga_ids: Sequence[str]) -> dict[str, Saga
         list(set(saga_ids)),
     )
     return {
-        row["saga_id"]: SagaState.from_json(json.loads(row["state"]), row["version"])
+        row["saga_id"]: SagaState.from_json(pydantic_core.from_json(row["state"]), row["version"])
         for row in rows
     }
 
@@ -108,7 +115,7 @@ async def save_sagas(connection: Any, changed: Sequence[tuple[SagaState, int | N
         [s.saga_type for s, _ in changed],
         [s.status for s, _ in changed],
         [(read or 0) + 1 for _, read in changed],
-        [json.dumps(s.to_json()) for s, _ in changed],
+        [_json(s.to_json()) for s, _ in changed],
     )
     if len(rows) != len(changed):
         written = {row["saga_id"] for row in rows}
