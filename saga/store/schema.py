@@ -44,6 +44,12 @@ MIGRATIONS: Final[dict[str, tuple[str, ...]]] = {
         CREATE INDEX saga_outbox_unsent ON saga_outbox (service, id)
             WHERE sent_at IS NULL AND parked_reason IS NULL;
         """,
+        # 3: the publish-after-commit check for older unsent rows of the same saga
+        # (key) is an index probe, not a walk over every unsent row of the service.
+        """
+        CREATE INDEX saga_outbox_unsent_key ON saga_outbox (service, key, id)
+            WHERE sent_at IS NULL AND parked_reason IS NULL;
+        """,
     ),
     "coordinator": (
         # 1: saga instances, the saga log (audit trail) and durable timers.

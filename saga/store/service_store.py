@@ -267,7 +267,8 @@ class PostgresServiceStore:
         """Lock unsent rows (all, or ``ids``) in id order, skipping rows locked elsewhere.
 
         For ``ids``, a row is left to the relay if an older unsent row with the
-        same key exists: one saga's events go out in the order written.
+        same key exists: one saga's events go out in the order written (records
+        without a key have no order to keep).
         """
         if ids is None:
             rows = await connection.fetch(
@@ -282,11 +283,10 @@ class PostgresServiceStore:
             rows = await connection.fetch(
                 "SELECT o.id, o.topic, o.key, o.value, o.headers FROM saga_outbox o"
                 " WHERE o.id = ANY($2::bigint[]) AND o.sent_at IS NULL"
-                " AND o.parked_reason IS NULL AND NOT EXISTS ("
+                " AND o.parked_reason IS NULL AND (o.key IS NULL OR NOT EXISTS ("
                 "   SELECT 1 FROM saga_outbox p WHERE p.service = $1 AND p.sent_at IS NULL"
-                "   AND p.parked_reason IS NULL"
-                "   AND p.key IS NOT DISTINCT FROM o.key AND p.id < o.id"
-                "   AND NOT p.id = ANY($2::bigint[]))"
+                "   AND p.parked_reason IS NULL AND p.key = o.key AND p.id < o.id"
+                "   AND NOT p.id = ANY($2::bigint[])))"
                 " ORDER BY o.id FOR UPDATE SKIP LOCKED",
                 self.service,
                 list(ids),

@@ -135,3 +135,30 @@ async def test_relay_parks_a_row_the_broker_cannot_take_and_sends_the_rest(
     assert "over the limit of 4096 bytes" in states[1]["parked_reason"]
     records = await read_records(settings, topic, 2)
     assert [r.value for r in records] == [b"first", b"third"]
+
+
+async def test_publishing_after_commit_holds_back_a_row_while_an_older_one_of_its_saga_waits(
+    infra: Infra,
+) -> None:
+    store = PostgresServiceStore(infra.database_url, f"order{uuid.uuid4().hex[:6]}")
+    await store.start()
+
+    def record(key: bytes | None, value: bytes) -> tuple[str, EncodedRecord]:
+        return "t.events", EncodedRecord(key, value, [])  # type: ignore[arg-type]
+
+    try:
+        async with store.pool.acquire() as connection, connection.transaction():
+            [older] = await store.write_outbox(connection, [record(b"s-1", b"older")])
+            newer, other, keyless = await store.write_outbox(
+                connection,
+                [record(b"s-1", b"newer"), record(b"s-2", b"other"), record(None, b"no key")],
+            )
+            picked = await store.unsent(connection, [newer, other, keyless], 10)
+            assert [row.value for row in picked] == [b"other", b"no key"], (
+                "s-1's newer row waits for its older one"
+            )
+            await store.mark_sent(connection, [older])
+            picked = await store.unsent(connection, [newer], 10)
+            assert [row.value for row in picked] == [b"newer"]
+    finally:
+        await store.stop()
