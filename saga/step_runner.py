@@ -144,9 +144,9 @@ class StepRunner:
         savepoint), and their events are published together after the commit.
         A delivery whose first attempt fails and may be retried ends the
         transaction before it: it is retried alone, with its backoff, and the
-        ones after it start a new transaction. Steps with a connection, or a
-        fault verdict other than failing, run alone too. Outcomes are those of
-        :meth:`handle`, in order.
+        ones after it start a new transaction. Steps with a connection, a fault
+        verdict other than failing, and a batch of one run alone (as
+        :meth:`handle` runs them). Outcomes are those of :meth:`handle`, in order.
         """
         if self._store is None or not isinstance(self._store, BatchStore):
             outcomes = []
@@ -188,6 +188,8 @@ class StepRunner:
                 alone = _Alone(verdict, None)
                 break
             verdicts.append(verdict)
+        if len(verdicts) == 1 and alone is None:
+            return [], _Alone(verdicts[0], None)  # one alone needs no savepoint
         if not verdicts:
             return [], alone
         runs = deliveries[: len(verdicts)]

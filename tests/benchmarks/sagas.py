@@ -34,6 +34,7 @@ from pydantic import SecretStr
 from contracts.envelope import Envelope
 from contracts.messages import Message
 from contracts.orders import OrderPlaced
+from saga.dev.system import PROCESSES as SYSTEM
 from saga.dev.system import LocalSystem
 from saga.provisioning import ensure_topics
 from saga.publisher import Publisher
@@ -136,8 +137,14 @@ class Running:
 
 
 @asynccontextmanager
-async def running_system(settings: Settings, logdir: Path) -> AsyncIterator[Running]:
-    """Coordinator and step services as processes, with a database and namespace of their own."""
+async def running_system(
+    settings: Settings, logdir: Path, *, trace_memory: bool = False
+) -> AsyncIterator[Running]:
+    """Coordinator and step services as processes, with a database and namespace of their own.
+
+    ``trace_memory``: each process runs under tracemalloc (:mod:`tests.benchmarks.traced`)
+    and writes where its memory grew to ``<logdir>/<process>.memory``.
+    """
     prefix = f"b{uuid.uuid4().hex[:6]}."
     database = fresh_database(settings.database_url.get_secret_value())
     config = settings.model_copy(
@@ -149,7 +156,8 @@ async def running_system(settings: Settings, logdir: Path) -> AsyncIterator[Runn
     finished = Finished(config, f"{prefix}saga.events")
     try:
         for name in PROCESSES:
-            await asyncio.to_thread(system.start, name)
+            traced = ["tests.benchmarks.traced", str(logdir / f"{name}.memory"), *SYSTEM[name]]
+            await asyncio.to_thread(system.start, name, module=traced if trace_memory else None)
         await finished.start()
         yield Running(config, system, finished, topic)
     finally:
