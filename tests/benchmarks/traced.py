@@ -11,12 +11,14 @@ since that snapshot. Used by ``make soak`` with ``--trace-memory``.
 
 from __future__ import annotations
 
+import gc
 import os
 import runpy
 import sys
 import threading
 import time
 import tracemalloc
+from collections import Counter
 from pathlib import Path
 
 FRAMES = 8
@@ -26,21 +28,46 @@ TOP = 20
 def _snapshot() -> tracemalloc.Snapshot:
     """Live allocations, not counting this watcher's own."""
     return tracemalloc.take_snapshot().filter_traces(
-        [tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, __file__)]
+        [
+            tracemalloc.Filter(False, tracemalloc.__file__, all_frames=True),
+            tracemalloc.Filter(False, __file__, all_frames=True),
+        ]
     )
+
+
+def _census() -> Counter[str]:
+    """Live objects the collector tracks, by type."""
+    return Counter(type(o).__qualname__ for o in gc.get_objects())
+
+
+def _holders(type_name: str) -> list[str]:
+    """What refers to a few live objects of ``type_name`` (types of the referrers)."""
+    sample = [o for o in gc.get_objects() if type(o).__qualname__ == type_name][-5:]
+    held: Counter[str] = Counter()
+    for obj in sample:
+        for referrer in gc.get_referrers(obj):
+            if referrer is not sample:
+                held[type(referrer).__qualname__] += 1
+    return [f"{name} x{count}" for name, count in held.most_common(5)]
 
 
 def _watch(report: Path, settle_s: float, every_s: float) -> None:
     time.sleep(settle_s)
     first = _snapshot()
+    first_census = _census()
     started = time.monotonic()
     while True:
         time.sleep(every_s)
         now = _snapshot()
         stats = now.compare_to(first, "traceback")
         current, _ = tracemalloc.get_traced_memory()
+        census = _census()
+        census.subtract(first_census)
+        grown = [(name, n) for name, n in census.most_common(8) if n > 0]
         lines = [
             f"after {(time.monotonic() - started) / 60:.1f} min: traced {current / 2**20:.1f} MB",
+            "live objects grown since the first snapshot, by type:",
+            *(f"  {n:+8d} {name}  held by: {', '.join(_holders(name))}" for name, n in grown),
             f"growth since the first snapshot, top {TOP} by size:",
         ]
         for stat in stats[:TOP]:

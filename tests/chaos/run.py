@@ -48,6 +48,7 @@ from saga.dev.broker import start_broker
 from saga.dev.postgres import database_url, start_postgres
 from saga.dev.processes import ServerProcess, free_port, stop
 from saga.dev.system import LocalSystem
+from saga.errors import DevStackError
 from saga.provisioning import ensure_topics
 from saga.publisher import Publisher
 from saga.settings import Settings
@@ -151,8 +152,19 @@ class Chaos:
                 stop(server, sig=signal.SIGINT)
 
     async def start(self, name: str) -> None:
+        """Start ``name`` as a supervisor would: a start that fails (PostgreSQL went
+        away while the process came up) is tried again once the database is back."""
         assert self.system is not None
-        await asyncio.to_thread(self.system.start, name, timeout_s=120)
+        for attempt in range(1, 6):
+            try:
+                await asyncio.to_thread(self.system.start, name, timeout_s=120)
+                return
+            except DevStackError as exc:
+                if attempt == 5:
+                    raise
+                say(f"{name} did not come up ({exc}); starting it again")
+                await asyncio.sleep(1)
+                await self.db_ready.wait()
 
     def kill(self, name: str) -> None:
         assert self.system is not None

@@ -37,8 +37,19 @@ def servers_under(workdir: Path) -> list[psutil.Process]:
     return found
 
 
-def brokers() -> set[int]:
-    return {p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "tansu"}
+def brokers_logging_under(workdir: Path) -> set[int]:
+    """Brokers whose log is under ``workdir`` (other tests' brokers come and go meanwhile)."""
+    found = set()
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] != "tansu":
+            continue
+        try:
+            log = os.readlink(f"/proc/{proc.pid}/fd/1")
+        except OSError:
+            continue
+        if log.startswith(str(workdir)):
+            found.add(proc.pid)
+    return found
 
 
 @pytest.fixture
@@ -152,7 +163,8 @@ def test_up_refuses_a_data_directory_another_postgres_still_uses(workdir: Path) 
     state_file = workdir / "stack.json"
     saved = state_file.read_text()
     state_file.unlink()  # forget the stack, but leave its servers running
-    brokers_before = brokers()
+    brokers_before = brokers_logging_under(workdir)
+    assert len(brokers_before) == 1
     try:
         second = saga(
             "dev", "up", "--dir", str(workdir), "--kafka-port", "0", "--postgres-port", "0"
@@ -160,7 +172,9 @@ def test_up_refuses_a_data_directory_another_postgres_still_uses(workdir: Path) 
         assert second.returncode == 1
         assert "already runs on" in second.stderr
         assert not state_file.exists(), "the failed start left no state behind"
-        assert brokers() == brokers_before, "the broker it had started was stopped"
+        assert brokers_logging_under(workdir) == brokers_before, (
+            "the broker it had started was stopped"
+        )
     finally:
         state_file.write_text(saved)
     assert saga("dev", "down", "--dir", str(workdir)).returncode == 0
