@@ -12,6 +12,7 @@ since that snapshot. Used by ``make soak`` with ``--trace-memory``.
 from __future__ import annotations
 
 import gc
+import linecache
 import os
 import runpy
 import sys
@@ -26,13 +27,14 @@ TOP = 20
 
 
 def _snapshot() -> tracemalloc.Snapshot:
-    """Live allocations, not counting this watcher's own."""
     return tracemalloc.take_snapshot().filter_traces(
-        [
-            tracemalloc.Filter(False, tracemalloc.__file__, all_frames=True),
-            tracemalloc.Filter(False, __file__, all_frames=True),
-        ]
+        [tracemalloc.Filter(False, tracemalloc.__file__)]
     )
+
+
+def _ours(stat: tracemalloc.StatisticDiff) -> bool:
+    """Allocated by this watcher (its reports, line cache), not by the process watched."""
+    return any(frame.filename in (__file__, linecache.__file__) for frame in stat.traceback)
 
 
 def _census() -> Counter[str]:
@@ -59,7 +61,7 @@ def _watch(report: Path, settle_s: float, every_s: float) -> None:
     while True:
         time.sleep(every_s)
         now = _snapshot()
-        stats = now.compare_to(first, "traceback")
+        stats = [stat for stat in now.compare_to(first, "traceback") if not _ours(stat)]
         current, _ = tracemalloc.get_traced_memory()
         census = _census()
         census.subtract(first_census)
