@@ -6,7 +6,9 @@ normal rate, or the growth shown is a backlog of unread work, not a leak.
 ``python -m tests.benchmarks.traced REPORT MODULE [ARGS...]``: the first snapshot
 is taken after ``SAGA_TRACE_SETTLE_S`` seconds (default 60, the soak's warm-up); then every
 minute REPORT is rewritten with the lines whose live allocations grew most
-since that snapshot. Used by ``make soak`` with ``--trace-memory``.
+since that snapshot, and the object types whose live count grew, with what holds
+them. ``SAGA_TRACE_ALLOCATIONS=0``: the census only, without tracemalloc's slowdown.
+Used by ``make soak`` with ``--trace-memory``.
 """
 
 from __future__ import annotations
@@ -55,23 +57,27 @@ def _holders(type_name: str) -> list[str]:
 
 def _watch(report: Path, settle_s: float, every_s: float) -> None:
     time.sleep(settle_s)
-    first = _snapshot()
+    tracing = tracemalloc.is_tracing()
+    first = _snapshot() if tracing else None
     first_census = _census()
     started = time.monotonic()
     while True:
         time.sleep(every_s)
-        now = _snapshot()
-        stats = [stat for stat in now.compare_to(first, "traceback") if not _ours(stat)]
-        current, _ = tracemalloc.get_traced_memory()
         census = _census()
         census.subtract(first_census)
         grown = [(name, n) for name, n in census.most_common(8) if n > 0]
+        current, _ = tracemalloc.get_traced_memory()
         lines = [
             f"after {(time.monotonic() - started) / 60:.1f} min: traced {current / 2**20:.1f} MB",
             "live objects grown since the first snapshot, by type:",
             *(f"  {n:+8d} {name}  held by: {', '.join(_holders(name))}" for name, n in grown),
-            f"growth since the first snapshot, top {TOP} by size:",
         ]
+        if first is None:
+            report.write_text("\n".join(lines) + "\n")
+            continue
+        now = _snapshot()
+        stats = [stat for stat in now.compare_to(first, "traceback") if not _ours(stat)]
+        lines.append(f"growth since the first snapshot, top {TOP} by size:")
         for stat in stats[:TOP]:
             lines.append(f"{stat.size_diff / 1024:+9.1f} KiB {stat.count_diff:+7d} blocks")
             lines.extend(f"      {frame}" for frame in stat.traceback.format()[-2 * FRAMES :])
@@ -81,7 +87,8 @@ def _watch(report: Path, settle_s: float, every_s: float) -> None:
 def main() -> None:
     report, module, *args = sys.argv[1:]
     settle_s = float(os.environ.get("SAGA_TRACE_SETTLE_S", "60"))
-    tracemalloc.start(FRAMES)
+    if os.environ.get("SAGA_TRACE_ALLOCATIONS", "1") != "0":
+        tracemalloc.start(FRAMES)  # 0: the census of live objects only, at full speed
     threading.Thread(target=_watch, args=(Path(report), settle_s, 60.0), daemon=True).start()
     sys.argv = [module, *args]
     runpy.run_module(module, run_name="__main__", alter_sys=True)
