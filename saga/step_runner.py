@@ -156,8 +156,9 @@ class StepRunner:
             return outcomes
         outcomes = []
         pending = list(deliveries)
+        verdicts: dict[str, Verdict] = {}  # a fault's delay is slept once per delivery
         while pending:
-            done, alone = await self._first_attempts(self._store, pending)
+            done, alone = await self._first_attempts(self._store, pending, verdicts)
             outcomes.extend(done)
             pending = pending[len(done) :]
             if alone is not None:
@@ -175,15 +176,21 @@ class StepRunner:
         return _reported(span, outcome)
 
     async def _first_attempts(
-        self, store: BatchStore, deliveries: Sequence[tuple[Envelope[Message], Span]]
+        self,
+        store: BatchStore,
+        deliveries: Sequence[tuple[Envelope[Message], Span]],
+        known: dict[str, Verdict],
     ) -> tuple[list[Outcome], _Alone | None]:
         """One transaction over a prefix of ``deliveries``: their outcomes, and how the
-        delivery after them runs alone (``None`` when none is left)."""
+        delivery after them runs alone (``None`` when none is left). ``known``: fault
+        verdicts already taken, by message id."""
         verdicts: list[Verdict] = []
         alone: _Alone | None = None
         for envelope, _ in deliveries:
             step = self.service.steps.get(envelope.type)
-            verdict = await self._verdict(step, envelope)
+            if envelope.id not in known:
+                known[envelope.id] = await self._verdict(step, envelope)
+            verdict = known[envelope.id]
             if step is None or _needs_token(step, envelope) or verdict == "never_answer":
                 alone = _Alone(verdict, None)
                 break

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections import Counter
+from typing import Any
 
 import asyncpg
 
@@ -15,6 +17,7 @@ from contracts.envelope import Envelope
 from contracts.inventory import InventoryReserved
 from contracts.messages import Message
 from contracts.payment import PaymentCharged, PaymentFailed
+from saga.faults import FaultRule, Faults, Verdict
 from saga.retry import RetryPolicy
 from saga.service import Service, StepContext, StepFailure
 from saga.testing import ServiceTestKit
@@ -148,3 +151,34 @@ async def test_failures_retries_and_duplicates_in_a_batch_end_as_one_at_a_time(
     assert tx["a"] == tx["b"] == tx["c"]
     assert len({tx["a"], rows[flaky.id][3], rows[e.id][3], rows[careless.id][3]}) == 4
     assert rows[g.id][3] not in {tx["a"], rows[flaky.id][3], rows[e.id][3], rows[careless.id][3]}
+
+
+class CountedFaults(Faults):
+    """Delays every charge by a millisecond and counts how often each was decided."""
+
+    def __init__(self) -> None:
+        super().__init__([FaultRule(step="charge", action="delay", delay_ms=1)])
+        self.decided: Counter[str] = Counter()
+
+    async def apply(self, step: str, message_id: str, payload: dict[str, Any]) -> Verdict:
+        self.decided[message_id] += 1
+        return await super().apply(step, message_id, payload)
+
+
+async def test_a_fault_is_decided_once_per_delivery_when_a_retry_splits_the_batch(
+    infra: Infra,
+) -> None:
+    table = f"charges_{uuid.uuid4().hex[:8]}"
+    faults = CountedFaults()
+    batch = [reserved("ok-a"), reserved("flaky-b"), reserved("ok-c"), reserved("ok-d")]
+    async with ServiceTestKit(
+        charging_service(table), database_url=infra.database_url, faults=faults
+    ) as kit:
+        outcomes = await kit.deliver_batch(batch)
+    assert [(o.kind, o.attempts) for o in outcomes] == [
+        ("completed", 1),
+        ("completed", 2),
+        ("completed", 1),
+        ("completed", 1),
+    ]
+    assert faults.decided == {e.id: 1 for e in batch}, "delays are slept once, not per batch"
