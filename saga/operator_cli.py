@@ -27,6 +27,7 @@ from saga.publisher import Publisher
 from saga.settings import Settings
 from saga.store.relay import OutboxRelay
 from saga.store.schema import MIGRATIONS, migrate
+from saga.store.send_order import Written
 
 T = TypeVar("T")
 
@@ -405,7 +406,7 @@ def simulate_failure(
 def _operate(saga_id: str, action: str, reason: str | None) -> int:
     actor = operator_name()
 
-    async def act(coordinator: Coordinator) -> tuple[tuple[str | None, list[str]], list[int]]:
+    async def act(coordinator: Coordinator) -> tuple[tuple[str | None, list[str]], list[Written]]:
         decision, ids = await coordinator.operate(saga_id, action, actor=actor, reason=reason)
         if decision is None or decision.state is None:
             return (None, []), ids
@@ -426,7 +427,7 @@ def operator_name() -> str:
     return os.environ.get("SAGA_OPERATOR") or getpass.getuser()
 
 
-async def with_coordinator(work: Callable[[Coordinator], Awaitable[tuple[T, list[int]]]]) -> T:
+async def with_coordinator(work: Callable[[Coordinator], Awaitable[tuple[T, list[Written]]]]) -> T:
     """Run ``work`` with the coordinator's logic on its database; publish what it wrote
     to the outbox (the coordinator's relay would, too, if this fails)."""
     settings = Settings()
@@ -436,10 +437,10 @@ async def with_coordinator(work: Callable[[Coordinator], Awaitable[tuple[T, list
         coordinator = Coordinator(
             _definitions(), store, topic_prefix=settings.topic_prefix, mode=settings.mode
         )
-        result, ids = await work(coordinator)
-        if ids:
+        result, written = await work(coordinator)
+        if written:
             async with Publisher(settings) as publisher:
-                await OutboxRelay(store, publisher).publish(ids)
+                await OutboxRelay(store, publisher).publish(written)
         return result
     finally:
         await store.stop()

@@ -26,6 +26,7 @@ from saga import tracing
 from saga.dead_letter import describe_error
 from saga.routes import BadRequest, HttpRequest, NoVault, RequestContext
 from saga.service import Service
+from saga.store.send_order import Written
 from saga.store.service_store import PostgresServiceStore
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Emit = Callable[[list[tuple[str, EncodedRecord]]], Awaitable[None]]
-AfterCommit = Callable[[list[int]], Awaitable[object]]
+AfterCommit = Callable[[list[Written]], Awaitable[object]]
 
 
 class RequestRunner:
@@ -104,7 +105,7 @@ class RequestRunner:
                     )
                     for e in ctx.started
                 ]
-                ids = (
+                written = (
                     await self._store.write_outbox(connection, records)
                     if self._store is not None and records
                     else []
@@ -126,17 +127,17 @@ class RequestRunner:
             span.set_attribute("saga.id", envelope.saga_id)
         if self._store is None:
             await self._emit(records)  # nothing else would publish them: answer after
-        elif ids and self._after_commit is not None:
+        elif written and self._after_commit is not None:
             # Committed: answer now, publish in the background (the relay retries).
-            task = asyncio.create_task(self._publish(ids))
+            task = asyncio.create_task(self._publish(written))
             self._publishing.add(task)
             task.add_done_callback(self._publishing.discard)
         return response.status, response.body
 
-    async def _publish(self, ids: list[int]) -> None:
+    async def _publish(self, written: list[Written]) -> None:
         assert self._after_commit is not None
         try:
-            await self._after_commit(ids)
+            await self._after_commit(written)
         except Exception as exc:
             log.warning("publish after commit failed (%s); relay will retry", describe_error(exc))
 

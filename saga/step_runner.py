@@ -48,6 +48,7 @@ from saga.publisher import record_size
 from saga.redaction import redact
 from saga.retry import NonRetryableError, RetryPolicy, run_with_retry
 from saga.service import Service, Step, StepContext, StepFailure
+from saga.store.send_order import Written
 from saga.store.service_store import (
     BatchStore,
     Claim,
@@ -71,7 +72,7 @@ OutcomeKind = Literal[
 #: Publishes records of a service without a store (at-least-once).
 Emit = Callable[[list[tuple[str, EncodedRecord]]], Awaitable[None]]
 #: Called with outbox row ids once their transaction committed.
-AfterCommit = Callable[[list[int]], Awaitable[object]]
+AfterCommit = Callable[[list[Written]], Awaitable[object]]
 Sleep = Callable[[float], Awaitable[None]]
 #: (handle, valid for) -> the user's access token (see :class:`saga.vault.Vault`).
 ResolveConnection = Callable[[str, timedelta], Awaitable[str]]
@@ -225,7 +226,7 @@ class StepRunner:
                     alone = _Alone(verdicts[index], error)
                     break
                 outcomes.append(_reported(span, outcome))
-        await self._publish([], batch.outbox_ids)
+        await self._publish([], batch.written)
         return outcomes, alone
 
     async def _in_batch(
@@ -288,7 +289,7 @@ class StepRunner:
         if verdict == "never_answer":
             return await self._swallow(envelope, logger)
 
-        async def attempt(number: int) -> tuple[list[Envelope[Message]], list[int]]:
+        async def attempt(number: int) -> tuple[list[Envelope[Message]], list[Written]]:
             nonlocal last_attempt
             last_attempt = number
             span.set_attribute("saga.attempt", number)
@@ -303,12 +304,13 @@ class StepRunner:
                     envelope, step.name, number, logger, span, delivery.connection, token
                 )
                 result = await _call(step, timeout, envelope.payload, ctx)
-                if delivery.connection is not None:
-                    await _check_transaction(delivery.connection)
                 emitted = [self._caused(envelope, event, step, number) for event in _events(result)]
                 for out in emitted:
                     delivery.emit(self.events_topic, self._encode(out))
-            return emitted, delivery.outbox_ids
+                if delivery.connection is not None and not delivery.outgoing:
+                    # With outgoing records, the outbox write finds out (see _guarded).
+                    await _check_transaction(delivery.connection)
+            return emitted, delivery.written
 
         try:
             emitted, ids = await run_with_retry(
@@ -409,7 +411,7 @@ class StepRunner:
             if delivery.duplicate:
                 return Outcome("duplicate", attempts)
             delivery.emit(self.events_topic, encode(out))
-        await self._publish([out], delivery.outbox_ids)
+        await self._publish([out], delivery.written)
         return Outcome(kind, attempts, [out])
 
     async def _connection_token(
@@ -471,12 +473,12 @@ class StepRunner:
         async with _guarded(transaction) as delivery:
             yield delivery
 
-    async def _publish(self, emitted: Sequence[Envelope[Message]], ids: list[int]) -> None:
+    async def _publish(self, emitted: Sequence[Envelope[Message]], written: list[Written]) -> None:
         if self._store is None:
             await self._emit([(self.events_topic, encode(e)) for e in emitted])
-        elif ids and self._after_commit is not None:
+        elif written and self._after_commit is not None:
             try:
-                await self._after_commit(ids)
+                await self._after_commit(written)
             except Exception as exc:
                 # Committed in the outbox: the relay publishes it later.
                 log.warning(
@@ -541,6 +543,10 @@ async def _guarded(transaction: AbstractAsyncContextManager[T]) -> AsyncIterator
         raise
     try:
         await transaction.__aexit__(None, None, None)
+    except asyncpg.InFailedSQLTransactionError:
+        # The outbox write found the transaction aborted: by the handler, which
+        # caught a database error and went on. Its COMMIT would roll back.
+        raise AbortedTransaction(_ABORTED) from None
     except Exception as exc:
         raise StoreUnavailable(describe_error(exc)) from exc
 

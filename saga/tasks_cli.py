@@ -10,6 +10,7 @@ from typing import Any
 from saga.coordinator.apply import Coordinator
 from saga.coordinator.tasks import Decided, TaskError, decide_task, list_tasks
 from saga.operator_cli import operator_name, with_coordinator
+from saga.store.send_order import Written
 
 
 def register(commands: Any) -> None:
@@ -29,7 +30,7 @@ def register(commands: Any) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    async def work(coordinator: Coordinator) -> tuple[list[dict[str, Any]], list[int]]:
+    async def work(coordinator: Coordinator) -> tuple[list[dict[str, Any]], list[Written]]:
         status = None if args.status == "all" else args.status
         return await list_tasks(coordinator, status=status, assignee=args.assignee), []
 
@@ -59,11 +60,11 @@ def _reject(args: argparse.Namespace) -> int:
 def _decide(args: argparse.Namespace, *, approve: bool) -> int:
     by = args.by or operator_name()
 
-    async def work(coordinator: Coordinator) -> tuple[Decided, list[int]]:
+    async def work(coordinator: Coordinator) -> tuple[Decided, list[Written]]:
         done = await decide_task(
             coordinator, args.task_id, approve=approve, by=by, reason=args.reason
         )
-        return done, done.outbox_ids
+        return done, done.outbox
 
     try:
         done = asyncio.run(with_coordinator(work))

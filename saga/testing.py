@@ -34,6 +34,7 @@ from contracts.topics import topic_for_type
 from saga.faults import Faults
 from saga.service import Service
 from saga.step_runner import Outcome, StepRunner
+from saga.store.send_order import Written
 from saga.store.service_store import Delivery, DeliveryStore, PostgresServiceStore
 from saga.vault import Vault
 
@@ -74,14 +75,14 @@ class _MemoryStore:
         yield delivery  # an exception here leaves nothing behind: a rollback
         if not delivery.duplicate:
             self.inbox[message_id] = outcome
-            for topic_record in delivery.outgoing:
+            for topic, record in delivery.outgoing:
                 row = next(self._ids)
-                self._outbox[row] = topic_record
-                delivery.outbox_ids.append(row)
+                self._outbox[row] = (topic, record)
+                delivery.written.append(Written(row, topic, record))
 
-    async def publish(self, ids: list[int]) -> None:
-        for row in ids:
-            self._transport.publish(*self._outbox.pop(row))
+    async def publish(self, written: list[Written]) -> None:
+        for row in written:
+            self._transport.publish(*self._outbox.pop(row.id))
 
 
 class ServiceTestKit:
@@ -181,8 +182,10 @@ class ServiceTestKit:
         for topic, record in records:
             self.transport.publish(topic, record)
 
-    async def _publish_outbox(self, ids: list[int]) -> None:
+    async def _publish_outbox(self, written: list[Written]) -> None:
+        # What the outbox holds, not what was handed to it: a test sees the rows' contents.
         assert self._postgres is not None
+        ids = [row.id for row in written]
         async with self._postgres.pool.acquire() as connection, connection.transaction():
             rows = await self._postgres.unsent(connection, ids, len(ids))
             for row in rows:

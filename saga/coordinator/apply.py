@@ -47,6 +47,7 @@ from saga.coordinator.decide import (
 )
 from saga.coordinator.observe import observe
 from saga.coordinator.state import SagaState
+from saga.store.send_order import Written
 from saga.store.service_store import PostgresServiceStore
 
 log = logging.getLogger(__name__)
@@ -199,8 +200,8 @@ class Coordinator:
 
     # --- the three kinds of facts -----------------------------------------------------
 
-    async def apply_events(self, envelopes: Sequence[Envelope[Message]]) -> list[int]:
-        """Decide on a batch of events; returns the outbox row ids written."""
+    async def apply_events(self, envelopes: Sequence[Envelope[Message]]) -> list[Written]:
+        """Decide on a batch of events; returns the outbox rows written."""
         async with self.pool.acquire() as connection, connection.transaction():
             now: datetime = await connection.fetchval("SELECT now()")
             unique = list({e.id: e for e in envelopes}.values())
@@ -222,8 +223,8 @@ class Coordinator:
         batch.committed()
         return ids
 
-    async def fire_due_timers(self, limit: int = 200) -> tuple[int, list[int]]:
-        """Fire timers due by the database clock; returns (fired, outbox ids)."""
+    async def fire_due_timers(self, limit: int = 200) -> tuple[int, list[Written]]:
+        """Fire timers due by the database clock; returns (fired, outbox rows)."""
         async with self.pool.acquire() as connection, connection.transaction():
             fired = await store.due_timers(connection, limit)
             if not fired:
@@ -262,7 +263,7 @@ class Coordinator:
 
     async def operate(
         self, saga_id: str, action: str, *, actor: str, reason: str | None
-    ) -> tuple[Decision | None, list[int]]:
+    ) -> tuple[Decision | None, list[Written]]:
         """An operator's ``retry``, ``skip:<step>`` or ``resolve``, audited."""
         async with self.pool.acquire() as connection, connection.transaction():
             now: datetime = await connection.fetchval("SELECT now()")
@@ -303,7 +304,7 @@ class Coordinator:
         batch: _Batch,
         facts: Sequence[tuple[Incoming, SagaDefinition]],
         now: datetime,
-    ) -> list[int]:
+    ) -> list[Written]:
         for incoming, latest in facts:
             state = batch.states.get(incoming.saga_id)
             definition = self.definition_of(state) if state is not None else latest

@@ -31,6 +31,7 @@ from saga.publisher import Publisher
 from saga.settings import Settings
 from saga.shutdown import serve_until_signalled
 from saga.store.relay import OutboxRelay
+from saga.store.send_order import Written
 from saga.store.service_store import PostgresServiceStore
 
 log = logging.getLogger(__name__)
@@ -140,12 +141,11 @@ class CoordinatorRuntime:
         )
 
     async def _apply(self, envelopes: list[Envelope[Message]], spans: list[Span]) -> None:
-        ids = await self.coordinator.apply_events(envelopes)
-        await self._publish(ids)
+        await self._publish(await self.coordinator.apply_events(envelopes))
 
-    async def _publish(self, ids: list[int]) -> None:
+    async def _publish(self, written: list[Written]) -> None:
         try:
-            await self.relay.publish(ids)
+            await self.relay.publish(written)
         except Exception as exc:
             # Committed in the outbox: the relay loop sends it.
             log.warning("publishing commands failed (%s); relay will retry", describe_error(exc))
@@ -154,8 +154,8 @@ class CoordinatorRuntime:
         interval = self.settings.timer_interval_ms / 1000
         while True:
             try:
-                fired, ids = await self.coordinator.fire_due_timers()
-                await self._publish(ids)
+                fired, written = await self.coordinator.fire_due_timers()
+                await self._publish(written)
                 if fired:
                     continue  # more may be due
             except Exception as exc:
@@ -167,8 +167,8 @@ class CoordinatorRuntime:
     ) -> tuple[int, Any]:
         if not self._ready:
             return 503, {"error": "the coordinator is not ready"}
-        status, answer, ids = await tasks.answer(self.coordinator, method, target, body)
-        await self._publish(ids)
+        status, answer, written = await tasks.answer(self.coordinator, method, target, body)
+        await self._publish(written)
         return status, answer
 
     def _report(self) -> tuple[bool, dict[str, Any]]:

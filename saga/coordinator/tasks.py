@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl, unquote
 from saga.coordinator import store
 from saga.coordinator.apply import Coordinator
 from saga.routes import match_path
+from saga.store.send_order import Written
 
 
 class TaskError(Exception):
@@ -41,7 +42,7 @@ class Decided:
     decision: str
     saga_status: str
     notes: list[str]
-    outbox_ids: list[int]
+    outbox: list[Written]
 
 
 async def list_tasks(
@@ -55,7 +56,7 @@ async def list_tasks(
 async def decide_task(
     coordinator: Coordinator, task_id: str, *, approve: bool, by: str, reason: str | None
 ) -> Decided:
-    """Approve or reject ``task_id`` as ``by``; the outbox ids are for the caller to publish."""
+    """Approve or reject ``task_id`` as ``by``; the outbox rows are for the caller to publish."""
     async with coordinator.pool.acquire() as connection:
         task = await store.find_task(connection, task_id)
     if task is None:
@@ -88,8 +89,8 @@ def _json(row: dict[str, Any]) -> dict[str, Any]:
 
 async def answer(
     coordinator: Coordinator, method: str, target: str, body: bytes
-) -> tuple[int, Any, list[int]]:
-    """Answer a tasks request: (status, body, outbox ids to publish)."""
+) -> tuple[int, Any, list[Written]]:
+    """Answer a tasks request: (status, body, outbox rows to publish)."""
     path, _, query = target.partition("?")
     if method == "GET" and match_path("/tasks", path) is not None:
         wanted = dict(parse_qsl(query))
@@ -126,6 +127,6 @@ async def answer(
                 "decision": done.decision,
                 "saga_status": done.saga_status,
             },
-            done.outbox_ids,
+            done.outbox,
         )
     return 404, {"error": f"no route for {path}"}, []

@@ -1,8 +1,11 @@
 """The outbox relay: publish committed outbox rows, then mark them sent.
 
 Rows are published right after their transaction commits (:meth:`publish`),
-and a background loop (:meth:`run`) publishes whatever is left, e.g. after a
-crash between commit and publish. A row is marked sent only after the broker
+from memory: the transaction that wrote them also found which older rows of
+the same saga were still unsent, and :class:`SendOrder` holds a row back until
+those have been handed to the producer. A background loop (:meth:`run`)
+publishes what is left, e.g. after a crash between commit and publish, once it
+has been unsent for ``settled_s``. A row is marked sent only after the broker
 acknowledged it, so a crash at any point means a row is sent again, never lost.
 """
 
@@ -17,12 +20,16 @@ from typing import Any
 from saga.dead_letter import describe_error
 from saga.errors import MessageTooLarge
 from saga.publisher import Publisher
+from saga.store.send_order import SendOrder, Written
 from saga.store.service_store import OutboxRow, PostgresServiceStore
 
 log = logging.getLogger(__name__)
 
 
 class OutboxRelay:
+    """``settled_s``: how long a row stays unsent before the loop takes it over
+    from the publish after commit (which normally sends it within milliseconds)."""
+
     def __init__(
         self,
         store: PostgresServiceStore,
@@ -30,24 +37,42 @@ class OutboxRelay:
         *,
         interval_s: float = 0.5,
         batch: int = 500,
+        settled_s: float | None = None,
     ) -> None:
         self._store = store
         self._publisher = publisher
         self._interval_s = interval_s
         self._batch = batch
+        self._settled_s = max(1.0, 2 * interval_s) if settled_s is None else settled_s
         self._stopping = asyncio.Event()
+        self.order = SendOrder(hold_s=10 * self._settled_s)
 
-    async def publish(self, ids: Sequence[int]) -> int:
-        """Publish these rows now if nothing older of the same saga waits; count sent."""
-        if not ids:
+    async def publish(self, written: Sequence[Written]) -> int:
+        """Publish just-committed rows now, unless an older row of the same saga is
+        still to be sent (that one is held for later); count sent."""
+        ready = self.order.admit(written)
+        if not ready:
             return 0
-        return await self._publish_locked(ids)
+        ids = [row.id for row in ready]
+        try:
+            await self._publisher.publish_raw_many(
+                [(row.topic, row.record.key, row.record.value, row.record.headers) for row in ready]
+            )
+        except BaseException:
+            self.order.unsent(ids)  # still in the outbox: the relay loop sends them
+            raise
+        try:
+            await self._store.mark_sent(self._store.pool, ids)
+        finally:
+            self.order.sent(ids)  # unmarked after a failure: sent again later, deduplicated
+        return len(ids)
 
-    async def publish_pending(self) -> int:
-        """Publish every unsent row of this service, oldest first; count sent."""
+    async def publish_pending(self, *, settled_s: float = 0.0) -> int:
+        """Publish every unsent row of this service (unsent for ``settled_s`` at
+        least), oldest first; count sent."""
         total = 0
         while True:
-            sent = await self._publish_locked(None)
+            sent = await self._publish_locked(settled_s)
             total += sent
             if sent < self._batch:
                 return total
@@ -56,7 +81,7 @@ class OutboxRelay:
         """Publish left-over rows every ``interval_s`` until :meth:`stop`."""
         while not self._stopping.is_set():
             try:
-                sent = await self.publish_pending()
+                sent = await self.publish_pending(settled_s=self._settled_s)
                 if sent:
                     log.info("relay published %d left-over outbox row(s)", sent)
             except Exception as exc:
@@ -67,18 +92,32 @@ class OutboxRelay:
     def stop(self) -> None:
         self._stopping.set()
 
-    async def _publish_locked(self, ids: Sequence[int] | None) -> int:
+    async def _publish_locked(self, settled_s: float) -> int:
+        # Locked while they are sent: another process's relay skips them.
         async with self._store.pool.acquire() as connection, connection.transaction():
-            rows = await self._store.unsent(connection, ids, self._batch)
+            rows = await self._store.unsent(
+                connection,
+                None,
+                self._batch,
+                settled_s=settled_s,
+                skip=self.order.in_flight,
+            )
             if not rows:
                 return 0
+            ids = [row.id for row in rows]
+            self.order.taken(ids)
             try:
-                await self._send(rows)
-            except MessageTooLarge:
-                # One bad row must not hold up the others: send one by one, park it.
-                await self._send_one_by_one(connection, rows)
-                return len(rows)
-            await self._store.mark_sent(connection, [row.id for row in rows])
+                try:
+                    await self._send(rows)
+                except MessageTooLarge:
+                    # One bad row must not hold up the others: send one by one, park it.
+                    await self._send_one_by_one(connection, rows)
+                else:
+                    await self._store.mark_sent(connection, ids)
+            except BaseException:
+                self.order.unsent(ids)
+                raise
+            self.order.sent(ids)  # sent or parked: nothing waits for them any more
             return len(rows)
 
     async def _send(self, rows: list[OutboxRow]) -> None:

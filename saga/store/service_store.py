@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -19,6 +19,7 @@ import asyncpg
 
 from contracts.codec import EncodedRecord
 from saga.store.schema import migrate
+from saga.store.send_order import Written
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +38,8 @@ class Delivery:
     duplicate: bool
     connection: Any = None
     outgoing: list[tuple[str, EncodedRecord]] = field(default_factory=list)
-    outbox_ids: list[int] = field(default_factory=list)
+    #: The outbox rows written for ``outgoing``, once the block is done.
+    written: list[Written] = field(default_factory=list)
 
     def emit(self, topic: str, record: EncodedRecord) -> None:
         self.outgoing.append((topic, record))
@@ -69,7 +71,7 @@ class DeliveryBatch:
     connection: Any
     claimed: set[str]
     outgoing: list[tuple[str, EncodedRecord]] = field(default_factory=list)
-    outbox_ids: list[int] = field(default_factory=list)
+    written: list[Written] = field(default_factory=list)
     outcomes: dict[str, str] = field(default_factory=dict)
     returned: list[str] = field(default_factory=list)
     _open: bool = False
@@ -203,7 +205,7 @@ class PostgresServiceStore:
             delivery = Delivery(duplicate=not claimed, connection=connection)
             yield delivery
             if delivery.outgoing and not delivery.duplicate:
-                delivery.outbox_ids = await self.write_outbox(connection, delivery.outgoing)
+                delivery.written = await self.write_outbox(connection, delivery.outgoing)
 
     @asynccontextmanager
     async def batch(self, claims: Sequence[Claim]) -> AsyncIterator[DeliveryBatch]:
@@ -243,52 +245,67 @@ class PostgresServiceStore:
                     list(batch.outcomes.values()),
                 )
             if batch.outgoing:
-                batch.outbox_ids = await self.write_outbox(connection, batch.outgoing)
+                batch.written = await self.write_outbox(connection, batch.outgoing)
 
     async def write_outbox(
         self, connection: Any, outgoing: Sequence[tuple[str, EncodedRecord]]
-    ) -> list[int]:
+    ) -> list[Written]:
+        """Insert ``outgoing`` in order; each row with the older unsent rows of its key
+        (see :class:`Written`), for the publish after commit."""
         rows = await connection.fetch(
-            "INSERT INTO saga_outbox (service, topic, key, value, headers)"
+            "WITH written AS ("
+            " INSERT INTO saga_outbox (service, topic, key, value, headers)"
             " SELECT $1, t.topic, t.key, t.value, t.headers::jsonb"
             " FROM unnest($2::text[], $3::bytea[], $4::bytea[], $5::text[])"
-            " WITH ORDINALITY AS t(topic, key, value, headers, n) ORDER BY t.n RETURNING id",
+            " WITH ORDINALITY AS t(topic, key, value, headers, n) ORDER BY t.n"
+            " RETURNING id, key)"
+            # The statement's own rows are not seen here: they go out in order anyway.
+            " SELECT w.id, ARRAY(SELECT p.id FROM saga_outbox p WHERE p.service = $1"
+            "   AND p.key = w.key AND p.sent_at IS NULL AND p.parked_reason IS NULL"
+            "   AND p.id < w.id ORDER BY p.id) AS waits_for"
+            " FROM written w ORDER BY w.id",
             self.service,
             [topic for topic, _ in outgoing],
             [record.key for _, record in outgoing],
             [record.value for _, record in outgoing],
             [_headers_json(record.headers) for _, record in outgoing],
         )
-        return sorted(row["id"] for row in rows)
+        return [
+            Written(row["id"], topic, record, tuple(row["waits_for"]))
+            for row, (topic, record) in zip(rows, outgoing, strict=True)
+        ]
 
     async def unsent(
-        self, connection: Any, ids: Sequence[int] | None, limit: int
+        self,
+        connection: Any,
+        ids: Sequence[int] | None,
+        limit: int,
+        *,
+        settled_s: float = 0.0,
+        skip: Collection[int] = (),
     ) -> list[OutboxRow]:
         """Lock unsent rows (all, or ``ids``) in id order, skipping rows locked elsewhere.
 
-        For ``ids``, a row is left to the relay if an older unsent row with the
-        same key exists: one saga's events go out in the order written (records
-        without a key have no order to keep).
+        All: only rows written ``settled_s`` ago or earlier, and not in ``skip``.
         """
         if ids is None:
             rows = await connection.fetch(
                 "SELECT id, topic, key, value, headers FROM saga_outbox"
                 " WHERE service = $1 AND sent_at IS NULL AND parked_reason IS NULL"
+                " AND created_at <= clock_timestamp() - make_interval(secs => $3)"
+                " AND NOT id = ANY($4::bigint[])"
                 " ORDER BY id LIMIT $2"
                 " FOR UPDATE SKIP LOCKED",
                 self.service,
                 limit,
+                settled_s,
+                list(skip),
             )
         else:
             rows = await connection.fetch(
-                "SELECT o.id, o.topic, o.key, o.value, o.headers FROM saga_outbox o"
-                " WHERE o.id = ANY($2::bigint[]) AND o.sent_at IS NULL"
-                " AND o.parked_reason IS NULL AND (o.key IS NULL OR NOT EXISTS ("
-                "   SELECT 1 FROM saga_outbox p WHERE p.service = $1 AND p.sent_at IS NULL"
-                "   AND p.parked_reason IS NULL AND p.key = o.key AND p.id < o.id"
-                "   AND NOT p.id = ANY($2::bigint[])))"
-                " ORDER BY o.id FOR UPDATE SKIP LOCKED",
-                self.service,
+                "SELECT id, topic, key, value, headers FROM saga_outbox"
+                " WHERE id = ANY($1::bigint[]) AND sent_at IS NULL AND parked_reason IS NULL"
+                " ORDER BY id FOR UPDATE SKIP LOCKED",
                 list(ids),
             )
         return [
@@ -303,6 +320,7 @@ class PostgresServiceStore:
         ]
 
     async def mark_sent(self, connection: Any, ids: Sequence[int]) -> None:
+        """``connection``: within a transaction, or the pool (a statement of its own)."""
         await connection.execute(
             "UPDATE saga_outbox SET sent_at = now() WHERE id = ANY($1::bigint[])", list(ids)
         )

@@ -107,7 +107,7 @@ async def test_relay_parks_a_row_the_broker_cannot_take_and_sends_the_rest(
     await store.start()
     try:
         async with store.pool.acquire() as connection, connection.transaction():
-            ids = await store.write_outbox(
+            written = await store.write_outbox(
                 connection,
                 [
                     (topic, EncodedRecord(b"s-1", b"first", [("n", b"1")])),
@@ -123,7 +123,7 @@ async def test_relay_parks_a_row_the_broker_cannot_take_and_sends_the_rest(
         states = await store.pool.fetch(
             "SELECT id, sent_at IS NOT NULL AS sent, parked_reason FROM saga_outbox"
             " WHERE id = ANY($1::bigint[]) ORDER BY id",
-            ids,
+            [row.id for row in written],
         )
     finally:
         await store.stop()
@@ -138,27 +138,48 @@ async def test_relay_parks_a_row_the_broker_cannot_take_and_sends_the_rest(
 
 
 async def test_publishing_after_commit_holds_back_a_row_while_an_older_one_of_its_saga_waits(
-    infra: Infra,
+    infra: Infra, settings: Settings, unique: Callable[[str], str]
 ) -> None:
+    topic = unique("t.events")
+    await ensure_topics(settings, [topic], partitions=1)
     store = PostgresServiceStore(infra.database_url, f"order{uuid.uuid4().hex[:6]}")
     await store.start()
 
     def record(key: bytes | None, value: bytes) -> tuple[str, EncodedRecord]:
-        return "t.events", EncodedRecord(key, value, [])  # type: ignore[arg-type]
+        return topic, EncodedRecord(key, value, [])  # type: ignore[arg-type]
 
     try:
-        async with store.pool.acquire() as connection, connection.transaction():
-            [older] = await store.write_outbox(connection, [record(b"s-1", b"older")])
-            newer, other, keyless = await store.write_outbox(
-                connection,
-                [record(b"s-1", b"newer"), record(b"s-2", b"other"), record(None, b"no key")],
+        async with Publisher(settings) as publisher:
+            relay = OutboxRelay(store, publisher)
+            # Committed but not sent, as after a crash before the publish.
+            async with store.pool.acquire() as connection, connection.transaction():
+                [older] = await store.write_outbox(connection, [record(b"s-1", b"older")])
+            async with store.pool.acquire() as connection, connection.transaction():
+                written = await store.write_outbox(
+                    connection,
+                    [
+                        record(b"s-1", b"newer"),
+                        record(b"s-2", b"other"),
+                        record(None, b"no key"),
+                        record(b"s-1", b"newest"),
+                    ],
+                )
+            newer, other, keyless, newest = written
+            assert newer.waits_for == (older.id,)
+            assert other.waits_for == keyless.waits_for == ()
+            assert newest.waits_for == (older.id,), "rows of one write are not waited for"
+
+            assert await relay.publish(written) == 2
+            assert relay.order.held == [newer.id, newest.id]
+            # The relay takes over what is left, oldest first.
+            assert await relay.publish_pending() == 3
+            assert relay.order.held == []
+            unsent = await store.pool.fetchval(
+                "SELECT count(*) FROM saga_outbox WHERE service = $1 AND sent_at IS NULL",
+                store.service,
             )
-            picked = await store.unsent(connection, [newer, other, keyless], 10)
-            assert [row.value for row in picked] == [b"other", b"no key"], (
-                "s-1's newer row waits for its older one"
-            )
-            await store.mark_sent(connection, [older])
-            picked = await store.unsent(connection, [newer], 10)
-            assert [row.value for row in picked] == [b"newer"]
     finally:
         await store.stop()
+    assert unsent == 0
+    records = await read_records(settings, topic, 5)
+    assert [r.value for r in records] == [b"other", b"no key", b"older", b"newer", b"newest"]
