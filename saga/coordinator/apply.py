@@ -46,7 +46,7 @@ from saga.coordinator.decide import (
     decide,
 )
 from saga.coordinator.observe import observe
-from saga.coordinator.state import SagaState
+from saga.coordinator.state import SagaState, evolve
 from saga.store.send_order import Written
 from saga.store.service_store import PostgresServiceStore
 
@@ -58,6 +58,8 @@ _ignored = _meter.create_counter(
 _decisions = _meter.create_counter("saga.coordinator.decisions", description="Decisions made")
 
 COORDINATOR = "coordinator"
+#: How many running sagas a coordinator keeps in memory (a few KB each).
+KNOWN_SAGAS = 20_000
 SOURCE = "/coordinator"
 #: Where saga outcomes are announced (:class:`~contracts.lifecycle.SagaFinished`).
 LIFECYCLE_TOPIC = events_topic(owner_of(SagaFinished.message_type))
@@ -157,6 +159,10 @@ class Coordinator:
         for definition in self.definitions.values():
             for message_type in definition.message_types():
                 self._by_type.setdefault(message_type, []).append(definition)
+        #: Running sagas as last saved here, oldest first: loading one still at that
+        #: version (no other instance or operator changed it) skips its state.
+        self._known: dict[str, SagaState] = {}
+        self.known_limit = KNOWN_SAGAS
 
     def definition_of(self, state: SagaState) -> SagaDefinition:
         """The definition a saga started with (the latest if that version is gone)."""
@@ -203,9 +209,10 @@ class Coordinator:
     async def apply_events(self, envelopes: Sequence[Envelope[Message]]) -> list[Written]:
         """Decide on a batch of events; returns the outbox rows written."""
         async with self.pool.acquire() as connection, connection.transaction():
-            now: datetime = await connection.fetchval("SELECT now()")
             unique = list({e.id: e for e in envelopes}.values())
             fresh = await store.append_events(connection, [self._event_entry(e) for e in unique])
+            # Every saga of the batch is locked (duplicates' too: they are rare).
+            batch, now = await self._open(connection, [e.saga_id for e in unique])
             facts: list[tuple[Incoming, SagaDefinition]] = []
             ignored: list[store.LogEntry] = []
             for envelope in unique:
@@ -216,11 +223,11 @@ class Coordinator:
                     ignored.append(self._ignored(envelope, "no saga definition for this event"))
                     continue
                 facts.append((self._incoming(envelope, definition, now), definition))
-            batch = await self._open(connection, [f.saga_id for f, _ in facts])
             batch.log.extend(ignored)
             batch.ignored = len(ignored)
             ids = await self._decide(connection, batch, facts, now)
         batch.committed()
+        self._remember(batch)
         return ids
 
     async def fire_due_timers(self, limit: int = 200) -> tuple[int, list[Written]]:
@@ -229,8 +236,7 @@ class Coordinator:
             fired = await store.due_timers(connection, limit)
             if not fired:
                 return 0, []
-            now: datetime = await connection.fetchval("SELECT now()")
-            batch = await self._open(connection, [saga_id for saga_id, _, _ in fired])
+            batch, now = await self._open(connection, [saga_id for saga_id, _, _ in fired])
             await store.delete_timers(connection, fired)
             facts: list[tuple[Incoming, SagaDefinition]] = []
             for saga_id, name, due in fired:
@@ -259,6 +265,7 @@ class Coordinator:
                 facts.append((incoming, definition))
             ids = await self._decide(connection, batch, facts, now)
         batch.committed()
+        self._remember(batch)
         return len(fired), ids
 
     async def operate(
@@ -266,8 +273,7 @@ class Coordinator:
     ) -> tuple[Decision | None, list[Written]]:
         """An operator's ``retry``, ``skip:<step>`` or ``resolve``, audited."""
         async with self.pool.acquire() as connection, connection.transaction():
-            now: datetime = await connection.fetchval("SELECT now()")
-            batch = await self._open(connection, [saga_id])
+            batch, now = await self._open(connection, [saga_id])
             state = batch.states.get(saga_id)
             if state is None:
                 return None, []
@@ -289,14 +295,28 @@ class Coordinator:
             )
             ids = await self._decide(connection, batch, [(incoming, definition)], now)
         batch.committed()
+        self._remember(batch)
         return batch.decisions[0][1] if batch.decisions else None, ids
+
+    def _remember(self, batch: _Batch) -> None:
+        """After the commit: the changed sagas as saved (finished ones are let go)."""
+        for saga_id in sorted(batch.changed):
+            self._known.pop(saga_id, None)
+            state = batch.states[saga_id]
+            if not state.finished:
+                saved = (batch.read_versions.get(saga_id) or 0) + 1
+                self._known[saga_id] = evolve(state, version=saved)
+        while len(self._known) > self.known_limit:
+            del self._known[next(iter(self._known))]
 
     # --- inside the transaction -------------------------------------------------------
 
-    async def _open(self, connection: Any, saga_ids: Sequence[str]) -> _Batch:
-        await store.lock_sagas(connection, saga_ids)
-        states = await store.load_sagas(connection, saga_ids)
-        return _Batch(states=states, read_versions={k: v.version for k, v in states.items()})
+    async def _open(self, connection: Any, saga_ids: Sequence[str]) -> tuple[_Batch, datetime]:
+        """Lock and load the sagas; with the transaction's time (the database clock)."""
+        now = await store.lock_sagas(connection, saga_ids)
+        states = await store.load_sagas(connection, saga_ids, self._known)
+        batch = _Batch(states=states, read_versions={k: v.version for k, v in states.items()})
+        return batch, now
 
     async def _decide(
         self,

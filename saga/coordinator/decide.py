@@ -34,7 +34,8 @@ Rules:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import functools
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -42,7 +43,7 @@ from contracts.lifecycle import TaskEscalated, TaskOpened
 from contracts.sagas import SagaDefinition, StepDefinition
 from contracts.steps import CompensationFailed, StepFailed
 from contracts.topics import COORDINATOR_OWNER, owner_of
-from saga.coordinator.state import SagaState, StepState
+from saga.coordinator.state import SagaState, StepState, evolve
 
 IncomingKind = Literal["event", "timer", "operator"]
 
@@ -181,7 +182,7 @@ class _Builder:
 
     def next_order(self) -> int:
         order = self.state.next_order
-        self.state = replace(self.state, next_order=order + 1)
+        self.state = evolve(self.state, next_order=order + 1)
         return order
 
 
@@ -416,7 +417,7 @@ def _compensated(b: _Builder, step: StepDefinition, incoming: Incoming) -> None:
         b.update(step.name, status="compensated", compensated_at=incoming.at)
         b.note(f"{step.name} compensated")
     if b.state.status == "parked":
-        b.state = replace(b.state, status="compensating")
+        b.state = evolve(b.state, status="compensating")
     _next_compensation(b)
 
 
@@ -485,7 +486,7 @@ def _on_operator(b: _Builder, incoming: Incoming) -> None:
         if b.state.status != "parked":
             b.note(f"retry by {who}: nothing to do, saga is {b.state.status}")
             return
-        b.state = replace(b.state, status="compensating")
+        b.state = evolve(b.state, status="compensating")
         b.note(f"retry by {who}")
         for step in b.definition.steps:
             if b.step(step.name).status == "compensation_failed":
@@ -505,7 +506,7 @@ def _on_operator(b: _Builder, incoming: Incoming) -> None:
         b.cancel_timers.extend([f"{COMPENSATION_TIMEOUT}:{name}", f"{COMPENSATION_RETRY}:{name}"])
         b.note(f"{step.name} skipped by {who}")
         if b.state.status == "parked":
-            b.state = replace(b.state, status="compensating")
+            b.state = evolve(b.state, status="compensating")
         if b.state.status == "compensating":
             _next_compensation(b)
     elif action in ("approve", "reject"):
@@ -521,9 +522,7 @@ def _on_operator(b: _Builder, incoming: Incoming) -> None:
             reason=incoming.reason,
         )
     elif action == "resolve":
-        b.state = replace(
-            b.state, status="resolved", finished_at=b.now, reason=f"resolved by {who}"
-        )
+        b.state = evolve(b.state, status="resolved", finished_at=b.now, reason=f"resolved by {who}")
         b.cancel_timers.append(DEADLINE)
         for step in b.definition.steps:
             b.cancel_timers.extend(
@@ -542,7 +541,7 @@ def _on_operator(b: _Builder, incoming: Incoming) -> None:
 
 
 def _begin_compensation(b: _Builder, reason: str) -> None:
-    b.state = replace(b.state, status="compensating", reason=reason)
+    b.state = evolve(b.state, status="compensating", reason=reason)
     b.cancel_timers.append(DEADLINE)
     b.note(f"compensating: {reason}")
     for step in b.definition.steps:
@@ -554,7 +553,7 @@ def _begin_compensation(b: _Builder, reason: str) -> None:
 
 def _reopen(b: _Builder) -> None:
     if b.state.status == "compensated":
-        b.state = replace(b.state, status="compensating", finished_at=None)
+        b.state = evolve(b.state, status="compensating", finished_at=None)
 
 
 def _next_compensation(b: _Builder) -> None:
@@ -575,7 +574,7 @@ def _next_compensation(b: _Builder) -> None:
         if b.step(s.name).status in ("completed", "timed_out") and s.needs_compensation
     ]
     if not due:
-        b.state = replace(b.state, status="compensated", finished_at=b.now)
+        b.state = evolve(b.state, status="compensated", finished_at=b.now)
         b.note("saga compensated")
         return
     step = max(due, key=lambda s: b.step(s.name).order or 0)
@@ -602,7 +601,7 @@ def _send_compensation(b: _Builder, step: StepDefinition) -> None:
     if missing:
         why = f"cannot build {step.compensation.message_type}: no value for {', '.join(missing)}"
         b.update(step.name, status="compensation_failed", error=why)
-        b.state = replace(b.state, status="parked", reason=why)
+        b.state = evolve(b.state, status="parked", reason=why)
         b.note(f"{why}: saga parked for an operator")
         return
     b.update(step.name, compensation_attempts=attempt)
@@ -628,7 +627,7 @@ def _retry_or_park(b: _Builder, step: StepDefinition, why: str) -> None:
         b.note(f"{why}; sent again in {delay.total_seconds():g}s")
         return
     b.update(step.name, status="compensation_failed", error=why)
-    b.state = replace(b.state, status="parked", reason=why)
+    b.state = evolve(b.state, status="parked", reason=why)
     b.note(f"{why}; attempts exhausted: saga parked for an operator")
 
 
@@ -636,7 +635,7 @@ def _retry_or_park(b: _Builder, step: StepDefinition, why: str) -> None:
 
 
 def _complete(b: _Builder) -> None:
-    b.state = replace(b.state, status="completed", finished_at=b.now)
+    b.state = evolve(b.state, status="completed", finished_at=b.now)
     b.cancel_timers.append(DEADLINE)
     b.note("saga completed")
 
@@ -669,7 +668,7 @@ def _check_joins(b: _Builder) -> None:
             continue
         if not all(_settled(b, b.definition.step(name)) for name in join.after):
             continue
-        b.state = replace(b.state, joined=(*b.state.joined, kind))
+        b.state = evolve(b.state, joined=(*b.state.joined, kind))
         payload = _fill(join.event.model_fields, b.data())
         b.note(f"joined {', '.join(join.after)}: publishing {kind}")
         _publish(b, kind, payload, step=None)
@@ -838,8 +837,9 @@ def _maybe_finish(b: _Builder) -> None:
         _next_compensation(b)
 
 
-def _types(models: tuple[type[Any], ...]) -> set[str]:
-    return {m.message_type for m in models}
+@functools.cache
+def _types(models: tuple[type[Any], ...]) -> frozenset[str]:
+    return frozenset(m.message_type for m in models)
 
 
 def _step_of(b: _Builder, incoming: Incoming, want: tuple[str, ...]) -> StepDefinition | None:

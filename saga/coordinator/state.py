@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
+
+T = TypeVar("T")
 
 SagaStatus = Literal["running", "completed", "compensating", "compensated", "parked", "resolved"]
 StepStatus = Literal[
@@ -18,6 +20,24 @@ StepStatus = Literal[
     "compensation_failed",
     "skipped",
 ]
+
+
+def evolve(state: T, **changes: Any) -> T:
+    """``dataclasses.replace`` for these frozen states, without its per-call field
+    walk (the coordinator's hottest path: several per event)."""
+    kind = type(state)
+    known = _FIELDS.get(kind)
+    if known is None:
+        known = _FIELDS[kind] = frozenset(f.name for f in fields(kind))  # type: ignore[arg-type]
+    if not changes.keys() <= known:
+        raise TypeError(f"{kind.__name__} has no field(s) {sorted(changes.keys() - known)}")
+    new = object.__new__(kind)
+    new.__dict__.update(state.__dict__)
+    new.__dict__.update(changes)
+    return new
+
+
+_FIELDS: dict[type, frozenset[str]] = {}
 
 FINISHED: frozenset[str] = frozenset({"completed", "compensated", "resolved"})
 _TIMES = ("started_at", "finished_at", "compensation_started_at", "compensated_at")
@@ -89,8 +109,8 @@ class SagaState:
 
     def with_step(self, name: str, **changes: Any) -> SagaState:
         steps = dict(self.steps)
-        steps[name] = replace(steps[name], **changes)
-        return replace(self, steps=steps)
+        steps[name] = evolve(steps[name], **changes)
+        return evolve(self, steps=steps)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -8,7 +8,7 @@ outbox in ONE transaction.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -73,27 +73,45 @@ async def append_log(connection: Any, entries: Sequence[LogEntry]) -> None:
         await connection.execute(_INSERT_LOG, *_columns(entries))
 
 
-async def lock_sagas(connection: Any, saga_ids: Sequence[str]) -> None:
-    """Serialize decisions per saga across instances and the timer loop.
+async def lock_sagas(connection: Any, saga_ids: Sequence[str]) -> datetime:
+    """Serialize decisions per saga across instances and the timer loop; the
+    transaction's time (``now()``), read in the same round trip.
 
     Transaction-scoped advisory locks, taken in sorted order (no deadlocks), so
     at most one transaction decides for a saga at a time, even before its row
     exists.
     """
-    await connection.execute(
-        "SELECT count(pg_advisory_xact_lock(hashtextextended(id, 7)))"
-        " FROM (SELECT id FROM unnest($1::text[]) AS id ORDER BY id) AS ordered",
+    now: datetime = await connection.fetchval(
+        "SELECT now() FROM (SELECT count(pg_advisory_xact_lock(hashtextextended(id, 7)))"
+        " FROM (SELECT id FROM unnest($1::text[]) AS id ORDER BY id) AS ordered) AS locked",
         sorted(set(saga_ids)),
     )
+    return now
 
 
-async def load_sagas(connection: Any, saga_ids: Sequence[str]) -> dict[str, SagaState]:
+async def load_sagas(
+    connection: Any, saga_ids: Sequence[str], known: Mapping[str, SagaState] | None = None
+) -> dict[str, SagaState]:
+    """The sagas' rows. A saga in ``known`` at the version it has in the database is
+    taken from there: its state is neither sent nor parsed again."""
+    ids = list(set(saga_ids))
+    cached = [known[i] for i in ids if known and i in known]
     rows = await connection.fetch(
-        "SELECT saga_id, state, version FROM saga_instances WHERE saga_id = ANY($1::text[])",
-        list(set(saga_ids)),
+        "SELECT s.saga_id, s.version,"
+        " CASE WHEN c.version = s.version THEN NULL ELSE s.state END AS state"
+        " FROM saga_instances s LEFT JOIN unnest($2::text[], $3::int[]) AS c(id, version)"
+        "   ON c.id = s.saga_id"
+        " WHERE s.saga_id = ANY($1::text[])",
+        ids,
+        [state.saga_id for state in cached],
+        [state.version for state in cached],
     )
     return {
-        row["saga_id"]: SagaState.from_json(pydantic_core.from_json(row["state"]), row["version"])
+        row["saga_id"]: (
+            known[row["saga_id"]]  # type: ignore[index]
+            if row["state"] is None
+            else SagaState.from_json(pydantic_core.from_json(row["state"]), row["version"])
+        )
         for row in rows
     }
 
