@@ -32,6 +32,7 @@ from saga.settings import Settings
 from saga.shutdown import serve_until_signalled
 from saga.step_runner import StepRunner
 from saga.store.relay import OutboxRelay
+from saga.store.retention import Retention
 from saga.store.service_store import PostgresServiceStore
 from saga.vault import Vault, VaultKeys
 
@@ -66,7 +67,12 @@ class ServiceRuntime:
         )
         self.vault = _vault(service)
         self.relay = (
-            OutboxRelay(self.store, self.publisher, interval_s=settings.relay_interval_ms / 1000)
+            OutboxRelay(
+                self.store,
+                self.publisher,
+                interval_s=settings.relay_interval_ms / 1000,
+                retention=Retention.of(settings),
+            )
             if self.store is not None
             else None
         )

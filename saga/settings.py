@@ -149,6 +149,22 @@ class Settings(BaseSettings):
     relay_interval_ms: int = Field(
         default=500, gt=0, description="How often the outbox relay looks for unsent rows."
     )
+    inbox_retention_hours: float = Field(
+        default=168,
+        gt=0,
+        description=(
+            "How long handled message ids are kept to drop redeliveries: at least as long"
+            " as the topics keep records."
+        ),
+    )
+    outbox_retention_hours: float = Field(
+        default=24, gt=0, description="How long sent outbox rows are kept (unsent ones always)."
+    )
+    prune_interval_ms: int = Field(
+        default=600_000,
+        ge=0,
+        description="How often old inbox and sent outbox rows are deleted; 0: never.",
+    )
 
     # --- Coordinator --------------------------------------------------------
     definitions: str = Field(

@@ -14,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from saga.dead_letter import describe_error
 from saga.errors import MessageTooLarge
 from saga.publisher import Publisher
+from saga.store.retention import Retention, prune
 from saga.store.send_order import SendOrder, Written
 from saga.store.service_store import OutboxRow, PostgresServiceStore
 
@@ -28,7 +30,8 @@ log = logging.getLogger(__name__)
 
 class OutboxRelay:
     """``settled_s``: how long a row stays unsent before the loop takes it over
-    from the publish after commit (which normally sends it within milliseconds)."""
+    from the publish after commit (which normally sends it within milliseconds).
+    ``retention``: the loop also deletes old inbox and sent outbox rows."""
 
     def __init__(
         self,
@@ -38,6 +41,7 @@ class OutboxRelay:
         interval_s: float = 0.5,
         batch: int = 500,
         settled_s: float | None = None,
+        retention: Retention | None = None,
     ) -> None:
         self._store = store
         self._publisher = publisher
@@ -46,6 +50,7 @@ class OutboxRelay:
         self._settled_s = max(1.0, 2 * interval_s) if settled_s is None else settled_s
         self._stopping = asyncio.Event()
         self.order = SendOrder(hold_s=10 * self._settled_s)
+        self._retention = retention
 
     async def publish(self, written: Sequence[Written]) -> int:
         """Publish just-committed rows now, unless an older row of the same saga is
@@ -78,7 +83,8 @@ class OutboxRelay:
                 return total
 
     async def run(self) -> None:
-        """Publish left-over rows every ``interval_s`` until :meth:`stop`."""
+        """Publish left-over rows every ``interval_s`` (and prune) until :meth:`stop`."""
+        prune_at = time.monotonic()
         while not self._stopping.is_set():
             try:
                 sent = await self.publish_pending(settled_s=self._settled_s)
@@ -86,11 +92,27 @@ class OutboxRelay:
                     log.info("relay published %d left-over outbox row(s)", sent)
             except Exception as exc:
                 log.warning("outbox relay pass failed (%s); retrying", describe_error(exc))
+            if self._retention is not None and time.monotonic() >= prune_at:
+                prune_at = time.monotonic() + self._retention.every.total_seconds()
+                await self._prune(self._retention)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self._interval_s)
 
     def stop(self) -> None:
         self._stopping.set()
+
+    async def _prune(self, retention: Retention) -> None:
+        try:
+            pruned = await prune(self._store.pool, self._store.service, retention)
+        except Exception as exc:
+            log.warning("pruning old inbox/outbox rows failed (%s)", describe_error(exc))
+            return
+        if pruned.inbox or pruned.outbox:
+            log.info(
+                "pruned %d inbox and %d sent outbox row(s) past retention",
+                pruned.inbox,
+                pruned.outbox,
+            )
 
     async def _publish_locked(self, settled_s: float) -> int:
         # Locked while they are sent: another process's relay skips them.

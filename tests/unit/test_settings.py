@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ssl
+from datetime import timedelta
 
 import pytest
 from pydantic import ValidationError
 
 from saga.kafka_config import client_kwargs
 from saga.settings import Settings
+from saga.store.retention import Retention
 from saga.tokens import ClientCredentials, KafkaTokenProvider
 
 
@@ -34,6 +36,23 @@ def test_defaults_are_safe_for_production() -> None:
     assert settings.enable_idempotence is True
     assert settings.security_protocol == "PLAINTEXT"
     assert settings.compression_type == "gzip"
+
+
+def test_retention_keeps_a_week_of_inbox_by_default_and_zero_interval_turns_pruning_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    default = Retention.of(Settings())
+    assert default == Retention(
+        inbox=timedelta(days=7), outbox=timedelta(days=1), every=timedelta(minutes=10)
+    )
+    monkeypatch.setenv("SAGA_INBOX_RETENTION_HOURS", "720")
+    monkeypatch.setenv("SAGA_OUTBOX_RETENTION_HOURS", "0.5")
+    monkeypatch.setenv("SAGA_PRUNE_INTERVAL_MS", "60000")
+    assert Retention.of(Settings()) == Retention(
+        inbox=timedelta(days=30), outbox=timedelta(minutes=30), every=timedelta(minutes=1)
+    )
+    monkeypatch.setenv("SAGA_PRUNE_INTERVAL_MS", "0")
+    assert Retention.of(Settings()) is None
 
 
 def test_secrets_never_show_in_repr() -> None:
