@@ -10,7 +10,10 @@ other on this machine:
   (same broker), DBOS (same PostgreSQL), Temporal (its dev server). A peer
   that is not installed (``pip install -e '.[bench]'``) is a row saying so.
 
-Prints a table with the ratios, and writes ``bench-results/results.json`` and
+All of it ``--runs`` times (3), interleaved, so that a slow minute of the
+machine does not decide a row: each figure is the median of its runs, and the
+ratios are taken between those medians. Prints a table with the ratios, and
+writes ``bench-results/results.json`` (every run's rows too) and
 ``bench-results/results.png``. Asserts nothing: the targets are printed as met
 or missed.
 """
@@ -23,15 +26,18 @@ import json
 import logging
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from saga.settings import Settings
 from tests.benchmarks import coordinator, floor, sagas
 from tests.benchmarks.figures import Figures
 from tests.benchmarks.stack import embedded
@@ -43,29 +49,59 @@ TARGET_P50_TIMES_FLOOR = 2.0
 
 
 async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """``args.runs`` rounds of every row on one stack; each figure is the median of its runs."""
     with embedded(workdir) as settings:
         logdir = workdir / "logs"
         logdir.mkdir()
-        rows: list[Figures] = []
-        say("floor: raw aiokafka chain ...")
-        rows.append(await floor.measure(settings, args.count, args.rounds))
-        say("ours: order saga through processes ...")
-        ours = await sagas.measure(settings, logdir, args.count, args.rounds, args.failures)
-        say("ours: coordinator on a backlog ...")
-        ours.extra["coordinator_events_per_s"] = await coordinator.events_per_second(
-            settings, args.count
-        )
-        rows.append(ours)
-        if not args.no_peers:
-            peer_db = fresh_database(settings.database_url.get_secret_value())
-            for module, extra in (
-                ("faststream_chain", ["--kafka", settings.bootstrap_servers]),
-                ("dbos_workflow", ["--database", peer_db]),
-                ("temporal_workflow", []),
-            ):
-                say(f"peer: {module} ...")
-                rows.append(peer(module, [*extra, "--count", str(args.peer_count)], args.rounds))
-    return report(rows)
+        runs: list[list[Figures]] = []
+        for number in range(1, args.runs + 1):
+            say(f"run {number} of {args.runs}")
+            runs.append(await one_run(args, settings, logdir))
+    results = report([median(row) for row in zip(*runs, strict=True)])
+    results["runs"] = [[asdict(r) for r in rows] for rows in runs]
+    return results
+
+
+async def one_run(args: argparse.Namespace, settings: Settings, logdir: Path) -> list[Figures]:
+    rows: list[Figures] = []
+    say("floor: raw aiokafka chain ...")
+    rows.append(await floor.measure(settings, args.count, args.rounds))
+    say("ours: order saga through processes ...")
+    ours = await sagas.measure(settings, logdir, args.count, args.rounds, args.failures)
+    say("ours: coordinator on a backlog ...")
+    ours.extra["coordinator_events_per_s"] = await coordinator.events_per_second(
+        settings, args.count
+    )
+    rows.append(ours)
+    if not args.no_peers:
+        peer_db = fresh_database(settings.database_url.get_secret_value())
+        for module, extra in (
+            ("faststream_chain", ["--kafka", settings.bootstrap_servers]),
+            ("dbos_workflow", ["--database", peer_db]),
+            ("temporal_workflow", []),
+        ):
+            say(f"peer: {module} ...")
+            rows.append(peer(module, [*extra, "--count", str(args.peer_count)], args.rounds))
+    return rows
+
+
+def median(runs: Sequence[Figures]) -> Figures:
+    """One row from several runs of it: the median of each figure (missing ones left out)."""
+
+    def mid(values: Iterable[float | None]) -> float | None:
+        present = [v for v in values if v is not None]
+        return statistics.median(present) if present else None
+
+    keys = {key for r in runs for key in r.extra}
+    extra = {key: mid(r.extra.get(key) for r in runs) for key in sorted(keys)}
+    return Figures(
+        runs[0].name,
+        mid(r.throughput for r in runs),
+        mid(r.p50_ms for r in runs),
+        mid(r.p99_ms for r in runs),
+        {key: value for key, value in extra.items() if value is not None},
+        next((r.note for r in runs if r.note), ""),
+    )
 
 
 def peer(module: str, argv: list[str], rounds: int) -> Figures:
@@ -140,7 +176,8 @@ def table(results: dict[str, Any]) -> str:
         return "-" if value is None else fmt.format(value)
 
     lines = [
-        f"{results['date']}  {results['machine']['cores']} cores  {results['machine']['cpu']}",
+        f"{results['date']}  {results['machine']['cores']} cores  {results['machine']['cpu']}"
+        f"  (median of {len(results.get('runs', [])) or 1} run(s) per figure)",
         "",
         f"{'system (4 trivial steps)':<46} {'per s':>9} {'p50 ms':>8} {'p99 ms':>8}  note",
     ]
@@ -214,6 +251,7 @@ def main() -> None:
     parser.add_argument("--failures", type=int, default=30, help="sagas that compensate")
     parser.add_argument("--peer-count", type=int, default=500, help="workflows per peer")
     parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--runs", type=int, default=3, help="rounds; figures are their medians")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
     args = parser.parse_args()
     # Client noise when the floor's consumers stop mid-commit: not a figure.
