@@ -174,6 +174,14 @@ class Settings(BaseSettings):
     timer_interval_ms: int = Field(
         default=200, gt=0, description="How often the coordinator looks for due timers."
     )
+    coordinator_cached_sagas: int = Field(
+        default=4096,
+        ge=0,
+        description=(
+            "Running sagas the coordinator keeps in memory as it saved them (a few KB each),"
+            " so that their state is not read and parsed again; 0: none."
+        ),
+    )
 
     # --- PostgreSQL and telemetry -----------------------------------------
     database_url: SecretStr = Field(

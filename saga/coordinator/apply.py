@@ -59,7 +59,7 @@ _decisions = _meter.create_counter("saga.coordinator.decisions", description="De
 
 COORDINATOR = "coordinator"
 #: How many running sagas a coordinator keeps in memory (a few KB each).
-KNOWN_SAGAS = 20_000
+KNOWN_SAGAS = 4096
 SOURCE = "/coordinator"
 #: Where saga outcomes are announced (:class:`~contracts.lifecycle.SagaFinished`).
 LIFECYCLE_TOPIC = events_topic(owner_of(SagaFinished.message_type))
@@ -130,6 +130,7 @@ class Coordinator:
         *,
         topic_prefix: str = "",
         mode: SagaMode | None = None,
+        cached_sagas: int = KNOWN_SAGAS,
     ) -> None:
         #: name -> version -> definition; a saga keeps the version it started with.
         self.versions: dict[str, dict[int, SagaDefinition]] = {}
@@ -162,7 +163,7 @@ class Coordinator:
         #: Running sagas as last saved here, oldest first: loading one still at that
         #: version (no other instance or operator changed it) skips its state.
         self._known: dict[str, SagaState] = {}
-        self.known_limit = KNOWN_SAGAS
+        self.known_limit = cached_sagas
 
     def definition_of(self, state: SagaState) -> SagaDefinition:
         """The definition a saga started with (the latest if that version is gone)."""

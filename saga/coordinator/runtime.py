@@ -60,7 +60,11 @@ class CoordinatorRuntime:
         self.settings = settings
         self.store = open_store(settings)
         self.coordinator = Coordinator(
-            definitions, self.store, topic_prefix=settings.topic_prefix, mode=settings.mode
+            definitions,
+            self.store,
+            topic_prefix=settings.topic_prefix,
+            mode=settings.mode,
+            cached_sagas=settings.coordinator_cached_sagas,
         )
         self.publisher = Publisher(settings, client_id=f"{settings.client_id}-coordinator")
         self.relay = OutboxRelay(

@@ -46,7 +46,7 @@ class SendOrder:
         self,
         *,
         hold_s: float = 10.0,
-        remember: int = 20_000,
+        remember: int = 4096,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._hold_s = hold_s

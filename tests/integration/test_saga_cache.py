@@ -71,3 +71,20 @@ async def test_a_saga_changed_by_another_coordinator_is_read_again_and_one_saved
         name: "completed" for name in state.steps
     }
     assert here._known == {}, "a finished saga is let go"
+
+
+async def test_with_no_cache_every_saga_is_read_from_its_row(
+    infra: Infra, parsed: list[str]
+) -> None:
+    store = PostgresServiceStore(
+        fresh_database(infra.database_url), "coordinator", components=("coordinator",)
+    )
+    await store.start()
+    try:
+        coordinator = Coordinator(relaxed(), store, cached_sagas=0)
+        placed, reserved, charged, *_ = (e for _, e in happy_events("s-2"))
+        for event in (placed, reserved, charged):
+            await coordinator.apply_events([event])
+    finally:
+        await store.stop()
+    assert parsed == ["s-2", "s-2"]
