@@ -71,7 +71,7 @@ OutcomeKind = Literal[
 ]
 #: Publishes records of a service without a store (at-least-once).
 Emit = Callable[[list[tuple[str, EncodedRecord]]], Awaitable[None]]
-#: Called with outbox row ids once their transaction committed.
+#: Called with the outbox rows written once their transaction committed.
 AfterCommit = Callable[[list[Written]], Awaitable[object]]
 Sleep = Callable[[float], Awaitable[None]]
 #: (handle, valid for) -> the user's access token (see :class:`saga.vault.Vault`).
@@ -313,7 +313,7 @@ class StepRunner:
             return emitted, delivery.written
 
         try:
-            emitted, ids = await run_with_retry(
+            emitted, written = await run_with_retry(
                 policy,
                 attempt,
                 keep_going=self._keep_going,
@@ -329,7 +329,7 @@ class StepRunner:
             if not self._keep_going() and not isinstance(exc, StepFailure):
                 raise  # shutting down mid-retry: leave the record for redelivery
             return await self._fail(step, envelope, exc, last_attempt, logger)
-        await self._publish(emitted, ids)
+        await self._publish(emitted, written)
         return Outcome("completed", last_attempt, emitted)
 
     def _policy(self, step: Step) -> RetryPolicy:

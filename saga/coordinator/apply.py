@@ -226,10 +226,10 @@ class Coordinator:
                 facts.append((self._incoming(envelope, definition, now), definition))
             batch.log.extend(ignored)
             batch.ignored = len(ignored)
-            ids = await self._decide(connection, batch, facts, now)
+            written = await self._decide(connection, batch, facts, now)
         batch.committed()
         self._remember(batch)
-        return ids
+        return written
 
     async def fire_due_timers(self, limit: int = 200) -> tuple[int, list[Written]]:
         """Fire timers due by the database clock; returns (fired, outbox rows)."""
@@ -264,10 +264,10 @@ class Coordinator:
                     )
                 )
                 facts.append((incoming, definition))
-            ids = await self._decide(connection, batch, facts, now)
+            written = await self._decide(connection, batch, facts, now)
         batch.committed()
         self._remember(batch)
-        return len(fired), ids
+        return len(fired), written
 
     async def operate(
         self, saga_id: str, action: str, *, actor: str, reason: str | None
@@ -294,10 +294,10 @@ class Coordinator:
                     saga_id, "operator", action, actor, {"reason": reason}, incoming.message_id
                 )
             )
-            ids = await self._decide(connection, batch, [(incoming, definition)], now)
+            written = await self._decide(connection, batch, [(incoming, definition)], now)
         batch.committed()
         self._remember(batch)
-        return batch.decisions[0][1] if batch.decisions else None, ids
+        return batch.decisions[0][1] if batch.decisions else None, written
 
     def _remember(self, batch: _Batch) -> None:
         """After the commit: the changed sagas as saved (finished ones are let go)."""

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable
 
 import asyncpg
+import pytest
 
 from contracts.codec import EncodedRecord
 from contracts.inventory import InventoryReserved
@@ -76,17 +77,20 @@ async def test_a_step_failure_rolls_back_the_handlers_writes(infra: Infra) -> No
     assert [e.type for e in kit.emitted()] == ["payment.PaymentFailed"]
 
 
+@pytest.mark.parametrize("emits", [True, False], ids=["found by the outbox write", "alone"])
 async def test_a_handler_that_swallows_a_database_error_is_caught_not_silently_lost(
-    infra: Infra,
+    infra: Infra, emits: bool
 ) -> None:
     service, table = service_with_table()
 
     @service.on(InventoryReserved, fails_with=PaymentFailed)
-    async def charge(reserved: InventoryReserved, ctx: StepContext) -> PaymentCharged:
+    async def charge(reserved: InventoryReserved, ctx: StepContext) -> PaymentCharged | None:
         insert = f"INSERT INTO {table} VALUES ($1)"  # noqa: S608
         for _ in range(2):  # the second insert violates the key; the error is swallowed
             with contextlib.suppress(asyncpg.UniqueViolationError):
                 await ctx.db.execute(insert, reserved.order_id)
+        if not emits:
+            return None
         return PaymentCharged(order_id=reserved.order_id, amount_cents=500, charge_id="c")
 
     async with ServiceTestKit(service, database_url=infra.database_url) as kit:
