@@ -94,8 +94,9 @@ async def load_sagas(
 ) -> dict[str, SagaState]:
     """The sagas' rows. A saga in ``known`` at the version it has in the database is
     taken from there: its state is neither sent nor parsed again."""
+    known = known or {}
     ids = list(set(saga_ids))
-    cached = [known[i] for i in ids if known and i in known]
+    cached = [known[i] for i in ids if i in known]
     rows = await connection.fetch(
         "SELECT s.saga_id, s.version,"
         " CASE WHEN c.version = s.version THEN NULL ELSE s.state END AS state"
@@ -108,7 +109,7 @@ async def load_sagas(
     )
     return {
         row["saga_id"]: (
-            known[row["saga_id"]]  # type: ignore[index]
+            known[row["saga_id"]]
             if row["state"] is None
             else SagaState.from_json(pydantic_core.from_json(row["state"]), row["version"])
         )

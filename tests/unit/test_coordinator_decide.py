@@ -296,3 +296,13 @@ def test_an_undo_waits_for_data_still_in_flight_then_parks_if_it_never_comes() -
     assert never.status == "parked"
     assert never.state is not None
     assert never.state.reason == "cannot build payment.RefundPayment: no value for order_id"
+
+
+def test_evolve_copies_a_state_with_changes_and_refuses_unknown_fields() -> None:
+    from saga.coordinator.state import StepState, evolve
+
+    before = StepState(status="running", attempt=1)
+    after = evolve(before, status="completed")
+    assert (before.status, after.status, after.attempt) == ("running", "completed", 1)
+    with pytest.raises(TypeError, match="no field"):
+        evolve(before, colour="blue")
