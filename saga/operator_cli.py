@@ -407,10 +407,10 @@ def _operate(saga_id: str, action: str, reason: str | None) -> int:
     actor = operator_name()
 
     async def act(coordinator: Coordinator) -> tuple[tuple[str | None, list[str]], list[Written]]:
-        decision, ids = await coordinator.operate(saga_id, action, actor=actor, reason=reason)
+        decision, written = await coordinator.operate(saga_id, action, actor=actor, reason=reason)
         if decision is None or decision.state is None:
-            return (None, []), ids
-        return (decision.state.status, decision.notes), ids
+            return (None, []), written
+        return (decision.state.status, decision.notes), written
 
     status, notes = asyncio.run(with_coordinator(act))
     if status is None:

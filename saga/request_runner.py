@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
@@ -20,12 +20,13 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic import ValidationError
 
-from contracts.codec import EncodedRecord, encode
+from contracts.codec import encode
 from contracts.topics import prefixed, topic_for_type
 from saga import tracing
 from saga.dead_letter import describe_error
 from saga.routes import BadRequest, HttpRequest, NoVault, RequestContext
 from saga.service import Service
+from saga.step_runner import AfterCommit, Emit
 from saga.store.send_order import Written
 from saga.store.service_store import PostgresServiceStore
 
@@ -33,9 +34,6 @@ if TYPE_CHECKING:
     from saga.vault import Vault
 
 log = logging.getLogger(__name__)
-
-Emit = Callable[[list[tuple[str, EncodedRecord]]], Awaitable[None]]
-AfterCommit = Callable[[list[Written]], Awaitable[object]]
 
 
 class RequestRunner:

@@ -32,7 +32,6 @@ from saga.settings import Settings
 from saga.shutdown import serve_until_signalled
 from saga.step_runner import StepRunner
 from saga.store.relay import OutboxRelay
-from saga.store.retention import Retention
 from saga.store.service_store import PostgresServiceStore
 from saga.vault import Vault, VaultKeys
 
@@ -67,14 +66,7 @@ class ServiceRuntime:
         )
         self.vault = _vault(service)
         self.relay = (
-            OutboxRelay(
-                self.store,
-                self.publisher,
-                interval_s=settings.relay_interval_ms / 1000,
-                retention=Retention.of(settings),
-            )
-            if self.store is not None
-            else None
+            OutboxRelay.of(self.store, self.publisher, settings) if self.store is not None else None
         )
         #: A partition's fetched records in shared transactions (``SAGA_DELIVERY_BATCH``).
         self._batched = self.store is not None and settings.delivery_batch > 1

@@ -31,7 +31,6 @@ from saga.publisher import Publisher
 from saga.settings import Settings
 from saga.shutdown import serve_until_signalled
 from saga.store.relay import OutboxRelay
-from saga.store.retention import Retention
 from saga.store.send_order import Written
 from saga.store.service_store import PostgresServiceStore
 
@@ -67,12 +66,7 @@ class CoordinatorRuntime:
             cached_sagas=settings.coordinator_cached_sagas,
         )
         self.publisher = Publisher(settings, client_id=f"{settings.client_id}-coordinator")
-        self.relay = OutboxRelay(
-            self.store,
-            self.publisher,
-            interval_s=settings.relay_interval_ms / 1000,
-            retention=Retention.of(settings),
-        )
+        self.relay = OutboxRelay.of(self.store, self.publisher, settings)
         known = {t for d in self.coordinator.definitions.values() for t in d.message_types()}
         known |= {StepFailed.message_type, CompensationFailed.message_type}
         self.consumer = Consumer(

@@ -21,6 +21,7 @@ from typing import Any
 from saga.dead_letter import describe_error
 from saga.errors import MessageTooLarge
 from saga.publisher import Publisher
+from saga.settings import Settings
 from saga.store.retention import Retention, prune
 from saga.store.send_order import SendOrder, Written
 from saga.store.service_store import OutboxRow, PostgresServiceStore
@@ -51,6 +52,18 @@ class OutboxRelay:
         self._stopping = asyncio.Event()
         self.order = SendOrder(hold_s=10 * self._settled_s)
         self._retention = retention
+
+    @classmethod
+    def of(
+        cls, store: PostgresServiceStore, publisher: Publisher, settings: Settings
+    ) -> OutboxRelay:
+        """The relay a service or coordinator process runs, as ``settings`` say."""
+        return cls(
+            store,
+            publisher,
+            interval_s=settings.relay_interval_ms / 1000,
+            retention=Retention.of(settings),
+        )
 
     async def publish(self, written: Sequence[Written]) -> int:
         """Publish just-committed rows now, unless an older row of the same saga is
