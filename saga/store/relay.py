@@ -3,7 +3,7 @@
 Rows are published right after their transaction commits (:meth:`publish`),
 from memory: the transaction that wrote them also found which older rows of
 the same saga were still unsent, and :class:`SendOrder` holds a row back until
-those have been handed to the producer. A background loop (:meth:`run`)
+the broker has acknowledged those. A background loop (:meth:`run`)
 publishes what is left, e.g. after a crash between commit and publish, once it
 has been unsent for ``settled_s``. A row is marked sent only after the broker
 acknowledged it, so a crash at any point means a row is sent again, never lost.
@@ -67,10 +67,16 @@ class OutboxRelay:
 
     async def publish(self, written: Sequence[Written]) -> int:
         """Publish just-committed rows now, unless an older row of the same saga is
-        still to be sent (that one is held for later); count sent."""
+        still to be sent (then the row is held for later); count sent. Held rows
+        that waited for the ones acknowledged here go next, from here."""
+        total = 0
         ready = self.order.admit(written)
-        if not ready:
-            return 0
+        while ready:
+            total += await self._hand_over(ready)
+            ready = self.order.admit()
+        return total
+
+    async def _hand_over(self, ready: Sequence[Written]) -> int:
         ids = [row.id for row in ready]
         try:
             await self._publisher.publish_raw_many(

@@ -1,10 +1,13 @@
 """Which just-committed outbox rows may be sent now without overtaking an older one.
 
 One saga's records (same key) must reach the broker in the order they were
-written. The producer keeps the order of what it was handed, per partition; so
-a row may be sent at once if every older unsent row of its key (``waits_for``,
-found when the row was written) has already been handed to the producer by
-this process. Otherwise it is held until those have been, or left to the
+written. The producer keeps the order of what it was handed in one go, per
+partition; so a row may be sent at once if every older unsent row of its key
+(``waits_for``, found when the row was written) was acknowledged by the broker,
+or goes in the same handover, before it. A row whose predecessor is still in
+flight in another handover waits for its acknowledgement: if that handover
+failed, the row sent behind it would overtake it when the relay sends it
+again. A held row goes with the next handover once it may, or is left to the
 relay (:mod:`saga.store.relay`), which sends old unsent rows in id order.
 
 Pure bookkeeping, no I/O: :class:`SendOrder` is told what was written, what
@@ -65,22 +68,25 @@ class SendOrder:
     def held(self) -> list[int]:
         return sorted(self._held)
 
-    def admit(self, written: Iterable[Written]) -> list[Written]:
+    def admit(self, written: Iterable[Written] = ()) -> list[Written]:
         """Take just-committed rows; the ones to hand to the producer now, in order
-        (held rows that may go now come along). They count as in flight from here."""
+        (held rows that may go now come along). They count as in flight from here.
+        Without rows: the held rows that may go now (after an acknowledgement)."""
         now = self._clock()
         for row in written:
             self._held[row.id] = (row, now)
         ready: list[Written] = []
+        here: set[int] = set()  # this handover's rows, in the order they go
         blocked: set[bytes] = set()  # keys with a row still held: later ones wait too
         for row_id in sorted(self._held):
             row, since = self._held[row_id]
             key = row.record.key
             if key is not None and key in blocked:
                 pass
-            elif all(self._handed(older) for older in row.waits_for):
+            elif all(older in self._sent or older in here for older in row.waits_for):
                 del self._held[row_id]
                 self._in_flight.add(row_id)
+                here.add(row_id)
                 ready.append(row)
                 continue
             if now - since > self._hold_s:
@@ -96,7 +102,7 @@ class SendOrder:
             self._in_flight.add(row_id)
 
     def sent(self, ids: Sequence[int]) -> None:
-        """These are marked sent in the outbox."""
+        """The broker acknowledged these (they are marked sent, or about to be)."""
         for row_id in ids:
             self._in_flight.discard(row_id)
             self._sent[row_id] = None
@@ -107,6 +113,3 @@ class SendOrder:
         """Handing these over failed: they stay in the outbox for the relay."""
         for row_id in ids:
             self._in_flight.discard(row_id)
-
-    def _handed(self, row_id: int) -> bool:
-        return row_id in self._in_flight or row_id in self._sent

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import asyncpg
 import pytest
+from aiokafka.errors import KafkaTimeoutError
 
-from contracts.codec import EncodedRecord
+from contracts.codec import EncodedRecord, Headers
 from contracts.inventory import InventoryReserved
 from contracts.payment import PaymentCharged, PaymentFailed
 from saga.provisioning import ensure_topics
-from saga.publisher import Publisher
+from saga.publisher import Published, Publisher
 from saga.retry import RetryPolicy
 from saga.service import Service, StepContext, StepFailure
 from saga.settings import Settings
 from saga.store.relay import OutboxRelay
+from saga.store.send_order import Written
 from saga.store.service_store import PostgresServiceStore
 from saga.testing import ServiceTestKit
 from tests.conftest import Infra
@@ -187,3 +190,68 @@ async def test_publishing_after_commit_holds_back_a_row_while_an_older_one_of_it
     assert unsent == 0
     records = await read_records(settings, topic, 5)
     assert [r.value for r in records] == [b"other", b"no key", b"older", b"newer", b"newest"]
+
+
+class _GatedPublisher(Publisher):
+    """Holds back a handover carrying ``b"first"`` until ``gate`` is set, then sends
+    it, or fails it once when ``fail`` is true."""
+
+    def __init__(self, settings: Settings, *, fail: bool) -> None:
+        super().__init__(settings)
+        self.gate = asyncio.Event()
+        self.fail = fail
+
+    async def publish_raw_many(
+        self, records: Sequence[tuple[str, bytes | None, bytes | None, Headers]]
+    ) -> list[Published]:
+        if any(value == b"first" for _, _, value, _ in records):
+            await self.gate.wait()
+            if self.fail:
+                self.fail = False
+                raise KafkaTimeoutError("no acknowledgement")
+        return await super().publish_raw_many(records)
+
+
+@pytest.mark.parametrize("acknowledged", [True, False], ids=["acknowledged", "failed"])
+async def test_a_row_whose_predecessor_is_in_flight_elsewhere_goes_after_its_acknowledgement(
+    infra: Infra, settings: Settings, unique: Callable[[str], str], acknowledged: bool
+) -> None:
+    topic = unique("t.events")
+    await ensure_topics(settings, [topic], partitions=1)
+    store = PostgresServiceStore(infra.database_url, f"ack{uuid.uuid4().hex[:6]}")
+    await store.start()
+
+    async def commit(value: bytes) -> Written:
+        async with store.pool.acquire() as connection, connection.transaction():
+            [written] = await store.write_outbox(
+                connection, [(topic, EncodedRecord(b"s-1", value, []))]
+            )
+        return written
+
+    try:
+        async with _GatedPublisher(settings, fail=not acknowledged) as publisher:
+            relay = OutboxRelay(store, publisher)
+            first = await commit(b"first")
+            handing_over = asyncio.create_task(relay.publish([first]))
+            await asyncio.sleep(0.05)  # the first is with the publisher now
+            second = await commit(b"second")
+            assert second.waits_for == (first.id,)
+            assert await relay.publish([second]) == 0, "the first is not acknowledged yet"
+            assert relay.order.held == [second.id]
+            publisher.gate.set()
+            if acknowledged:
+                assert await handing_over == 2, "the second went once the first was acknowledged"
+            else:
+                with pytest.raises(KafkaTimeoutError):
+                    await handing_over
+                assert relay.order.held == [second.id], "not sent behind a failed handover"
+                assert await relay.publish_pending() == 2
+            unsent = await store.pool.fetchval(
+                "SELECT count(*) FROM saga_outbox WHERE service = $1 AND sent_at IS NULL",
+                store.service,
+            )
+    finally:
+        await store.stop()
+    assert unsent == 0
+    records = await read_records(settings, topic, 2)
+    assert [r.value for r in records] == [b"first", b"second"]

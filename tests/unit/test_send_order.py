@@ -29,6 +29,27 @@ def test_a_row_goes_once_the_one_it_waits_for_is_handed_over_here() -> None:
     assert order.held == []
 
 
+def test_a_row_waits_for_the_acknowledgement_of_one_in_flight_in_another_handover() -> None:
+    order = SendOrder()
+    assert ids(order.admit([row(1, b"s")])) == [1]
+    # 1 is with the producer, not yet acknowledged: should its handover fail, a 2
+    # handed over behind it would reach the broker first.
+    assert ids(order.admit([row(2, b"s", 1), row(3, b"t")])) == [3]
+    assert order.held == [2]
+    assert ids(order.admit()) == [], "nothing acknowledged yet"
+    order.sent([1])
+    assert ids(order.admit()) == [2]
+
+
+def test_a_row_behind_a_failed_handover_stays_held_for_the_relay() -> None:
+    order = SendOrder()
+    order.admit([row(1, b"s")])
+    order.admit([row(2, b"s", 1)])
+    order.unsent([1])
+    assert ids(order.admit()) == []
+    assert order.held == [2]
+
+
 def test_a_row_waiting_for_one_already_sent_here_goes_at_once() -> None:
     order = SendOrder()
     order.admit([row(1, b"s")])
