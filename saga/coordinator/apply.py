@@ -332,14 +332,14 @@ class Coordinator:
             decision = decide(state, incoming, definition, now)
             batch.decisions.append((incoming, decision))
             self._record(batch, incoming, decision)
-        await store.save_sagas(
+        await store.persist(
             connection,
             [(batch.states[s], batch.read_versions.get(s)) for s in sorted(batch.changed)],
+            batch.timers,
+            batch.log,
         )
-        await store.apply_timers(connection, batch.timers)
         for saga_id, saga_type, changes in batch.tasks:
             await store.apply_tasks(connection, saga_id, saga_type, changes, now)
-        await store.append_log(connection, batch.log)
         if not batch.outgoing:
             return []
         return await self.outbox.write_outbox(connection, batch.outgoing)

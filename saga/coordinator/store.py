@@ -33,13 +33,6 @@ class ConcurrentUpdate(Exception):
     """A saga row changed under us (version check failed): the batch is retried."""
 
 
-_INSERT_LOG = (
-    "INSERT INTO saga_log (saga_id, kind, message_id, type, actor, detail)"
-    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
-    " $6::jsonb[])"
-)
-
-
 def _json(value: Any) -> str:
     """JSON text for a jsonb column (pydantic-core's encoder: the coordinator's hot path)."""
     return pydantic_core.to_json(value, fallback=str).decode()
@@ -61,16 +54,13 @@ async def append_events(connection: Any, entries: Sequence[LogEntry]) -> set[str
     if not entries:
         return set()
     rows = await connection.fetch(
-        _INSERT_LOG + " ON CONFLICT (message_id) WHERE kind = 'event' DO NOTHING"
+        "INSERT INTO saga_log (saga_id, kind, message_id, type, actor, detail)"
+        " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
+        " $5::text[], $6::jsonb[]) ON CONFLICT (message_id) WHERE kind = 'event' DO NOTHING"
         " RETURNING message_id",
         *_columns(entries),
     )
     return {row["message_id"] for row in rows}
-
-
-async def append_log(connection: Any, entries: Sequence[LogEntry]) -> None:
-    if entries:
-        await connection.execute(_INSERT_LOG, *_columns(entries))
 
 
 async def lock_sagas(connection: Any, saga_ids: Sequence[str]) -> datetime:
@@ -117,51 +107,58 @@ async def load_sagas(
     }
 
 
-async def save_sagas(connection: Any, changed: Sequence[tuple[SagaState, int | None]]) -> None:
-    """Insert new sagas and update changed ones, fenced by the version each was read at."""
-    if not changed:
+async def persist(
+    connection: Any,
+    changed: Sequence[tuple[SagaState, int | None]],
+    timers: Mapping[tuple[str, str], datetime | None],
+    log: Sequence[LogEntry],
+) -> None:
+    """What a batch decided, in one statement: changed sagas inserted or updated,
+    fenced by the version each was read at; timers set (due time) or cancelled
+    (``None``; the last change per timer wins); entries appended to the log."""
+    if not changed and not timers and not log:
         return
+    cancel = [key for key, due in timers.items() if due is None]
+    upsert = [(key, due) for key, due in timers.items() if due is not None]
     rows = await connection.fetch(
-        "INSERT INTO saga_instances (saga_id, saga_type, status, version, state)"
+        "WITH saved AS ("
+        " INSERT INTO saga_instances (saga_id, saga_type, status, version, state)"
         " SELECT t.id, t.type, t.status, t.version, t.state"
         " FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::jsonb[])"
         "   AS t(id, type, status, version, state)"
         " ON CONFLICT (saga_id) DO UPDATE SET status = EXCLUDED.status,"
         "   version = EXCLUDED.version, state = EXCLUDED.state, updated_at = now()"
         " WHERE saga_instances.version = EXCLUDED.version - 1"
-        " RETURNING saga_id",
+        " RETURNING saga_id),"
+        # Each timer is either cancelled or set here, never both (one change per key).
+        " cancelled AS ("
+        " DELETE FROM saga_timers t USING unnest($6::text[], $7::text[]) AS c(id, name)"
+        " WHERE t.saga_id = c.id AND t.name = c.name),"
+        " timed AS ("
+        " INSERT INTO saga_timers (saga_id, name, due_at)"
+        " SELECT * FROM unnest($8::text[], $9::text[], $10::timestamptz[])"
+        " ON CONFLICT (saga_id, name) DO UPDATE SET due_at = EXCLUDED.due_at),"
+        " logged AS ("
+        " INSERT INTO saga_log (saga_id, kind, message_id, type, actor, detail)"
+        " SELECT * FROM unnest($11::text[], $12::text[], $13::text[], $14::text[],"
+        " $15::text[], $16::jsonb[]))"
+        " SELECT saga_id FROM saved",
         [s.saga_id for s, _ in changed],
         [s.saga_type for s, _ in changed],
         [s.status for s, _ in changed],
         [(read or 0) + 1 for _, read in changed],
         [_json(s.to_json()) for s, _ in changed],
+        [k[0] for k in cancel],
+        [k[1] for k in cancel],
+        [k[0] for k, _ in upsert],
+        [k[1] for k, _ in upsert],
+        [due for _, due in upsert],
+        *_columns(log),
     )
     if len(rows) != len(changed):
         written = {row["saga_id"] for row in rows}
         lost = [s.saga_id for s, _ in changed if s.saga_id not in written]
         raise ConcurrentUpdate(f"sagas changed concurrently: {lost}")
-
-
-async def apply_timers(connection: Any, changes: dict[tuple[str, str], datetime | None]) -> None:
-    """Set (due time) or cancel (``None``) timers; the last change per timer wins."""
-    cancel = [key for key, due in changes.items() if due is None]
-    upsert = [(key, due) for key, due in changes.items() if due is not None]
-    if cancel:
-        await connection.execute(
-            "DELETE FROM saga_timers t USING unnest($1::text[], $2::text[]) AS c(id, name)"
-            " WHERE t.saga_id = c.id AND t.name = c.name",
-            [k[0] for k in cancel],
-            [k[1] for k in cancel],
-        )
-    if upsert:
-        await connection.execute(
-            "INSERT INTO saga_timers (saga_id, name, due_at)"
-            " SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[])"
-            " ON CONFLICT (saga_id, name) DO UPDATE SET due_at = EXCLUDED.due_at",
-            [k[0] for k, _ in upsert],
-            [k[1] for k, _ in upsert],
-            [due for _, due in upsert],
-        )
 
 
 async def due_timers(connection: Any, limit: int) -> list[tuple[str, str, datetime]]:
