@@ -165,6 +165,15 @@ class Settings(BaseSettings):
         ge=0,
         description="How often old inbox and sent outbox rows are deleted; 0: never.",
     )
+    memory_trim_interval_ms: int = Field(
+        default=60_000,
+        ge=0,
+        description=(
+            "How often a process hands the heap memory it freed back to the operating"
+            " system (glibc's malloc_trim), so that its RSS does not keep the high-water"
+            " mark of past bursts; 0: never."
+        ),
+    )
 
     # --- Coordinator --------------------------------------------------------
     definitions: str = Field(

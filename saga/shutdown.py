@@ -56,17 +56,26 @@ async def serve_until_signalled(
 
 
 def run_process(serve: Callable[[], Coroutine[Any, Any, None]], settings: Settings) -> int:
-    """The body of a ``saga`` process: logging, telemetry, the event loop, an exit code.
+    """The body of a ``saga`` process: logging, telemetry, the event loop (its heap
+    trimmed every ``memory_trim_interval_ms``: :mod:`saga.memory`), an exit code.
 
     1 when the graceful stop was cut short (logged), else 0.
     """
     from saga import telemetry
     from saga.logs import configure_logging
+    from saga.memory import trim_every
+
+    async def serve_trimmed() -> None:
+        trimming = asyncio.create_task(trim_every(settings.memory_trim_interval_ms / 1000))
+        try:
+            await serve()
+        finally:
+            trimming.cancel()
 
     configure_logging()
     exporting = telemetry.configure(settings)
     try:
-        asyncio.run(serve())
+        asyncio.run(serve_trimmed())
     except asyncio.CancelledError:
         return 1
     finally:
