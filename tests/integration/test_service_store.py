@@ -40,6 +40,13 @@ def service_with_table() -> tuple[Service, str]:
     return service, table
 
 
+async def unsent_rows(store: PostgresServiceStore) -> int:
+    count: int = await store.pool.fetchval(
+        "SELECT count(*) FROM saga_outbox WHERE service = $1 AND sent_at IS NULL", store.service
+    )
+    return count
+
+
 async def rows(infra: Infra, table: str) -> int:
     connection = await asyncpg.connect(infra.database_url)
     try:
@@ -181,10 +188,7 @@ async def test_publishing_after_commit_holds_back_a_row_while_an_older_one_of_it
             # The relay takes over what is left, oldest first.
             assert await relay.publish_pending() == 3
             assert relay.order.held == []
-            unsent = await store.pool.fetchval(
-                "SELECT count(*) FROM saga_outbox WHERE service = $1 AND sent_at IS NULL",
-                store.service,
-            )
+            unsent = await unsent_rows(store)
     finally:
         await store.stop()
     assert unsent == 0
@@ -246,10 +250,7 @@ async def test_a_row_whose_predecessor_is_in_flight_elsewhere_goes_after_its_ack
                     await handing_over
                 assert relay.order.held == [second.id], "not sent behind a failed handover"
                 assert await relay.publish_pending() == 2
-            unsent = await store.pool.fetchval(
-                "SELECT count(*) FROM saga_outbox WHERE service = $1 AND sent_at IS NULL",
-                store.service,
-            )
+            unsent = await unsent_rows(store)
     finally:
         await store.stop()
     assert unsent == 0
