@@ -197,11 +197,12 @@ async def test_publishing_after_commit_holds_back_a_row_while_an_older_one_of_it
 
 
 class _GatedPublisher(Publisher):
-    """Holds back a handover carrying ``b"first"`` until ``gate`` is set, then sends
-    it, or fails it once when ``fail`` is true."""
+    """Holds back a handover carrying ``b"first"`` (``holding`` is set meanwhile) until
+    ``gate`` is set, then sends it, or fails it once when ``fail`` is true."""
 
     def __init__(self, settings: Settings, *, fail: bool) -> None:
         super().__init__(settings)
+        self.holding = asyncio.Event()
         self.gate = asyncio.Event()
         self.fail = fail
 
@@ -209,6 +210,7 @@ class _GatedPublisher(Publisher):
         self, records: Sequence[tuple[str, bytes | None, bytes | None, Headers]]
     ) -> list[Published]:
         if any(value == b"first" for _, _, value, _ in records):
+            self.holding.set()
             await self.gate.wait()
             if self.fail:
                 self.fail = False
@@ -237,7 +239,7 @@ async def test_a_row_whose_predecessor_is_in_flight_elsewhere_goes_after_its_ack
             relay = OutboxRelay(store, publisher)
             first = await commit(b"first")
             handing_over = asyncio.create_task(relay.publish([first]))
-            await asyncio.sleep(0.05)  # the first is with the publisher now
+            await asyncio.wait_for(publisher.holding.wait(), 10)  # the first is in flight
             second = await commit(b"second")
             assert second.waits_for == (first.id,)
             assert await relay.publish([second]) == 0, "the first is not acknowledged yet"
