@@ -265,12 +265,14 @@ def _on_event(b: _Builder, incoming: Incoming) -> None:
 
 def _started(b: _Builder, step: StepDefinition, incoming: Incoming) -> None:
     current = b.step(step.name)
-    if current.inferred:
-        # Its start event, read late: the data its compensation may need.
+    if current.inferred or current.status != "pending":
+        # Its start event, read late (its own events came first, from another topic):
+        # the data its compensation or a join may need.
         b.update(step.name, data={**incoming.payload, **current.data})
-        _resume_waiting(b, step)
-        return
-    if current.status != "pending":
+        if current.inferred:
+            _resume_waiting(b, step)
+        if b.state.status == "running":
+            _check_joins(b)
         return
     if b.state.status != "running":
         b.note(f"{step.name}: not started, the saga is {b.state.status}")
@@ -668,8 +670,16 @@ def _check_joins(b: _Builder) -> None:
             continue
         if not all(_settled(b, b.definition.step(name)) for name in join.after):
             continue
-        b.state = evolve(b.state, joined=(*b.state.joined, kind))
         payload = _fill(join.event.model_fields, b.data())
+        missing = [
+            n for n, f in join.event.model_fields.items() if f.is_required() and n not in payload
+        ]
+        if missing:
+            # Events with the data are still on their way (the start event, read late
+            # from another topic): checked again when they come; the deadline stays.
+            b.note(f"{kind} waits for a value of {', '.join(missing)}")
+            continue
+        b.state = evolve(b.state, joined=(*b.state.joined, kind))
         b.note(f"joined {', '.join(join.after)}: publishing {kind}")
         _publish(b, kind, payload, step=None)
 

@@ -216,6 +216,18 @@ def test_a_failed_step_takes_its_alternative_before_compensating() -> None:
     assert flow.step("hotel") == "failed" and flow.step("hostel") == "completed"
 
 
+def test_a_join_short_of_data_waits_for_the_start_event_read_late() -> None:
+    flow = Flow()
+    # The branches answered before the coordinator read the trip request (another topic).
+    flow.done("flight")
+    flow.done("hotel")
+    assert flow.published == [], "TripBooked needs amount_cents, which only the request has"
+    assert flow.status == "running"
+    flow.start()
+    assert flow.published == ["saga.TripBooked", "saga.TaskOpened"]
+    assert flow.step("approve") == "running"
+
+
 def test_when_the_alternative_fails_too_the_saga_compensates() -> None:
     flow = Flow()
     flow.start()
