@@ -56,12 +56,17 @@ DEFAULT_COMPENSATION_RETRY = RetryPolicy(
 SagaMode = Literal["choreography", "orchestration"]
 
 
+def required_fields(model: type[Message]) -> list[str]:
+    """Fields of ``model`` that a message cannot be built without."""
+    return [name for name, info in model.model_fields.items() if info.is_required()]
+
+
 def _unfillable(where: str, model: type[Message], data_fields: set[str]) -> list[str]:
     """Required fields of ``model`` that no event of the saga carries."""
     return [
         f"{where}: field {name!r} of {model.message_type!r} cannot be filled from saga data"
-        for name, info in model.model_fields.items()
-        if info.is_required() and name not in data_fields
+        for name in required_fields(model)
+        if name not in data_fields
     ]
 
 
@@ -123,7 +128,7 @@ class StepDefinition:
         """Required fields of the compensation command (filled from saga data)."""
         if self.compensation is None:
             return []
-        return [n for n, f in self.compensation.model_fields.items() if f.is_required()]
+        return required_fields(self.compensation)
 
 
 @dataclass(frozen=True)

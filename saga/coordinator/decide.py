@@ -40,7 +40,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from contracts.lifecycle import TaskEscalated, TaskOpened
-from contracts.sagas import SagaDefinition, StepDefinition
+from contracts.sagas import SagaDefinition, StepDefinition, required_fields
 from contracts.steps import CompensationFailed, StepFailed
 from contracts.topics import COORDINATOR_OWNER, owner_of
 from saga.coordinator.state import SagaState, StepState, evolve
@@ -271,8 +271,7 @@ def _started(b: _Builder, step: StepDefinition, incoming: Incoming) -> None:
         b.update(step.name, data={**incoming.payload, **current.data})
         if current.inferred:
             _resume_waiting(b, step)
-        if b.state.status == "running":
-            _check_joins(b)
+        _check_joins(b)  # only a running saga joins
         return
     if b.state.status != "running":
         b.note(f"{step.name}: not started, the saga is {b.state.status}")
@@ -671,9 +670,7 @@ def _check_joins(b: _Builder) -> None:
         if not all(_settled(b, b.definition.step(name)) for name in join.after):
             continue
         payload = _fill(join.event.model_fields, b.data())
-        missing = [
-            n for n, f in join.event.model_fields.items() if f.is_required() and n not in payload
-        ]
+        missing = [name for name in required_fields(join.event) if name not in payload]
         if missing:
             # Events with the data are still on their way (the start event, read late
             # from another topic): checked again when they come; the deadline stays.
