@@ -37,7 +37,7 @@ import dataclasses
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -71,8 +71,11 @@ from saga.signing import SignatureError, Verifier
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Envelope[Message]], Awaitable[None]]
-#: A partition's batch: the envelopes, and the ``process <topic>`` span of each.
-BatchHandler = Callable[[list[Envelope[Message]], list[Span]], Awaitable[None]]
+#: A partition's batch: the envelopes, and the ``process <topic>`` span of each. It may
+#: return the envelopes it refuses, by message id, with the error: they are dead-lettered.
+BatchHandler = Callable[
+    [list[Envelope[Message]], list[Span]], Awaitable[Mapping[str, Exception] | None]
+]
 
 _FETCH_HEADROOM = 1_048_576
 
@@ -285,8 +288,14 @@ class Consumer:
         spans = [tracing.start_process_span(raw, e, self._group_id) for e, raw in valid]
         envelopes = [tracing.within(span, e) for span, (e, _) in zip(spans, valid, strict=True)]
         handler = self._batch_handler
+        refused: Mapping[str, Exception] = {}
+
+        async def handle() -> None:
+            nonlocal refused
+            refused = await handler(envelopes, spans) or {}
+
         try:
-            await self._call(lambda: handler(envelopes, spans), f"batch of {len(envelopes)}")
+            await self._call(handle, f"batch of {len(envelopes)}")
         except Exception as exc:
             tracing.end_spans(spans, exc)
             if self._stopping.is_set():
@@ -301,6 +310,11 @@ class Consumer:
         except BaseException as exc:
             tracing.end_spans(spans, exc)
             raise
+        for (envelope, raw), span in zip(valid, spans, strict=True):
+            error = refused.get(envelope.id)
+            if error is not None:
+                span.set_status(Status(StatusCode.ERROR, "dead-lettered"))
+                await self._dead_letter(raw, describe_error(error), type(error).__name__)
         tracing.end_spans(spans)
 
     def _handler_of(self, envelope: Envelope[Message]) -> Awaitable[None]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from opentelemetry import metrics, trace
@@ -47,6 +47,7 @@ from saga.coordinator.decide import (
 )
 from saga.coordinator.observe import observe
 from saga.coordinator.state import SagaState, evolve
+from saga.dead_letter import describe_error
 from saga.store.send_order import Written
 from saga.store.service_store import PostgresServiceStore
 
@@ -56,6 +57,9 @@ _ignored = _meter.create_counter(
     "saga.coordinator.ignored", description="Facts recorded but not acted on (unknown saga, ...)"
 )
 _decisions = _meter.create_counter("saga.coordinator.decisions", description="Decisions made")
+_refusals = _meter.create_counter(
+    "saga.coordinator.refused", description="Facts whose decision raised (set aside)"
+)
 
 COORDINATOR = "coordinator"
 #: How many running sagas a coordinator keeps in memory (a few KB each).
@@ -64,6 +68,31 @@ SOURCE = "/coordinator"
 #: Where saga outcomes are announced (:class:`~contracts.lifecycle.SagaFinished`).
 LIFECYCLE_TOPIC = events_topic(owner_of(SagaFinished.message_type))
 _OUTCOMES = frozenset({"completed", "compensated", "parked", "resolved"})
+#: A timer whose decision raised is tried again this much later (after a fix, say).
+REFUSED_TIMER_DELAY = timedelta(minutes=1)
+
+
+class DecisionError(Exception):
+    """Deciding on one fact raised: a defect of a definition or of the coordinator,
+    not of the database. That fact is set aside (refused); the others of its batch
+    are decided without it."""
+
+    def __init__(self, incoming: Incoming, error: Exception) -> None:
+        self.message_id = incoming.message_id
+        super().__init__(
+            f"deciding on {incoming.type} for saga {incoming.saga_id} failed:"
+            f" {describe_error(error)}"
+        )
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What a batch of events came to."""
+
+    #: The outbox rows written, for the publish after commit.
+    written: list[Written]
+    #: Events not decided on, by message id: for the dead-letter topic.
+    refused: dict[str, DecisionError]
 
 
 def _from_coordinator(
@@ -207,16 +236,37 @@ class Coordinator:
 
     # --- the three kinds of facts -----------------------------------------------------
 
-    async def apply_events(self, envelopes: Sequence[Envelope[Message]]) -> list[Written]:
-        """Decide on a batch of events; returns the outbox rows written."""
+    async def apply_events(self, envelopes: Sequence[Envelope[Message]]) -> Applied:
+        """Decide on a batch of events. An event whose decision raises is refused: the
+        batch is decided again without it, and the saga log notes it."""
+        refused: dict[str, DecisionError] = {}
+        while True:
+            try:
+                written = await self._apply_events(envelopes, refused)
+            except DecisionError as error:
+                _set_aside(refused, error)
+                continue
+            return Applied(written, refused)
+
+    async def _apply_events(
+        self, envelopes: Sequence[Envelope[Message]], refused: dict[str, DecisionError]
+    ) -> list[Written]:
         async with self.pool.acquire() as connection, connection.transaction():
             unique = list({e.id: e for e in envelopes}.values())
-            fresh = await store.append_events(connection, [self._event_entry(e) for e in unique])
+            # A refused event is not logged as read: sent again (after a fix), it is decided.
+            fresh = await store.append_events(
+                connection, [self._event_entry(e) for e in unique if e.id not in refused]
+            )
             # Every saga of the batch is locked (duplicates' too: they are rare).
             batch, now = await self._open(connection, [e.saga_id for e in unique])
             facts: list[tuple[Incoming, SagaDefinition]] = []
             ignored: list[store.LogEntry] = []
             for envelope in unique:
+                if envelope.id in refused:
+                    batch.log.append(
+                        self._refused(envelope.saga_id, envelope.type, refused[envelope.id])
+                    )
+                    continue
                 if envelope.id not in fresh:
                     continue  # a duplicate: already decided on
                 definition = self.definition_for(envelope.saga_type, envelope.type)
@@ -232,7 +282,19 @@ class Coordinator:
         return written
 
     async def fire_due_timers(self, limit: int = 200) -> tuple[int, list[Written]]:
-        """Fire timers due by the database clock; returns (fired, outbox rows)."""
+        """Fire timers due by the database clock; returns (fired, outbox rows). A timer
+        whose decision raises is refused: put off by :data:`REFUSED_TIMER_DELAY`, noted
+        in the saga log, and the others fire without it."""
+        refused: dict[str, DecisionError] = {}
+        while True:
+            try:
+                return await self._fire_due_timers(limit, refused)
+            except DecisionError as error:
+                _set_aside(refused, error)
+
+    async def _fire_due_timers(
+        self, limit: int, refused: dict[str, DecisionError]
+    ) -> tuple[int, list[Written]]:
         async with self.pool.acquire() as connection, connection.transaction():
             fired = await store.due_timers(connection, limit)
             if not fired:
@@ -253,6 +315,10 @@ class Coordinator:
                     saga_type=state.saga_type,
                     at=now,
                 )
+                if incoming.message_id in refused:
+                    batch.timers[(saga_id, name)] = now + REFUSED_TIMER_DELAY
+                    batch.log.append(self._refused(saga_id, name, refused[incoming.message_id]))
+                    continue
                 batch.log.append(
                     store.LogEntry(
                         saga_id,
@@ -329,9 +395,12 @@ class Coordinator:
         for incoming, latest in facts:
             state = batch.states.get(incoming.saga_id)
             definition = self.definition_of(state) if state is not None else latest
-            decision = decide(state, incoming, definition, now)
+            try:
+                decision = decide(state, incoming, definition, now)
+                self._record(batch, incoming, decision)
+            except Exception as exc:
+                raise DecisionError(incoming, exc) from exc
             batch.decisions.append((incoming, decision))
-            self._record(batch, incoming, decision)
         await store.persist(
             connection,
             [(batch.states[s], batch.read_versions.get(s)) for s in sorted(batch.changed)],
@@ -502,6 +571,12 @@ class Coordinator:
         )
 
     @staticmethod
+    def _refused(saga_id: str, fact: str, error: DecisionError) -> store.LogEntry:
+        return store.LogEntry(
+            saga_id, "refused", fact, COORDINATOR, {"why": str(error), "cause": error.message_id}
+        )
+
+    @staticmethod
     def _incoming(
         envelope: Envelope[Message], definition: SagaDefinition, now: datetime
     ) -> Incoming:
@@ -521,3 +596,12 @@ class Coordinator:
             traceparent=envelope.traceparent,
             tracestate=envelope.tracestate,
         )
+
+
+def _set_aside(refused: dict[str, DecisionError], error: DecisionError) -> None:
+    """Note a refused fact; raises if it was refused already (it was not set aside)."""
+    if error.message_id in refused:
+        raise error
+    log.error("%s; the fact is refused, the rest of its batch goes on", error)
+    _refusals.add(1)
+    refused[error.message_id] = error

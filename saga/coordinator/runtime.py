@@ -23,7 +23,7 @@ from contracts.steps import CompensationFailed, StepFailed
 from contracts.topics import COORDINATOR_OWNER
 from saga.consumer import Consumer
 from saga.coordinator import tasks
-from saga.coordinator.apply import COORDINATOR, LIFECYCLE_TOPIC, Coordinator
+from saga.coordinator.apply import COORDINATOR, LIFECYCLE_TOPIC, Coordinator, DecisionError
 from saga.dead_letter import describe_error
 from saga.health import HealthServer
 from saga.provisioning import ensure_topics
@@ -142,8 +142,12 @@ class CoordinatorRuntime:
             grace_s=self.settings.shutdown_grace_ms / 1000,
         )
 
-    async def _apply(self, envelopes: list[Envelope[Message]], spans: list[Span]) -> None:
-        await self._publish(await self.coordinator.apply_events(envelopes))
+    async def _apply(
+        self, envelopes: list[Envelope[Message]], spans: list[Span]
+    ) -> dict[str, DecisionError]:
+        applied = await self.coordinator.apply_events(envelopes)
+        await self._publish(applied.written)
+        return applied.refused  # dead-lettered by the consumer
 
     async def _publish(self, written: list[Written]) -> None:
         try:

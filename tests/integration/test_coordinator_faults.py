@@ -173,7 +173,7 @@ async def _decide_offline(
     await store.start()
     try:
         coordinator = Coordinator(relaxed(), store, topic_prefix=running.prefix)
-        ids = await coordinator.apply_events(events)
+        ids = (await coordinator.apply_events(events)).written
         assert len(ids) == 1, "one compensation command decided"
         if publish:
             async with Publisher(running.settings) as publisher:
