@@ -13,11 +13,15 @@ Used by ``make soak`` with ``--trace-memory``.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import linecache
 import os
+import re
 import runpy
 import sys
+import tempfile
 import threading
 import time
 import tracemalloc
@@ -44,6 +48,67 @@ def _census() -> Counter[str]:
     return Counter(type(o).__qualname__ for o in gc.get_objects())
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+def _pymalloc(libc: ctypes.CDLL) -> str:
+    """Python's small-object allocator: its arenas, and the bytes of live blocks in them."""
+    libc.fopen.restype = ctypes.c_void_p
+    libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    libc.fclose.argtypes = [ctypes.c_void_p]
+    stats = ctypes.pythonapi._PyObject_DebugMallocStats
+    stats.argtypes = [ctypes.c_void_p]
+    with tempfile.NamedTemporaryFile("r") as out:
+        stream = libc.fopen(out.name.encode(), b"w")
+        stats(stream)
+        libc.fclose(stream)
+        text = out.read()
+    arenas = re.search(r"# arenas allocated current\s*=\s*([\d,]+)", text)
+    used = re.search(r"# bytes in allocated blocks\s*=\s*([\d,]+)", text)
+    if arenas is None or used is None:
+        return "pymalloc: no statistics"
+    count = int(arenas.group(1).replace(",", ""))
+    live = int(used.group(1).replace(",", "")) / 2**20
+    return f"pymalloc: {count} arenas of 1 MB, {live:.1f} MB in live blocks"
+
+
+def _allocators() -> str:
+    """Where the resident memory is: the process's RSS, the C heap (glibc's
+    ``mallinfo2``: in use, free, mmapped), and Python's small-object arenas."""
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    rss = {k: int(status[k].split()[0]) / 1024 for k in ("VmRSS", "RssAnon") if k in status}
+    figures = [f"rss {rss.get('VmRSS', 0):.1f} MB (anonymous {rss.get('RssAnon', 0):.1f})"]
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    mallinfo2 = getattr(libc, "mallinfo2", None)
+    if mallinfo2 is not None:
+        mallinfo2.restype = _MallInfo2
+        info = mallinfo2()
+        figures.append(
+            f"C heap: in use {info.uordblks / 2**20:.1f} MB, free {info.fordblks / 2**20:.1f},"
+            f" mmapped {info.hblkhd / 2**20:.1f}"
+        )
+    if libc is not None and hasattr(ctypes.pythonapi, "_PyObject_DebugMallocStats"):
+        figures.append(_pymalloc(libc))
+    figures.append(f"gc objects {len(gc.get_objects())}")
+    return "; ".join(figures)
+
+
 def _holders(type_name: str) -> list[str]:
     """What refers to a few live objects of ``type_name`` (types of the referrers)."""
     sample = [o for o in gc.get_objects() if type(o).__qualname__ == type_name][-5:]
@@ -61,14 +126,18 @@ def _watch(report: Path, settle_s: float, every_s: float) -> None:
     first = _snapshot() if tracing else None
     first_census = _census()
     started = time.monotonic()
+    history = [f"at the first snapshot: {_allocators()}"]
     while True:
         time.sleep(every_s)
         census = _census()
         census.subtract(first_census)
         grown = [(name, n) for name, n in census.most_common(8) if n > 0]
         current, _ = tracemalloc.get_traced_memory()
+        minutes = (time.monotonic() - started) / 60
+        history.append(f"after {minutes:.1f} min: {_allocators()}")
         lines = [
-            f"after {(time.monotonic() - started) / 60:.1f} min: traced {current / 2**20:.1f} MB",
+            *history,
+            f"traced {current / 2**20:.1f} MB",
             "live objects grown since the first snapshot, by type:",
             *(f"  {n:+8d} {name}  held by: {', '.join(_holders(name))}" for name, n in grown),
         ]
