@@ -174,17 +174,6 @@ class Settings(BaseSettings):
             " mark of past bursts; 0: never."
         ),
     )
-    memory_mmap_threshold_bytes: int = Field(
-        default=131_072,
-        ge=0,
-        le=32 * 2**20,
-        description=(
-            "Heap blocks of this size or more get a mapping of their own, handed back to"
-            " the system when freed (glibc's M_MMAP_THRESHOLD, fixed: glibc otherwise"
-            " raises it after each large free, and large buffers then fragment the heap);"
-            " 0: glibc's own sliding threshold."
-        ),
-    )
 
     # --- Coordinator --------------------------------------------------------
     definitions: str = Field(

@@ -57,14 +57,13 @@ async def serve_until_signalled(
 
 def run_process(serve: Callable[[], Coroutine[Any, Any, None]], settings: Settings) -> int:
     """The body of a ``saga`` process: logging, telemetry, the event loop (its heap
-    trimmed every ``memory_trim_interval_ms`` and large blocks kept out of it,
-    ``memory_mmap_threshold_bytes``: :mod:`saga.memory`), an exit code.
+    trimmed every ``memory_trim_interval_ms``: :mod:`saga.memory`), an exit code.
 
     1 when the graceful stop was cut short (logged), else 0.
     """
     from saga import telemetry
     from saga.logs import configure_logging
-    from saga.memory import set_mmap_threshold, trim_every
+    from saga.memory import trim_every
 
     async def serve_trimmed() -> None:
         trimming = asyncio.create_task(trim_every(settings.memory_trim_interval_ms / 1000))
@@ -74,7 +73,6 @@ def run_process(serve: Callable[[], Coroutine[Any, Any, None]], settings: Settin
             trimming.cancel()
 
     configure_logging()
-    set_mmap_threshold(settings.memory_mmap_threshold_bytes)
     exporting = telemetry.configure(settings)
     try:
         asyncio.run(serve_trimmed())

@@ -25,7 +25,7 @@ import tempfile
 import threading
 import time
 import tracemalloc
-from collections import Counter
+from collections import Counter, deque
 from pathlib import Path
 
 FRAMES = 8
@@ -110,13 +110,17 @@ def _allocators() -> str:
 
 
 def _holders(type_name: str) -> list[str]:
-    """What refers to a few live objects of ``type_name`` (types of the referrers)."""
+    """What refers to a few live objects of ``type_name``: the referrers' types, with the
+    size of a container (a cache that grows shows as one large dict, list or deque)."""
     sample = [o for o in gc.get_objects() if type(o).__qualname__ == type_name][-5:]
     held: Counter[str] = Counter()
     for obj in sample:
         for referrer in gc.get_referrers(obj):
             if referrer is not sample:
-                held[type(referrer).__qualname__] += 1
+                name = type(referrer).__qualname__
+                if isinstance(referrer, dict | list | set | deque) and len(referrer) > 100:
+                    name = f"{name} of {len(referrer)}"
+                held[name] += 1
     return [f"{name} x{count}" for name, count in held.most_common(5)]
 
 

@@ -1,17 +1,15 @@
-"""Freed heap memory handed back to the operating system (glibc's malloc_trim and a
-fixed mmap threshold)."""
+"""Freed heap memory handed back to the operating system (glibc's malloc_trim)."""
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import subprocess
 import sys
 from collections.abc import Callable
 
 import pytest
 
-from saga.memory import malloc_trim, set_mmap_threshold, trim_every
+from saga.memory import malloc_trim, trim_every
 
 # Many blocks too large for Python's small-object allocator, so they come from the C
 # heap; one in 200 stays alive, so the heap cannot shrink from its top alone.
@@ -27,30 +25,6 @@ before = rss()
 trim = malloc_trim()
 released = trim() if trim is not None else False
 print(before, rss(), released)
-"""
-
-
-# How many blocks glibc has mapped on their own (mallinfo2's hblks) grows by one for a
-# block of 2 MB allocated after a larger one was freed. (A block is mapped only when the
-# heap has no room for it: the heap is trimmed first, and 2 MB is more than a fresh
-# interpreter's heap has free.)
-_MAPPED_ON_ITS_OWN = """
-import ctypes, sys
-from saga.memory import malloc_trim, set_mmap_threshold
-class Info(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
-        "fordblks", "keepcost")]
-mallinfo2 = ctypes.CDLL(None).mallinfo2
-mallinfo2.restype = Info
-if sys.argv[1] != "0":
-    assert set_mmap_threshold(int(sys.argv[1]))
-large = b"x" * 16_000_000
-del large  # glibc's sliding threshold moves up to this size
-malloc_trim()()
-before = mallinfo2().hblks
-block = b"x" * 2_000_000
-print(mallinfo2().hblks - before)
 """
 
 
@@ -91,26 +65,3 @@ async def test_an_interval_of_zero_never_trims() -> None:
     calls: list[int] = []
     await asyncio.wait_for(trim_every(0, _counted(calls)), 1)
     assert calls == []
-
-
-def _has_mallinfo2() -> bool:
-    return hasattr(ctypes.CDLL(None), "mallinfo2") if sys.platform.startswith("linux") else False
-
-
-@pytest.mark.skipif(not _has_mallinfo2(), reason="not glibc 2.33 or later")
-@pytest.mark.parametrize(("threshold", "mapped"), [(131_072, 1), (0, 0)])
-def test_with_a_fixed_threshold_a_large_block_stays_out_of_the_heap_after_a_larger_one_was_freed(
-    threshold: int, mapped: int
-) -> None:
-    # 0: glibc's sliding threshold, which the freed 16 MB block moved above 2 MB.
-    out = subprocess.run(
-        [sys.executable, "-c", _MAPPED_ON_ITS_OWN, str(threshold)],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    assert int(out) == mapped
-
-
-def test_a_threshold_of_zero_is_not_set() -> None:
-    assert set_mmap_threshold(0) is False
