@@ -9,7 +9,7 @@ dead-lettered with the reason, and decided normally if it is sent again after a 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 
 import asyncpg
@@ -65,89 +65,88 @@ async def _log(database: str, saga_id: str) -> list[tuple[str, str, str | None]]
     return [(row["kind"], row["type"], row["why"]) for row in rows]
 
 
-async def test_an_event_whose_decision_raises_is_refused_and_the_rest_of_its_batch_is_decided(
-    infra: Infra, defect: set[str]
-) -> None:
+@pytest.fixture
+async def deciding(infra: Infra) -> AsyncIterator[tuple[Coordinator, str]]:
+    """A coordinator on a database of its own, and that database's URL."""
     database = fresh_database(infra.database_url)
     outbox = PostgresServiceStore(database, "coordinator", components=("coordinator",))
     await outbox.start()
     try:
-        coordinator = Coordinator(relaxed(), outbox)
-        good = [e for _, e in happy_events("good")]
-        bad = [e for _, e in happy_events(BROKEN)]
-        defect.add(BROKEN)
-
-        applied = await coordinator.apply_events([good[0], bad[0], good[1]])
-
-        assert set(applied.refused) == {bad[0].id}
-        reason = str(applied.refused[bad[0].id])
-        assert reason == (
-            f"deciding on orders.OrderPlaced for saga {BROKEN} failed:"
-            " KeyError: 'no step for orders.OrderPlaced'"
-        )
-        assert [kind for kind, _, _ in await _log(database, "good")] == [
-            "event",
-            "event",
-            "decision",
-            "decision",
-        ]
-        assert await _log(database, BROKEN) == [("refused", "orders.OrderPlaced", reason)]
-
-        # Fixed (and the event sent again from its dead-letter topic): decided as any other.
-        defect.clear()
-        again = await coordinator.apply_events([bad[0]])
-        assert again.refused == {}
-        assert [kind for kind, _, _ in await _log(database, BROKEN)] == [
-            "refused",
-            "event",
-            "decision",
-        ]
+        yield Coordinator(relaxed(), outbox), database
     finally:
         await outbox.stop()
+
+
+async def test_an_event_whose_decision_raises_is_refused_and_the_rest_of_its_batch_is_decided(
+    deciding: tuple[Coordinator, str], defect: set[str]
+) -> None:
+    coordinator, database = deciding
+    good = [e for _, e in happy_events("good")]
+    bad = [e for _, e in happy_events(BROKEN)]
+    defect.add(BROKEN)
+
+    applied = await coordinator.apply_events([good[0], bad[0], good[1]])
+
+    assert set(applied.refused) == {bad[0].id}
+    reason = str(applied.refused[bad[0].id])
+    assert reason == (
+        f"deciding on orders.OrderPlaced for saga {BROKEN} failed:"
+        " KeyError: 'no step for orders.OrderPlaced'"
+    )
+    assert [kind for kind, _, _ in await _log(database, "good")] == [
+        "event",
+        "event",
+        "decision",
+        "decision",
+    ]
+    assert await _log(database, BROKEN) == [("refused", "orders.OrderPlaced", reason)]
+
+    # Fixed (and the event sent again from its dead-letter topic): decided as any other.
+    defect.clear()
+    again = await coordinator.apply_events([bad[0]])
+    assert again.refused == {}
+    assert [kind for kind, _, _ in await _log(database, BROKEN)] == [
+        "refused",
+        "event",
+        "decision",
+    ]
 
 
 async def test_a_timer_whose_decision_raises_is_put_off_and_the_other_timers_fire(
-    infra: Infra, defect: set[str]
+    deciding: tuple[Coordinator, str], defect: set[str]
 ) -> None:
-    database = fresh_database(infra.database_url)
-    outbox = PostgresServiceStore(database, "coordinator", components=("coordinator",))
-    await outbox.start()
-    try:
-        coordinator = Coordinator(relaxed(), outbox)
-        started = [happy_events(saga)[0][1] for saga in ("late", BROKEN)]
-        assert (await coordinator.apply_events(started)).refused == {}
-        async with outbox.pool.acquire() as db:
-            await db.execute(
-                "UPDATE saga_timers SET due_at = now() - interval '1 second' WHERE name = $1",
-                DEADLINE,
-            )
-        defect.add(BROKEN)
+    coordinator, database = deciding
+    started = [happy_events(saga)[0][1] for saga in ("late", BROKEN)]
+    assert (await coordinator.apply_events(started)).refused == {}
+    async with coordinator.pool.acquire() as db:
+        await db.execute(
+            "UPDATE saga_timers SET due_at = now() - interval '1 second' WHERE name = $1",
+            DEADLINE,
+        )
+    defect.add(BROKEN)
 
-        fired, _ = await coordinator.fire_due_timers()
+    fired, _ = await coordinator.fire_due_timers()
 
-        assert fired == 2
-        async with outbox.pool.acquire() as db:
-            status = await db.fetchval("SELECT status FROM saga_instances WHERE saga_id = 'late'")
-            put_off = await db.fetchval(
-                "SELECT due_at - now() FROM saga_timers WHERE saga_id = $1 AND name = $2",
-                BROKEN,
-                DEADLINE,
-            )
-        assert status == "compensating", "the other saga's deadline fired"
-        assert REFUSED_TIMER_DELAY - timedelta(seconds=10) < put_off <= REFUSED_TIMER_DELAY
-        assert await _log(database, BROKEN) == [
-            ("event", "orders.OrderPlaced", None),
-            ("decision", "orders.OrderPlaced", None),
-            (
-                "refused",
-                DEADLINE,
-                f"deciding on {DEADLINE} for saga {BROKEN} failed:"
-                " KeyError: 'no step for deadline'",
-            ),
-        ]
-        assert await coordinator.fire_due_timers() == (0, []), "not due again before its delay"
-    finally:
-        await outbox.stop()
+    assert fired == 2
+    async with coordinator.pool.acquire() as db:
+        status = await db.fetchval("SELECT status FROM saga_instances WHERE saga_id = 'late'")
+        put_off = await db.fetchval(
+            "SELECT due_at - now() FROM saga_timers WHERE saga_id = $1 AND name = $2",
+            BROKEN,
+            DEADLINE,
+        )
+    assert status == "compensating", "the other saga's deadline fired"
+    assert REFUSED_TIMER_DELAY - timedelta(seconds=10) < put_off <= REFUSED_TIMER_DELAY
+    assert await _log(database, BROKEN) == [
+        ("event", "orders.OrderPlaced", None),
+        ("decision", "orders.OrderPlaced", None),
+        (
+            "refused",
+            DEADLINE,
+            f"deciding on {DEADLINE} for saga {BROKEN} failed: KeyError: 'no step for deadline'",
+        ),
+    ]
+    assert await coordinator.fire_due_timers() == (0, []), "not due again before its delay"
 
 
 async def test_the_coordinator_dead_letters_a_refused_event_and_moves_on(
