@@ -13,10 +13,10 @@ committed. Time is the database's clock.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from opentelemetry import metrics, trace
 from opentelemetry.trace import Span
@@ -68,6 +68,7 @@ SOURCE = "/coordinator"
 #: Where saga outcomes are announced (:class:`~contracts.lifecycle.SagaFinished`).
 LIFECYCLE_TOPIC = events_topic(owner_of(SagaFinished.message_type))
 _OUTCOMES = frozenset({"completed", "compensated", "parked", "resolved"})
+T = TypeVar("T")
 #: A timer whose decision raised is tried again this much later (after a fix, say).
 REFUSED_TIMER_DELAY = timedelta(minutes=1)
 
@@ -239,14 +240,8 @@ class Coordinator:
     async def apply_events(self, envelopes: Sequence[Envelope[Message]]) -> Applied:
         """Decide on a batch of events. An event whose decision raises is refused: the
         batch is decided again without it, and the saga log notes it."""
-        refused: dict[str, DecisionError] = {}
-        while True:
-            try:
-                written = await self._apply_events(envelopes, refused)
-            except DecisionError as error:
-                _set_aside(refused, error)
-                continue
-            return Applied(written, refused)
+        written, refused = await _setting_aside(lambda r: self._apply_events(envelopes, r))
+        return Applied(written, refused)
 
     async def _apply_events(
         self, envelopes: Sequence[Envelope[Message]], refused: dict[str, DecisionError]
@@ -285,12 +280,8 @@ class Coordinator:
         """Fire timers due by the database clock; returns (fired, outbox rows). A timer
         whose decision raises is refused: put off by :data:`REFUSED_TIMER_DELAY`, noted
         in the saga log, and the others fire without it."""
-        refused: dict[str, DecisionError] = {}
-        while True:
-            try:
-                return await self._fire_due_timers(limit, refused)
-            except DecisionError as error:
-                _set_aside(refused, error)
+        fired, _ = await _setting_aside(lambda r: self._fire_due_timers(limit, r))
+        return fired
 
     async def _fire_due_timers(
         self, limit: int, refused: dict[str, DecisionError]
@@ -598,10 +589,18 @@ class Coordinator:
         )
 
 
-def _set_aside(refused: dict[str, DecisionError], error: DecisionError) -> None:
-    """Note a refused fact; raises if it was refused already (it was not set aside)."""
-    if error.message_id in refused:
-        raise error
-    log.error("%s; the fact is refused, the rest of its batch goes on", error)
-    _refusals.add(1)
-    refused[error.message_id] = error
+async def _setting_aside(
+    run: Callable[[dict[str, DecisionError]], Awaitable[T]],
+) -> tuple[T, dict[str, DecisionError]]:
+    """``run(refused)`` until no decision raises; each time one does, its fact is added to
+    ``refused`` (those ``run`` sets aside) and it runs again. With what was refused."""
+    refused: dict[str, DecisionError] = {}
+    while True:
+        try:
+            return await run(refused), refused
+        except DecisionError as error:
+            if error.message_id in refused:
+                raise  # not set aside: running again would raise again
+            log.error("%s; the fact is refused, the rest of its batch goes on", error)
+            _refusals.add(1)
+            refused[error.message_id] = error

@@ -5,9 +5,11 @@ normal rate, or the growth shown is a backlog of unread work, not a leak.
 
 ``python -m tests.benchmarks.traced REPORT MODULE [ARGS...]``: the first snapshot
 is taken after ``SAGA_TRACE_SETTLE_S`` seconds (default 60, the soak's warm-up); then every
-minute REPORT is rewritten with the lines whose live allocations grew most
-since that snapshot, and the object types whose live count grew, with what holds
-them. ``SAGA_TRACE_ALLOCATIONS=0``: the census only, without tracemalloc's slowdown.
+minute REPORT is rewritten with where the resident memory is (the C heap's bytes
+in use and free, Python's arenas and their live blocks: fragmentation shows as free
+space or arenas growing while live bytes do not), the lines whose live allocations
+grew most since that snapshot, and the object types whose live count grew, with
+what holds them. ``SAGA_TRACE_ALLOCATIONS=0``: the census only, without tracemalloc's slowdown.
 Used by ``make soak`` with ``--trace-memory``.
 """
 
