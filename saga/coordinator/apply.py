@@ -280,8 +280,8 @@ class Coordinator:
         """Fire timers due by the database clock; returns (fired, outbox rows). A timer
         whose decision raises is refused: put off by :data:`REFUSED_TIMER_DELAY`, noted
         in the saga log, and the others fire without it."""
-        fired, _ = await _setting_aside(lambda r: self._fire_due_timers(limit, r))
-        return fired
+        outcome, _ = await _setting_aside(lambda r: self._fire_due_timers(limit, r))
+        return outcome
 
     async def _fire_due_timers(
         self, limit: int, refused: dict[str, DecisionError]
