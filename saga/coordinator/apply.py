@@ -13,6 +13,7 @@ committed. Time is the database's clock.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -71,6 +72,9 @@ _OUTCOMES = frozenset({"completed", "compensated", "parked", "resolved"})
 T = TypeVar("T")
 #: A timer whose decision raised is tried again this much later (after a fix, say).
 REFUSED_TIMER_DELAY = timedelta(minutes=1)
+#: How long a fact's decision keeps raising before the fact is refused. Until then its
+#: batch is retried: events of the saga read on other partitions may change the outcome.
+REFUSE_AFTER_S = 30.0
 
 
 class DecisionError(Exception):
@@ -193,6 +197,9 @@ class Coordinator:
         #: Running sagas as last saved here, oldest first: loading one still at that
         #: version (no other instance or operator changed it) skips its state.
         self._known: dict[str, SagaState] = {}
+        #: Facts whose decision raised, by message id: since when (monotonic seconds).
+        self._raising: dict[str, float] = {}
+        self.refuse_after_s = REFUSE_AFTER_S
         self.known_limit = cached_sagas
 
     def definition_of(self, state: SagaState) -> SagaDefinition:
@@ -238,9 +245,12 @@ class Coordinator:
     # --- the three kinds of facts -----------------------------------------------------
 
     async def apply_events(self, envelopes: Sequence[Envelope[Message]]) -> Applied:
-        """Decide on a batch of events. An event whose decision raises is refused: the
-        batch is decided again without it, and the saga log notes it."""
-        written, refused = await _setting_aside(lambda r: self._apply_events(envelopes, r))
+        """Decide on a batch of events. An event whose decision keeps raising (for
+        ``refuse_after_s``) is refused: the batch is decided again without it, and the
+        saga log notes it. Before that, :class:`DecisionError` goes to the caller."""
+        written, refused = await self._setting_aside(lambda r: self._apply_events(envelopes, r))
+        for envelope in envelopes if self._raising else ():
+            self._raising.pop(envelope.id, None)  # decided (or refused) at last
         return Applied(written, refused)
 
     async def _apply_events(
@@ -280,7 +290,7 @@ class Coordinator:
         """Fire timers due by the database clock; returns (fired, outbox rows). A timer
         whose decision raises is refused: put off by :data:`REFUSED_TIMER_DELAY`, noted
         in the saga log, and the others fire without it."""
-        outcome, _ = await _setting_aside(lambda r: self._fire_due_timers(limit, r))
+        outcome, _ = await self._setting_aside(lambda r: self._fire_due_timers(limit, r))
         return outcome
 
     async def _fire_due_timers(
@@ -366,6 +376,28 @@ class Coordinator:
                 self._known[saga_id] = evolve(state, version=saved)
         while len(self._known) > self.known_limit:
             del self._known[next(iter(self._known))]
+
+    async def _setting_aside(
+        self, run: Callable[[dict[str, DecisionError]], Awaitable[T]]
+    ) -> tuple[T, dict[str, DecisionError]]:
+        """``run(refused)`` until no decision raises. A fact whose decision has raised for
+        ``refuse_after_s`` is added to ``refused`` (those ``run`` sets aside) and it runs
+        again; before that, the error goes to the caller, who retries later."""
+        refused: dict[str, DecisionError] = {}
+        while True:
+            try:
+                return await run(refused), refused
+            except DecisionError as error:
+                if error.message_id in refused:
+                    raise  # not set aside: running again would raise again
+                now = time.monotonic()
+                since = self._raising.setdefault(error.message_id, now)
+                if now - since < self.refuse_after_s:
+                    raise
+                del self._raising[error.message_id]
+                log.error("%s; the fact is refused, the rest of its batch goes on", error)
+                _refusals.add(1)
+                refused[error.message_id] = error
 
     # --- inside the transaction -------------------------------------------------------
 
@@ -587,20 +619,3 @@ class Coordinator:
             traceparent=envelope.traceparent,
             tracestate=envelope.tracestate,
         )
-
-
-async def _setting_aside(
-    run: Callable[[dict[str, DecisionError]], Awaitable[T]],
-) -> tuple[T, dict[str, DecisionError]]:
-    """``run(refused)`` until no decision raises; each time one does, its fact is added to
-    ``refused`` (those ``run`` sets aside) and it runs again. With what was refused."""
-    refused: dict[str, DecisionError] = {}
-    while True:
-        try:
-            return await run(refused), refused
-        except DecisionError as error:
-            if error.message_id in refused:
-                raise  # not set aside: running again would raise again
-            log.error("%s; the fact is refused, the rest of its batch goes on", error)
-            _refusals.add(1)
-            refused[error.message_id] = error

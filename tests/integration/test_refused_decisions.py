@@ -21,7 +21,7 @@ from contracts.codec import encode
 from contracts.sagas import SagaDefinition
 from contracts.topics import dead_letter_topic
 from saga.coordinator import apply
-from saga.coordinator.apply import REFUSED_TIMER_DELAY, Coordinator
+from saga.coordinator.apply import REFUSED_TIMER_DELAY, Coordinator, DecisionError
 from saga.coordinator.decide import DEADLINE, Decision, Incoming, decide
 from saga.coordinator.runtime import CoordinatorRuntime
 from saga.coordinator.state import SagaState
@@ -72,7 +72,9 @@ async def deciding(infra: Infra) -> AsyncIterator[tuple[Coordinator, str]]:
     outbox = PostgresServiceStore(database, "coordinator", components=("coordinator",))
     await outbox.start()
     try:
-        yield Coordinator(relaxed(), outbox), database
+        coordinator = Coordinator(relaxed(), outbox)
+        coordinator.refuse_after_s = 0  # refused the first time it raises
+        yield coordinator, database
     finally:
         await outbox.stop()
 
@@ -84,6 +86,10 @@ async def test_an_event_whose_decision_raises_is_refused_and_the_rest_of_its_bat
     good = [e for _, e in happy_events("good")]
     bad = [e for _, e in happy_events(BROKEN)]
     defect.add(BROKEN)
+    coordinator.refuse_after_s = 60
+    with pytest.raises(DecisionError):  # not refused yet: retried, the saga may change
+        await coordinator.apply_events([good[0], bad[0], good[1]])
+    coordinator.refuse_after_s = 0
 
     applied = await coordinator.apply_events([good[0], bad[0], good[1]])
 
@@ -169,6 +175,7 @@ async def test_the_coordinator_dead_letters_a_refused_event_and_moves_on(
         for envelope in placed.values():
             await publisher.publish(topic, envelope)
     runtime = CoordinatorRuntime(relaxed(), mine)
+    runtime.coordinator.refuse_after_s = 0.5  # retried until then, refused after
     await runtime.start()
     serving = asyncio.create_task(runtime.run())
     try:
