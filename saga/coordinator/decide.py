@@ -23,9 +23,11 @@ Rules:
   (its completion is undone, its failure or timeout settles it); a join event
   is published once every step it waits for completed.
 * A failed step with an ``alternative`` starts that step (by its command) instead
-  of compensating; an ``optional`` step's failure or timeout does not fail the
-  saga. A saga whose steps are all settled (completed, optional and failed,
-  replaced by an alternative that settled, or an unused alternative) completes.
+  of compensating (a command short of data waits for the events bringing it, up to
+  the alternative's timeout, then the alternative counts as failed, never sent);
+  an ``optional`` step's failure or timeout does not fail the saga. A saga whose
+  steps are all settled (completed, optional and failed, replaced by an alternative
+  that settled, or an unused alternative) completes.
 * Approval steps open a task, escalate it on each SLA breach and reject it at
   the deadline; an operator's ``approve:<step>`` or ``reject:<step>`` decides.
 * In orchestration mode a started step is sent its trigger on its service's
@@ -271,7 +273,7 @@ def _started(b: _Builder, step: StepDefinition, incoming: Incoming) -> None:
         b.update(step.name, data={**incoming.payload, **current.data})
         if current.inferred:
             _resume_waiting(b, step)
-        _check_joins(b)  # only a running saga joins
+        _data_arrived(b)
         return
     if b.state.status != "running":
         b.note(f"{step.name}: not started, the saga is {b.state.status}")
@@ -339,6 +341,7 @@ def _completed(b: _Builder, step: StepDefinition, incoming: Incoming) -> None:
         b.update(step.name, inferred=False, **fields)
         b.note(f"{step.name}: its completion arrived (already known, inferred earlier)")
         _resume_waiting(b, step)
+        _data_arrived(b)
     elif current.status in ("pending", "running"):
         b.update(step.name, status="completed", order=b.next_order(), **fields)
         b.note(f"{step.name} completed")
@@ -467,6 +470,17 @@ def _on_timer(b: _Builder, incoming: Incoming) -> None:
 
 
 def _time_out(b: _Builder, step: StepDefinition) -> None:
+    if b.step(step.name).waiting_for_data:
+        # An alternative whose command was never sent: nothing to undo.
+        b.update(
+            step.name,
+            status="failed",
+            finished_at=b.now,
+            waiting_for_data=False,
+            error="not started: the data for its command never arrived",
+        )
+        b.note(f"{step.name} not started: the data for its command never arrived")
+        return
     b.update(
         step.name,
         status="timed_out",
@@ -688,15 +702,54 @@ def _start_alternative(b: _Builder, failed: StepDefinition) -> None:
         b.note(f"alternative {step.name} was tried before: compensating")
         _begin_compensation(b, f"step {failed.name} failed and so did its alternative")
         return
+    b.update(step.name, status="running", started_at=b.now)
+    b.note(f"{failed.name} failed: trying the alternative {step.name}")
+    _send_alternative(b, failed, step)
+
+
+def _send_alternative(b: _Builder, failed: StepDefinition, step: StepDefinition) -> None:
+    """Send the alternative its command, or wait for the data the command needs."""
     [command] = step.started_by
     payload = _fill(command.model_fields, {**b.data(), **b.step(failed.name).data})
-    b.update(step.name, status="running", started_at=b.now, data=payload)
-    b.note(f"{failed.name} failed: trying the alternative {step.name}")
+    missing = [name for name in required_fields(command) if name not in payload]
+    waiting = b.step(step.name).waiting_for_data
+    timer = f"{STEP_TIMEOUT}:{step.name}"
+    if missing:
+        if not waiting:
+            # The failure was read before the events with that data (the saga's start
+            # event, on another topic): sent when they come, with a timer as a safety net.
+            b.update(step.name, waiting_for_data=True)
+            b.set_timers.append(Timer(timer, b.now + (step.timeout or timedelta(seconds=30))))
+            b.note(f"{step.name}: {command.message_type} waits for {', '.join(missing)}")
+        return
+    b.update(step.name, data=payload, waiting_for_data=False)
     b.commands.append(
         CommandToSend(step.name, command.message_type, payload, 1, "start", step.service)
     )
+    if waiting:
+        b.note(f"{step.name}: its data arrived, {command.message_type} sent")
     if step.timeout is not None:
-        b.set_timers.append(Timer(f"{STEP_TIMEOUT}:{step.name}", b.now + step.timeout))
+        b.set_timers.append(Timer(timer, b.now + step.timeout))
+    elif waiting:
+        b.cancel_timers.append(timer)
+
+
+def _send_waiting_alternatives(b: _Builder) -> None:
+    if b.state.status != "running":
+        return
+    for failed in b.definition.steps:
+        if failed.alternative is None or b.step(failed.name).status != "failed":
+            continue
+        step = b.definition.step(failed.alternative)
+        current = b.step(step.name)
+        if current.status == "running" and current.waiting_for_data:
+            _send_alternative(b, failed, step)
+
+
+def _data_arrived(b: _Builder) -> None:
+    """Events read late brought data: what waited for it goes on (running sagas only)."""
+    _check_joins(b)
+    _send_waiting_alternatives(b)
 
 
 def _publish(b: _Builder, kind: str, payload: dict[str, Any], step: str | None) -> None:

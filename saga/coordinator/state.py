@@ -62,7 +62,8 @@ class StepState:
     compensate_again: bool = False
     #: Completed as inferred from a later step's event, before its own event arrived.
     inferred: bool = False
-    #: Its compensation waits for data still in flight (its own events, read late).
+    #: Its next command (its compensation; an alternative's start) waits for data
+    #: still in flight (events read late from another topic).
     waiting_for_data: bool = False
     #: Approval steps: who has the task now, and how often it was escalated.
     assignee: str | None = None

@@ -228,6 +228,34 @@ def test_a_join_short_of_data_waits_for_the_start_event_read_late() -> None:
     assert flow.step("approve") == "running"
 
 
+def test_an_alternative_short_of_data_waits_for_the_start_event_read_late() -> None:
+    flow = Flow()
+    # The hotel's failure was read before the trip request (another topic): BookHostel
+    # needs the trip_id only the request carries.
+    flow.fail("hotel")
+    assert flow.sent == [], "no BookHostel without its trip_id"
+    assert flow.step("hostel") == "running" and flow.status == "running"
+    assert "step-timeout:hostel" in flow.timers, "a safety net while it waits"
+    flow.start()
+    assert flow.sent == ["start hotels.BookHostel -> hotels"]
+    assert flow.state is not None
+    hostel = flow.state.steps["hostel"]
+    assert hostel.data == {"trip_id": "t-1"} and not hostel.waiting_for_data
+    assert flow.step("flight") == "running"
+    flow.done("flight")
+    flow.done("hostel")
+    assert flow.published[0] == "saga.TripBooked"
+
+
+def test_an_alternative_whose_data_never_comes_fails_unsent_and_the_saga_compensates() -> None:
+    flow = Flow()
+    flow.fail("hotel")
+    flow.fire("step-timeout:hostel")
+    assert flow.step("hostel") == "failed", "never sent: not timed out, nothing to undo"
+    assert flow.status == "compensated"
+    assert flow.sent == [], "neither BookHostel nor CancelHostel"
+
+
 def test_when_the_alternative_fails_too_the_saga_compensates() -> None:
     flow = Flow()
     flow.start()
