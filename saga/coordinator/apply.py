@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
@@ -75,6 +75,10 @@ REFUSED_TIMER_DELAY = timedelta(minutes=1)
 #: How long a fact's decision keeps raising before the fact is refused. Until then its
 #: batch is retried: events of the saga read on other partitions may change the outcome.
 REFUSE_AFTER_S = 30.0
+#: A fact that raised and has not raised again for this long after its ``REFUSE_AFTER_S``
+#: is forgotten (its partition went to another instance, say); seen once more, it starts
+#: over.
+RAISING_FORGOTTEN_S = 600.0
 
 
 class DecisionError(Exception):
@@ -249,8 +253,7 @@ class Coordinator:
         ``refuse_after_s``) is refused: the batch is decided again without it, and the
         saga log notes it. Before that, :class:`DecisionError` goes to the caller."""
         written, refused = await self._setting_aside(lambda r: self._apply_events(envelopes, r))
-        for envelope in envelopes if self._raising else ():
-            self._raising.pop(envelope.id, None)  # decided (or refused) at last
+        self._decided(envelope.id for envelope in envelopes)
         return Applied(written, refused)
 
     async def _apply_events(
@@ -303,6 +306,7 @@ class Coordinator:
             batch, now = await self._open(connection, [saga_id for saga_id, _, _ in fired])
             await store.delete_timers(connection, fired)
             facts: list[tuple[Incoming, SagaDefinition]] = []
+            ids: list[str] = []
             for saga_id, name, due in fired:
                 state = batch.states.get(saga_id)
                 if state is None or state.saga_type not in self.versions:
@@ -316,6 +320,7 @@ class Coordinator:
                     saga_type=state.saga_type,
                     at=now,
                 )
+                ids.append(incoming.message_id)
                 if incoming.message_id in refused:
                     batch.timers[(saga_id, name)] = now + REFUSED_TIMER_DELAY
                     batch.log.append(self._refused(saga_id, name, refused[incoming.message_id]))
@@ -334,6 +339,7 @@ class Coordinator:
             written = await self._decide(connection, batch, facts, now)
         batch.committed()
         self._remember(batch)
+        self._decided(ids)
         return len(fired), written
 
     async def operate(
@@ -391,6 +397,9 @@ class Coordinator:
                 if error.message_id in refused:
                     raise  # not set aside: running again would raise again
                 now = time.monotonic()
+                forgotten = now - self.refuse_after_s - RAISING_FORGOTTEN_S
+                for message_id in [m for m, first in self._raising.items() if first < forgotten]:
+                    del self._raising[message_id]
                 since = self._raising.setdefault(error.message_id, now)
                 if now - since < self.refuse_after_s:
                     raise
@@ -398,6 +407,12 @@ class Coordinator:
                 log.error("%s; the fact is refused, the rest of its batch goes on", error)
                 _refusals.add(1)
                 refused[error.message_id] = error
+
+    def _decided(self, message_ids: Iterable[str]) -> None:
+        """These facts were decided (or refused) at last: no longer raising."""
+        if self._raising:
+            for message_id in message_ids:
+                self._raising.pop(message_id, None)
 
     # --- inside the transaction -------------------------------------------------------
 

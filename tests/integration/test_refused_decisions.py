@@ -1,9 +1,10 @@
 """A decision that raises holds up neither its batch, nor the timers, nor the partition.
 
-Deciding is pure, so a decision that raises will raise again: it is a defect (of a
-definition or of the coordinator), not a passing trouble. The fact is set aside
-(refused), noted in the saga log, and everything else goes on; an event is
-dead-lettered with the reason, and decided normally if it is sent again after a fix.
+A decision that raises is retried for a while (the saga's events read on other
+partitions may change it); one that keeps raising is a defect (of a definition or of
+the coordinator), not a passing trouble. The fact is set aside (refused), noted in the
+saga log, and everything else goes on; an event is dead-lettered with the reason, and
+decided normally if it is sent again after a fix.
 """
 
 from __future__ import annotations
@@ -153,6 +154,29 @@ async def test_a_timer_whose_decision_raises_is_put_off_and_the_other_timers_fir
         ),
     ]
     assert await coordinator.fire_due_timers() == (0, []), "not due again before its delay"
+
+
+async def test_a_timer_that_raised_and_then_fired_is_no_longer_counted_as_raising(
+    deciding: tuple[Coordinator, str], defect: set[str]
+) -> None:
+    coordinator, _ = deciding
+    coordinator.refuse_after_s = 60
+    assert (await coordinator.apply_events([happy_events(BROKEN)[0][1]])).refused == {}
+    async with coordinator.pool.acquire() as db:
+        due = await db.fetchval(
+            "WITH due AS (UPDATE saga_timers SET due_at = now() - interval '1 second'"
+            " RETURNING 1) SELECT count(*) FROM due"
+        )
+    defect.add(BROKEN)
+    with pytest.raises(DecisionError):
+        await coordinator.fire_due_timers()
+    assert len(coordinator._raising) == 1
+
+    defect.clear()  # (the saga's state changed, or a fix was deployed)
+    fired, _ = await coordinator.fire_due_timers()
+
+    assert fired == due
+    assert coordinator._raising == {}, "its first failure is forgotten: nothing held"
 
 
 async def test_the_coordinator_dead_letters_a_refused_event_and_moves_on(
