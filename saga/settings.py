@@ -174,6 +174,16 @@ class Settings(BaseSettings):
             " mark of past bursts; 0: never."
         ),
     )
+    socket_read_bytes: int = Field(
+        default=32_768,
+        ge=0,
+        description=(
+            "Most bytes a process reads from a socket at once (asyncio's selector"
+            " transports read 256 KiB). Each read's buffer comes from the C heap and"
+            " is shrunk to what arrived; smaller buffers fit the holes earlier ones"
+            " leave, where 256 KiB ones keep extending the heap. 0: asyncio's default."
+        ),
+    )
 
     # --- Coordinator --------------------------------------------------------
     definitions: str = Field(

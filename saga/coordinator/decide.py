@@ -471,15 +471,7 @@ def _on_timer(b: _Builder, incoming: Incoming) -> None:
 
 def _time_out(b: _Builder, step: StepDefinition) -> None:
     if b.step(step.name).waiting_for_data:
-        # An alternative whose command was never sent: nothing to undo.
-        b.update(
-            step.name,
-            status="failed",
-            finished_at=b.now,
-            waiting_for_data=False,
-            error="not started: the data for its command never arrived",
-        )
-        b.note(f"{step.name} not started: the data for its command never arrived")
+        _never_sent(b, step, "the data for its command never arrived")
         return
     b.update(
         step.name,
@@ -560,9 +552,12 @@ def _begin_compensation(b: _Builder, reason: str) -> None:
     b.cancel_timers.append(DEADLINE)
     b.note(f"compensating: {reason}")
     for step in b.definition.steps:
-        if step.approval is not None and b.step(step.name).status == "running":
+        current = b.step(step.name)
+        if step.approval is not None and current.status == "running":
             _close_task(b, step, "cancelled", by="coordinator", reason="the saga compensates")
             b.update(step.name, status="failed", finished_at=b.now, error="cancelled")
+        elif current.status == "running" and current.waiting_for_data:
+            _never_sent(b, step, "the saga compensates")
     _next_compensation(b)
 
 
@@ -732,6 +727,20 @@ def _send_alternative(b: _Builder, failed: StepDefinition, step: StepDefinition)
         b.set_timers.append(Timer(timer, b.now + step.timeout))
     elif waiting:
         b.cancel_timers.append(timer)
+
+
+def _never_sent(b: _Builder, step: StepDefinition, why: str) -> None:
+    """An alternative whose command is still waiting for data fails unsent: nothing
+    to undo, nothing in flight."""
+    b.update(
+        step.name,
+        status="failed",
+        finished_at=b.now,
+        waiting_for_data=False,
+        error=f"not started: {why}",
+    )
+    b.cancel_timers.append(f"{STEP_TIMEOUT}:{step.name}")
+    b.note(f"{step.name} not started: {why}")
 
 
 def _send_waiting_alternatives(b: _Builder) -> None:

@@ -256,6 +256,16 @@ def test_an_alternative_whose_data_never_comes_fails_unsent_and_the_saga_compens
     assert flow.sent == [], "neither BookHostel nor CancelHostel"
 
 
+def test_an_alternative_waiting_for_data_is_dropped_when_the_saga_compensates() -> None:
+    flow = Flow()
+    flow.fail("hotel")  # BookHostel waits for the trip request
+    flow.fail("flight")
+    assert flow.step("hostel") == "failed", "never sent: nothing in flight to wait for"
+    assert flow.status == "compensated"
+    assert "step-timeout:hostel" not in flow.timers
+    assert flow.sent == []
+
+
 def test_when_the_alternative_fails_too_the_saga_compensates() -> None:
     flow = Flow()
     flow.start()
