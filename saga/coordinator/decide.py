@@ -42,6 +42,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from contracts.lifecycle import TaskEscalated, TaskOpened
+from contracts.messages import Message
 from contracts.sagas import SagaDefinition, StepDefinition, required_fields
 from contracts.steps import CompensationFailed, StepFailed
 from contracts.topics import COORDINATOR_OWNER, owner_of
@@ -598,8 +599,7 @@ def _send_compensation(b: _Builder, step: StepDefinition) -> None:
     assert step.compensation is not None
     current = b.step(step.name)
     attempt = current.compensation_attempts + 1
-    payload = _fill(step.compensation.model_fields, current.data)
-    missing = [n for n in step.fields_for_compensation() if n not in payload]
+    payload, missing = _build(step.compensation, current.data)
     if missing and current.inferred and not current.waiting_for_data:
         # Its own events are still on their way (another topic): wait for them,
         # with a timer as a safety net.
@@ -678,8 +678,7 @@ def _check_joins(b: _Builder) -> None:
             continue
         if not all(_settled(b, b.definition.step(name)) for name in join.after):
             continue
-        payload = _fill(join.event.model_fields, b.data())
-        missing = [name for name in required_fields(join.event) if name not in payload]
+        payload, missing = _build(join.event, b.data())
         if missing:
             # Events with the data are still on their way (the start event, read late
             # from another topic): checked again when they come; the deadline stays.
@@ -705,8 +704,7 @@ def _start_alternative(b: _Builder, failed: StepDefinition) -> None:
 def _send_alternative(b: _Builder, failed: StepDefinition, step: StepDefinition) -> None:
     """Send the alternative its command, or wait for the data the command needs."""
     [command] = step.started_by
-    payload = _fill(command.model_fields, {**b.data(), **b.step(failed.name).data})
-    missing = [name for name in required_fields(command) if name not in payload]
+    payload, missing = _build(command, {**b.data(), **b.step(failed.name).data})
     waiting = b.step(step.name).waiting_for_data
     timer = f"{STEP_TIMEOUT}:{step.name}"
     if missing:
@@ -778,6 +776,13 @@ def _publish(b: _Builder, kind: str, payload: dict[str, Any], step: str | None) 
             _started(b, started, fact)
     if kind == b.definition.ends_with.message_type and b.state.status == "running":
         _complete(b)
+
+
+def _build(model: type[Message], data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The payload of a ``model`` message from saga data, and the required fields that
+    data has no value for (the message cannot be built without them yet)."""
+    payload = _fill(model.model_fields, data)
+    return payload, [name for name in required_fields(model) if name not in payload]
 
 
 def _fill(fields: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
