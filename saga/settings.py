@@ -71,7 +71,16 @@ class Settings(BaseSettings):
         ),
     )
     compression_type: Compression = "gzip"
-    linger_ms: int = Field(default=5, ge=0)
+    linger_ms: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "How long the producer holds a record for more to join its batch. A hand-over "
+            "(a batch's records, once committed) is enqueued at once and goes out together "
+            "anyway, and records enqueued while a request is in flight join the next one: "
+            "a linger only delays each hop."
+        ),
+    )
     max_message_bytes: int = Field(
         default=1_048_576,
         gt=1024,

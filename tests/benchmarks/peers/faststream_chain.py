@@ -24,8 +24,8 @@ async def measure(bootstrap: str, count: int, rounds: int) -> Figures:
     topics = [f"fs-{run}-{i}" for i in range(5)]
     settings = Settings(bootstrap_servers=bootstrap, enable_idempotence=False, topic_partitions=6)
     await ensure_topics(settings, topics, with_dead_letters=False)
-    broker = KafkaBroker(
-        bootstrap, enable_idempotence=False, linger_ms=5, log_level=logging.WARNING
+    broker = KafkaBroker(  # the same linger as the floor and ours
+        bootstrap, enable_idempotence=False, linger_ms=settings.linger_ms, log_level=logging.WARNING
     )
     arrivals: asyncio.Queue[bytes] = asyncio.Queue()
 
