@@ -12,8 +12,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The example order system, run from this checkout (the example is not in the wheel).
 demo: $(STAMP)
-	$(BIN)/saga demo
+	$(BIN)/python -m services.demo
 
 test: lint typecheck
 	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 -n 3 --dist loadfile

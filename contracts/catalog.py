@@ -10,14 +10,14 @@ from contracts.inventory import (
     InventoryReserved,
     ReleaseInventory,
 )
-from contracts.lifecycle import SagaFinished
-from contracts.messages import Message
 from contracts.notification import CustomerNotified, NotificationFailed
 from contracts.orders import OrderPlaced
 from contracts.payment import PaymentCharged, PaymentFailed, PaymentRefunded, RefundPayment
-from contracts.registry import MessageRegistry
 from contracts.shipping import CancelShipment, OrderShipped, ShipmentCancelled, ShippingFailed
-from contracts.steps import CompensationFailed, StepFailed
+from saga.messages.base import Message
+from saga.messages.lifecycle import SagaFinished
+from saga.messages.registry import MessageRegistry
+from saga.messages.steps import CompensationFailed, StepFailed
 
 ALL_MESSAGES: tuple[type[Message], ...] = (
     OrderPlaced,
@@ -47,7 +47,7 @@ def default_registry() -> MessageRegistry:
 
 
 if TYPE_CHECKING:
-    from contracts.sagas import SagaDefinition
+    from saga.definition.saga import SagaDefinition
 
 
 def saga_definitions() -> tuple[SagaDefinition, ...]:

@@ -19,8 +19,8 @@ from contracts.inventory import (
 from contracts.notification import CustomerNotified, NotificationFailed
 from contracts.orders import OrderPlaced
 from contracts.payment import PaymentCharged, PaymentFailed, PaymentRefunded, RefundPayment
-from contracts.sagas import SagaDefinition, StepDefinition
 from contracts.shipping import CancelShipment, OrderShipped, ShipmentCancelled, ShippingFailed
+from saga.definition.saga import SagaDefinition, StepDefinition
 
 ORDER_SAGA = SagaDefinition(
     name="order",

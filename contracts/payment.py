@@ -6,8 +6,8 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from contracts.messages import Command, Event
-from contracts.steps import StepFailed
+from saga.messages.base import Command, Event
+from saga.messages.steps import StepFailed
 
 
 class PaymentCharged(Event):

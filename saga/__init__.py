@@ -3,9 +3,6 @@
 The public API is what ``__all__`` lists; everything else may change.
 """
 
-from saga.circuit import CircuitBreaker, CircuitOpen, CircuitState
-from saga.consumer import Consumer, Handler
-from saga.dead_letter import DeadLetter
 from saga.errors import (
     ConfigurationError,
     DevStackError,
@@ -13,15 +10,18 @@ from saga.errors import (
     MessageTooLarge,
     SagaError,
 )
-from saga.faults import FaultRule
-from saga.provisioning import ensure_topics
-from saga.publisher import Published, Publisher
-from saga.retry import NonRetryableError, RetryPolicy
-from saga.routes import BadRequest, HttpRequest, HttpResponse, RequestContext
-from saga.service import Service, StepContext, StepFailure
-from saga.service_runtime import ServiceRuntime
+from saga.kafka.consumer import Consumer, Handler
+from saga.kafka.dead_letter import DeadLetter
+from saga.kafka.provisioning import ensure_topics
+from saga.kafka.publisher import Published, Publisher
+from saga.participant.routes import BadRequest, HttpRequest, HttpResponse, RequestContext
+from saga.participant.runtime import ServiceRuntime
+from saga.participant.service import Service, StepContext, StepFailure
+from saga.participant.step_runner import Outcome, StepTimeout
+from saga.resilience.circuit import CircuitBreaker, CircuitOpen, CircuitState
+from saga.resilience.faults import FaultRule
+from saga.resilience.retry import NonRetryableError, RetryPolicy
 from saga.settings import Settings
-from saga.step_runner import Outcome, StepTimeout
 
 __version__ = "0.1.0"
 

@@ -8,12 +8,17 @@
     ├── MessageTooLarge             a record exceeds SAGA_MAX_MESSAGE_BYTES (never sent)
     └── DevStackError               the embedded broker or PostgreSQL could not be run
 
-Errors about a record's *content* live in :mod:`contracts.errors`
+Errors about a record's *content* live in :mod:`saga.messages.errors`
 (``InvalidMessage`` and its subclasses); those are dead-lettered, not raised
 to the caller of a consumer.
 """
 
 from __future__ import annotations
+
+import importlib
+import os
+import sys
+from types import ModuleType
 
 
 class SagaError(Exception):
@@ -58,6 +63,25 @@ class MessageTooLarge(SagaError, ValueError):
         self.topic = topic
         self.size = size
         self.limit = limit
+
+
+def import_named(module: str, setting: str) -> ModuleType:
+    """Import ``module`` for ``setting``; a missing one is a one-line :class:`ConfigurationError`.
+
+    The current directory is searched first, as ``python -m`` does, so that a system's
+    own packages are found when it is run from the folder holding them.
+    """
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not module.startswith(exc.name):
+            raise  # the module exists; something it imports is missing
+        raise ConfigurationError(
+            f"{setting}: no module named {module!r} (from {os.getcwd()}): run it from the"
+            f" folder holding the package {module.split('.')[0]!r}, or install that package"
+        ) from None
 
 
 class DevStackError(SagaError):

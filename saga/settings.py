@@ -17,8 +17,8 @@ from typing import Literal, Self
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from saga.faults import FaultRule
-from saga.signing import KeySpec, parse_keys
+from saga.resilience.faults import FaultRule
+from saga.security.signing import KeySpec, parse_keys
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
@@ -196,8 +196,12 @@ class Settings(BaseSettings):
 
     # --- Coordinator --------------------------------------------------------
     definitions: str = Field(
-        default="contracts.catalog:saga_definitions",
-        description="module:attribute of the saga definitions (a sequence, or a function).",
+        default="",
+        description=(
+            "module:attribute of the saga definitions the coordinator runs (a sequence,"
+            " or a function returning one), e.g. 'myapp.sagas:SAGAS'. Required by the"
+            " coordinator and the commands that read definitions."
+        ),
     )
     timer_interval_ms: int = Field(
         default=200, gt=0, description="How often the coordinator looks for due timers."
@@ -256,7 +260,7 @@ class Settings(BaseSettings):
     # --- Fault injection ----------------------------------------------------
     faults: list[FaultRule] = Field(
         default_factory=list,
-        description="JSON list of fault rules for demos and tests (see saga.faults).",
+        description="JSON list of fault rules for demos and tests (see saga.resilience.faults).",
     )
 
     def all_signing_keys(self) -> dict[str, KeySpec]:

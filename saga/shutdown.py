@@ -58,13 +58,13 @@ async def serve_until_signalled(
 def run_process(serve: Callable[[], Coroutine[Any, Any, None]], settings: Settings) -> int:
     """The body of a ``saga`` process: logging, telemetry, the event loop (its heap
     trimmed every ``memory_trim_interval_ms``, its socket reads limited to
-    ``socket_read_bytes``: :mod:`saga.memory`), an exit code.
+    ``socket_read_bytes``: :mod:`saga.observability.memory`), an exit code.
 
     1 when the graceful stop was cut short (logged), else 0.
     """
-    from saga import telemetry
-    from saga.logs import configure_logging
-    from saga.memory import limit_socket_reads, trim_every
+    from saga.observability import telemetry
+    from saga.observability.logs import configure_logging
+    from saga.observability.memory import limit_socket_reads, trim_every
 
     async def serve_trimmed() -> None:
         trimming = asyncio.create_task(trim_every(settings.memory_trim_interval_ms / 1000))

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from saga.consumer import Consumer
+from saga.kafka.consumer import Consumer
 from saga.settings import Settings
 
 

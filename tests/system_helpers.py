@@ -17,16 +17,17 @@ from typing import Any
 
 import asyncpg
 
-from contracts.envelope import Envelope
 from contracts.inventory import InventoryReserved
-from contracts.messages import Event, Message
 from contracts.notification import CustomerNotified
 from contracts.orders import OrderPlaced
 from contracts.payment import PaymentCharged
 from contracts.shipping import OrderShipped
 from saga.dev.system import LocalSystem
-from saga.publisher import Publisher
+from saga.kafka.publisher import Publisher
+from saga.messages.base import Event, Message
+from saga.messages.envelope import Envelope
 from saga.settings import Settings
+from services.system import PROCESSES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,7 +56,7 @@ class System:
             "SAGA_TIMER_INTERVAL_MS": "100",
             "SAGA_DEFINITIONS": "tests.integration.sagas:definitions",
         }
-        self.local = LocalSystem(self.env, logdir, cwd=ROOT)
+        self.local = LocalSystem(self.env, logdir, cwd=ROOT, processes=PROCESSES)
 
     def start(self, name: str, *, instance: str = "", module: list[str] | None = None) -> None:
         # With signing keys configured, each process signs with its own key:

@@ -22,21 +22,6 @@ from typing import Any, TypeVar, cast
 from opentelemetry import metrics, trace
 from opentelemetry.trace import Span
 
-from contracts.codec import EncodedRecord, encode
-from contracts.envelope import Envelope
-from contracts.lifecycle import SagaFinished, SagaOutcome, TaskEscalated, TaskOpened
-from contracts.messages import Message
-from contracts.registry import MessageRegistry
-from contracts.sagas import DefinitionError, SagaDefinition, SagaMode
-from contracts.topics import (
-    COORDINATOR_OWNER,
-    commands_topic,
-    events_topic,
-    owner_of,
-    prefixed,
-    topic_for_type,
-)
-from saga import tracing
 from saga.coordinator import store
 from saga.coordinator.decide import (
     CommandToSend,
@@ -48,9 +33,24 @@ from saga.coordinator.decide import (
 )
 from saga.coordinator.observe import observe
 from saga.coordinator.state import SagaState, evolve
-from saga.dead_letter import describe_error
-from saga.store.send_order import Written
-from saga.store.service_store import PostgresServiceStore
+from saga.definition.saga import DefinitionError, SagaDefinition, SagaMode
+from saga.kafka.dead_letter import describe_error
+from saga.messages.base import Message
+from saga.messages.codec import EncodedRecord, encode
+from saga.messages.envelope import Envelope
+from saga.messages.lifecycle import SagaFinished, SagaOutcome, TaskEscalated, TaskOpened
+from saga.messages.registry import MessageRegistry
+from saga.messages.topics import (
+    COORDINATOR_OWNER,
+    commands_topic,
+    events_topic,
+    owner_of,
+    prefixed,
+    topic_for_type,
+)
+from saga.observability import tracing
+from saga.outbox.send_order import Written
+from saga.outbox.store import PostgresServiceStore
 
 log = logging.getLogger(__name__)
 _meter = metrics.get_meter("saga")
@@ -66,7 +66,7 @@ COORDINATOR = "coordinator"
 #: How many running sagas a coordinator keeps in memory (a few KB each).
 KNOWN_SAGAS = 4096
 SOURCE = "/coordinator"
-#: Where saga outcomes are announced (:class:`~contracts.lifecycle.SagaFinished`).
+#: Where saga outcomes are announced (:class:`~saga.messages.lifecycle.SagaFinished`).
 LIFECYCLE_TOPIC = events_topic(owner_of(SagaFinished.message_type))
 _OUTCOMES = frozenset({"completed", "compensated", "parked", "resolved"})
 T = TypeVar("T")

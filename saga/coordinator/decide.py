@@ -41,12 +41,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from contracts.lifecycle import TaskEscalated, TaskOpened
-from contracts.messages import Message
-from contracts.sagas import SagaDefinition, StepDefinition, required_fields
-from contracts.steps import CompensationFailed, StepFailed
-from contracts.topics import COORDINATOR_OWNER, owner_of
 from saga.coordinator.state import SagaState, StepState, evolve
+from saga.definition.saga import SagaDefinition, StepDefinition, required_fields
+from saga.messages.base import Message
+from saga.messages.lifecycle import TaskEscalated, TaskOpened
+from saga.messages.steps import CompensationFailed, StepFailed
+from saga.messages.topics import COORDINATOR_OWNER, owner_of
 
 IncomingKind = Literal["event", "timer", "operator"]
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from saga import metrics
 from saga.coordinator.state import SagaState
+from saga.observability import metrics
 
 _FINISHED_STEP = ("completed", "failed", "timed_out")
 

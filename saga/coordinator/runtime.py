@@ -9,38 +9,53 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry.trace import Span
 
-from contracts.envelope import Envelope
-from contracts.messages import Message
-from contracts.sagas import SagaDefinition
-from contracts.steps import CompensationFailed, StepFailed
-from contracts.topics import COORDINATOR_OWNER
-from saga.consumer import Consumer
 from saga.coordinator import tasks
 from saga.coordinator.apply import COORDINATOR, LIFECYCLE_TOPIC, Coordinator, DecisionError
-from saga.dead_letter import describe_error
-from saga.health import HealthServer
-from saga.provisioning import ensure_topics
-from saga.publisher import Publisher
+from saga.definition.saga import SagaDefinition
+from saga.errors import ConfigurationError, import_named
+from saga.kafka.consumer import Consumer
+from saga.kafka.dead_letter import describe_error
+from saga.kafka.provisioning import ensure_topics
+from saga.kafka.publisher import Publisher
+from saga.messages.base import Message
+from saga.messages.envelope import Envelope
+from saga.messages.steps import CompensationFailed, StepFailed
+from saga.messages.topics import COORDINATOR_OWNER
+from saga.observability.health import HealthServer
+from saga.outbox.relay import OutboxRelay
+from saga.outbox.send_order import Written
+from saga.outbox.store import PostgresServiceStore
 from saga.settings import Settings
 from saga.shutdown import serve_until_signalled
-from saga.store.relay import OutboxRelay
-from saga.store.send_order import Written
-from saga.store.service_store import PostgresServiceStore
 
 log = logging.getLogger(__name__)
 
 
 def load_definitions(spec: str) -> list[SagaDefinition]:
-    """``module:attribute`` -> definitions (the attribute may be a function)."""
+    """``module:attribute`` -> definitions (the attribute may be a function).
+
+    Raises :class:`~saga.errors.ConfigurationError`, in one line naming the setting,
+    when ``spec`` is empty or names nothing importable.
+    """
+    if not spec:
+        raise ConfigurationError(
+            "SAGA_DEFINITIONS is not set: name the module:attribute of your saga"
+            " definitions, e.g. SAGA_DEFINITIONS=myapp.sagas:SAGAS"
+        )
     module_name, _, attribute = spec.partition(":")
-    found: Any = getattr(importlib.import_module(module_name), attribute or "SAGAS")
+    module = import_named(module_name, "SAGA_DEFINITIONS")
+    found: Any = getattr(module, attribute or "SAGAS", None)
+    if found is None:
+        raise ConfigurationError(
+            f"SAGA_DEFINITIONS={spec}: module {module_name} has no attribute"
+            f" {attribute or 'SAGAS'!r}"
+        )
     if callable(found):
         found = found()
     definitions = [found] if isinstance(found, SagaDefinition) else list(found)

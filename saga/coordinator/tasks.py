@@ -23,8 +23,8 @@ from urllib.parse import parse_qsl, unquote
 
 from saga.coordinator import store
 from saga.coordinator.apply import Coordinator
-from saga.routes import match_path
-from saga.store.send_order import Written
+from saga.outbox.send_order import Written
+from saga.participant.routes import match_path
 
 
 class TaskError(Exception):

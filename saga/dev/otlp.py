@@ -1,6 +1,6 @@
 """A small in-process OTLP/HTTP receiver that collects real OpenTelemetry exports.
 
-Tests and the ``saga demo`` command use it when no collector (Jaeger, an
+Tests and the example's demo use it when no collector (Jaeger, an
 OpenTelemetry Collector, ...) is configured: point the SDK's OTLP/HTTP
 exporters at :attr:`OtlpReceiver.endpoint` (``f"{endpoint}/v1/traces"`` for
 span exporters, ``f"{endpoint}/v1/metrics"`` for metric exporters, or the bare

@@ -1,6 +1,6 @@
 """A local saga system: the coordinator and step services as processes.
 
-Used by ``saga demo`` and the tests. Each process gets the shared ``SAGA_*``
+Used by the example's demo and the tests. Each process gets the shared ``SAGA_*``
 environment plus its own health port, logs to ``<logdir>/<name>.log``, and is
 ready when its ``/readyz`` answers 200. Every process is stopped by its pid.
 """
@@ -11,27 +11,29 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 
 from saga.dev.processes import die_with_parent, free_port
 from saga.errors import DevStackError
 
-#: What ``python -m`` runs for each process name.
-PROCESSES: dict[str, list[str]] = {
-    "coordinator": ["saga.cli", "coordinator"],
-    "orders": ["services.orders"],
-    "inventory": ["services.inventory"],
-    "payment": ["services.payment"],
-    "shipping": ["services.shipping"],
-    "notification": ["services.notification"],
-}
-
 
 class LocalSystem:
-    def __init__(self, env: dict[str, str], logdir: Path, *, cwd: Path | None = None) -> None:
+    """Processes of one saga system: ``processes`` says what ``python -m`` runs for each name,
+    e.g. ``{"coordinator": ["saga.cli", "coordinator"], "payment": ["myapp.payment"]}``."""
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        logdir: Path,
+        *,
+        cwd: Path | None = None,
+        processes: Mapping[str, list[str]] | None = None,
+    ) -> None:
         self.env = env
         self.logdir = logdir
         self.cwd = cwd
+        self.processes = dict(processes or {})
         self.running: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
 
     def start(
@@ -46,14 +48,14 @@ class LocalSystem:
         """Start process ``name`` (one more with ``instance``); wait until ready; its pid.
 
         ``env``: settings for this process only, on top of the shared ones.
-        ``module``: what ``python -m`` runs, for a process not in :data:`PROCESSES`.
+        ``module``: what ``python -m`` runs, for a process not in ``processes``.
         """
         key = name + instance
         port = free_port()
         log = self.logdir / f"{key}.log"
         with open(log, "ab") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", *(module or PROCESSES[name])],
+                [sys.executable, "-m", *(module or self.processes[name])],
                 cwd=self.cwd,
                 env={
                     **self.env,

@@ -12,7 +12,7 @@ from contracts.inventory import (
     ReleaseInventory,
 )
 from contracts.orders import OrderPlaced
-from saga.service import Service, StepContext, StepFailure
+from saga.participant.service import Service, StepContext, StepFailure
 
 #: Units each SKU of the example catalog starts with.
 INITIAL_STOCK = {"sku-1": 1_000_000, "sku-2": 1_000_000, "sku-3": 1_000_000, "sku-rare": 3}

@@ -8,7 +8,7 @@ inbox row and sends nothing twice.
 
 from contracts.notification import CustomerNotified, NotificationFailed
 from contracts.shipping import OrderShipped
-from saga.service import Service, StepContext
+from saga.participant.service import Service, StepContext
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS notifications (

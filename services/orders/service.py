@@ -16,10 +16,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts.lifecycle import SagaFinished
 from contracts.orders import OrderPlaced
-from saga.routes import HttpRequest, HttpResponse, RequestContext
-from saga.service import Service, StepContext
+from saga.messages.lifecycle import SagaFinished
+from saga.participant.routes import HttpRequest, HttpResponse, RequestContext
+from saga.participant.service import Service, StepContext
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (

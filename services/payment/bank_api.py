@@ -7,7 +7,7 @@ Two identities meet here:
   would expire during it);
 - a refund is sent **as the merchant**, with the payment service's own machine
   token (OAuth 2.0 client credentials, cached and refreshed by
-  :class:`~saga.tokens.ClientCredentials`).
+  :class:`~saga.security.tokens.ClientCredentials`).
 
 Configured by ``PAYMENT_BANK_API_URL`` and ``PAYMENT_BANK_TOKEN_URL``,
 ``PAYMENT_BANK_CLIENT_ID``, ``PAYMENT_BANK_CLIENT_SECRET`` (the same client
@@ -23,7 +23,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from saga.tokens import ClientCredentials, TokenProvider, require_https
+from saga.security.tokens import ClientCredentials, TokenProvider, require_https
 
 
 class BankRefusedToken(Exception):

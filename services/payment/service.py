@@ -18,11 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from contracts.inventory import InventoryReserved
 from contracts.payment import PaymentCharged, PaymentFailed, PaymentRefunded, RefundPayment
-from saga.circuit import CircuitBreaker
-from saga.retry import RetryPolicy
-from saga.routes import HttpRequest, HttpResponse, RequestContext
-from saga.service import Service, StepContext, StepFailure
-from saga.vault import Connection, OAuthRefresh
+from saga.participant.routes import HttpRequest, HttpResponse, RequestContext
+from saga.participant.service import Service, StepContext, StepFailure
+from saga.resilience.circuit import CircuitBreaker
+from saga.resilience.retry import RetryPolicy
+from saga.security.vault import Connection, OAuthRefresh
 from services.payment.bank import Bank, CardDeclined
 from services.payment.bank_api import BankApi, BankRefusedToken
 

@@ -2,7 +2,7 @@
 
 from contracts.payment import PaymentCharged
 from contracts.shipping import CancelShipment, OrderShipped, ShipmentCancelled, ShippingFailed
-from saga.service import Service, StepContext, StepFailure
+from saga.participant.service import Service, StepContext, StepFailure
 
 SCHEMA = "CREATE TABLE IF NOT EXISTS shipments (order_id text PRIMARY KEY, parcel_id text NOT NULL)"
 service = Service("shipping", store="postgres", schema=(SCHEMA,))

@@ -19,11 +19,11 @@ from pathlib import Path
 import asyncpg
 from pydantic import SecretStr
 
-from contracts.envelope import Envelope
-from contracts.messages import Message
 from saga.coordinator.runtime import CoordinatorRuntime, load_definitions
-from saga.provisioning import ensure_topics
-from saga.publisher import Publisher
+from saga.kafka.provisioning import ensure_topics
+from saga.kafka.publisher import Publisher
+from saga.messages.base import Message
+from saga.messages.envelope import Envelope
 from saga.settings import Settings
 from tests.benchmarks.stack import embedded
 from tests.system_helpers import fresh_database, happy_events

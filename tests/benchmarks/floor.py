@@ -14,7 +14,7 @@ import uuid
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from saga.provisioning import ensure_topics
+from saga.kafka.provisioning import ensure_topics
 from saga.settings import Settings
 from tests.benchmarks.figures import Figures, latencies
 

@@ -31,14 +31,14 @@ import psutil
 from aiokafka import AIOKafkaConsumer
 from pydantic import SecretStr
 
-from contracts.envelope import Envelope
-from contracts.messages import Message
 from contracts.orders import OrderPlaced
-from saga.dev.system import PROCESSES as SYSTEM
 from saga.dev.system import LocalSystem
-from saga.provisioning import ensure_topics
-from saga.publisher import Publisher
+from saga.kafka.provisioning import ensure_topics
+from saga.kafka.publisher import Publisher
+from saga.messages.base import Message
+from saga.messages.envelope import Envelope
 from saga.settings import Settings
+from services.system import PROCESSES as SYSTEM
 from tests.benchmarks.figures import Figures, latencies, percentile
 from tests.system_helpers import ROOT, fresh_database
 
@@ -150,7 +150,7 @@ async def running_system(
     config = settings.model_copy(
         update={"topic_prefix": prefix, "database_url": SecretStr(database)}
     )
-    system = LocalSystem(system_env(settings, prefix, database), logdir, cwd=ROOT)
+    system = LocalSystem(system_env(settings, prefix, database), logdir, cwd=ROOT, processes=SYSTEM)
     topic = f"{prefix}orders.events"
     await ensure_topics(config, [topic, f"{prefix}saga.events"])
     finished = Finished(config, f"{prefix}saga.events")

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from saga.publisher import Publisher
+from saga.kafka.publisher import Publisher
 from saga.settings import Settings
 from tests.benchmarks.sagas import PROCESSES, order, running_system
 from tests.benchmarks.stack import embedded

@@ -20,13 +20,13 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from contracts.catalog import default_registry
-from contracts.envelope import Envelope
-from contracts.messages import Message
 from contracts.orders import OrderPlaced
-from saga.consumer import Consumer
 from saga.dev import DevStack
-from saga.provisioning import ensure_topics
-from saga.publisher import Publisher
+from saga.kafka.consumer import Consumer
+from saga.kafka.provisioning import ensure_topics
+from saga.kafka.publisher import Publisher
+from saga.messages.base import Message
+from saga.messages.envelope import Envelope
 from saga.settings import Settings
 
 

@@ -40,19 +40,20 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer
 
-from contracts import headers as h
-from contracts.envelope import Envelope
-from contracts.messages import Message
 from contracts.orders import OrderPlaced
 from saga.dev.broker import start_broker
 from saga.dev.postgres import database_url, start_postgres
 from saga.dev.processes import ServerProcess, free_port, stop
 from saga.dev.system import LocalSystem
 from saga.errors import DevStackError
-from saga.provisioning import ensure_topics
-from saga.publisher import Publisher
+from saga.kafka.provisioning import ensure_topics
+from saga.kafka.publisher import Publisher
+from saga.messages import headers as h
+from saga.messages.base import Message
+from saga.messages.envelope import Envelope
 from saga.settings import Settings
 from services.inventory.service import INITIAL_STOCK
+from services.system import PROCESSES
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("inventory", "payment", "shipping", "notification")
@@ -133,7 +134,7 @@ class Chaos:
         }
         logs = self.workdir / "logs"
         logs.mkdir(exist_ok=True)
-        self.system = LocalSystem(env, logs, cwd=ROOT)
+        self.system = LocalSystem(env, logs, cwd=ROOT, processes=PROCESSES)
         return Settings(
             bootstrap_servers=bootstrap,
             database_url=database_url(self.pg_port),  # type: ignore[arg-type]

@@ -7,8 +7,8 @@ from dataclasses import replace
 from datetime import timedelta
 
 from contracts.order_saga import ORDER_SAGA
-from contracts.sagas import SagaDefinition
-from saga.retry import RetryPolicy
+from saga.definition.saga import SagaDefinition
+from saga.resilience.retry import RetryPolicy
 
 RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),

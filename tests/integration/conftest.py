@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from contracts.catalog import default_registry
-from contracts.registry import MessageRegistry
+from saga.messages.registry import MessageRegistry
 
 pytestmark = pytest.mark.integration
 

@@ -14,9 +14,9 @@ import os
 import asyncpg
 
 from contracts.catalog import default_registry
-from contracts.envelope import Envelope
-from contracts.messages import Message
-from saga.consumer import Consumer
+from saga.kafka.consumer import Consumer
+from saga.messages.base import Message
+from saga.messages.envelope import Envelope
 from saga.settings import Settings
 
 

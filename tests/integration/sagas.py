@@ -6,8 +6,8 @@ from dataclasses import replace
 from datetime import timedelta
 
 from contracts.order_saga import ORDER_SAGA
-from contracts.sagas import SagaDefinition
-from saga.retry import RetryPolicy
+from saga.definition.saga import SagaDefinition
+from saga.resilience.retry import RetryPolicy
 
 QUICK_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=300), maximum_attempts=3, jitter=0

@@ -28,10 +28,10 @@ import asyncpg
 
 from contracts.inventory import InventoryReservationFailed, InventoryReserved
 from contracts.orders import OrderPlaced
-from saga.circuit import CircuitBreaker
 from saga.cli import run_service
-from saga.retry import RetryPolicy
-from saga.service import Service, StepContext
+from saga.participant.service import Service, StepContext
+from saga.resilience.circuit import CircuitBreaker
+from saga.resilience.retry import RetryPolicy
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS step_calls (saga_id text, attempt int, pid int)",

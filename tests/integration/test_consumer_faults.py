@@ -8,10 +8,10 @@ from collections.abc import Callable
 
 import asyncpg
 
-from contracts.envelope import Envelope
 from contracts.orders import OrderPlaced
-from saga.provisioning import ensure_topics
-from saga.publisher import Publisher
+from saga.kafka.provisioning import ensure_topics
+from saga.kafka.publisher import Publisher
+from saga.messages.envelope import Envelope
 from saga.settings import Settings
 from tests.conftest import Infra
 from tests.kafka_helpers import committed_offsets

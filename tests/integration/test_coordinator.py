@@ -123,7 +123,7 @@ async def test_every_event_delivered_twice_changes_no_state_and_sends_no_command
     commands_before = {s: await full.commands_sent(s) for s in sagas}
 
     # Deliver again every event of these sagas, on every events topic.
-    from saga.publisher import Publisher
+    from saga.kafka.publisher import Publisher
 
     replayed = 0
     async with Publisher(full.settings) as publisher:
@@ -186,9 +186,9 @@ async def test_dry_run_lists_the_compensations_a_failure_would_trigger(full: Sys
 
 
 async def test_events_of_an_unknown_saga_type_are_recorded_and_ignored(full: System) -> None:
-    from contracts.envelope import Envelope
     from contracts.orders import OrderPlaced
-    from saga.publisher import Publisher
+    from saga.kafka.publisher import Publisher
+    from saga.messages.envelope import Envelope
 
     [saga_id] = ids("stranger", 1)
     envelope: Envelope[OrderPlaced] = Envelope(

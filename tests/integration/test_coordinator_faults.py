@@ -13,13 +13,13 @@ import asyncpg
 import pytest
 
 from contracts.catalog import default_registry
-from contracts.codec import RawRecord, decode
-from contracts.envelope import Envelope
-from contracts.messages import Message
 from saga.coordinator.apply import Coordinator
-from saga.publisher import Publisher
-from saga.store.relay import OutboxRelay
-from saga.store.service_store import PostgresServiceStore
+from saga.kafka.publisher import Publisher
+from saga.messages.base import Message
+from saga.messages.codec import RawRecord, decode
+from saga.messages.envelope import Envelope
+from saga.outbox.relay import OutboxRelay
+from saga.outbox.store import PostgresServiceStore
 from tests.conftest import Infra
 from tests.integration.sagas import relaxed
 from tests.integration.test_coordinator import ALL, launch, until

@@ -8,16 +8,16 @@ from collections.abc import Callable
 
 import pytest
 
-from contracts import headers as h
-from contracts.codec import encode
-from contracts.envelope import Envelope
-from contracts.messages import Message
 from contracts.orders import OrderPlaced
-from contracts.registry import MessageRegistry
-from contracts.topics import dead_letter_topic
-from saga.consumer import Consumer
-from saga.provisioning import ensure_topics
-from saga.publisher import Publisher
+from saga.kafka.consumer import Consumer
+from saga.kafka.provisioning import ensure_topics
+from saga.kafka.publisher import Publisher
+from saga.messages import headers as h
+from saga.messages.base import Message
+from saga.messages.codec import encode
+from saga.messages.envelope import Envelope
+from saga.messages.registry import MessageRegistry
+from saga.messages.topics import dead_letter_topic
 from saga.settings import Settings
 from tests.kafka_helpers import committed_offsets, eventually, read_records, running
 

@@ -13,13 +13,13 @@ from typing import Any
 
 import asyncpg
 
-from contracts.envelope import Envelope
 from contracts.inventory import InventoryReserved
-from contracts.messages import Message
 from contracts.payment import PaymentCharged, PaymentFailed
-from saga.faults import FaultRule, Faults, Verdict
-from saga.retry import RetryPolicy
-from saga.service import Service, StepContext, StepFailure
+from saga.messages.base import Message
+from saga.messages.envelope import Envelope
+from saga.participant.service import Service, StepContext, StepFailure
+from saga.resilience.faults import FaultRule, Faults, Verdict
+from saga.resilience.retry import RetryPolicy
 from saga.testing import ServiceTestKit
 from tests.conftest import Infra
 

@@ -1,4 +1,4 @@
-"""`saga demo` (what `make demo` runs): a real saga system, then nothing left running."""
+"""`make demo` (`python -m services.demo`): a real saga system, then nothing left running."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def step_line(out: str, saga: str, step: str) -> list[str]:
 
 def test_demo_completes_compensates_times_out_shows_a_trace_then_stops_everything() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "saga.cli", "demo"],
+        [sys.executable, "-m", "services.demo"],
         capture_output=True,
         text=True,
         timeout=300,

@@ -21,10 +21,10 @@ from urllib.parse import quote
 
 import asyncpg
 
-from contracts.envelope import Envelope
-from contracts.messages import Message
-from contracts.topics import events_topic
-from saga.publisher import Publisher
+from saga.kafka.publisher import Publisher
+from saga.messages.base import Message
+from saga.messages.envelope import Envelope
+from saga.messages.topics import events_topic
 from tests.conftest import Infra
 from tests.http_helpers import call_json
 from tests.integration.test_coordinator import launch, until

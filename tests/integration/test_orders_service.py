@@ -12,11 +12,11 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from contracts.envelope import Envelope
-from contracts.lifecycle import SagaFinished
-from contracts.messages import Message
-from saga.publisher import Publisher
-from saga.service_runtime import ServiceRuntime
+from saga.kafka.publisher import Publisher
+from saga.messages.base import Message
+from saga.messages.envelope import Envelope
+from saga.messages.lifecycle import SagaFinished
+from saga.participant.runtime import ServiceRuntime
 from saga.settings import Settings
 from services.orders import service
 from tests.kafka_helpers import eventually, read_available, read_records

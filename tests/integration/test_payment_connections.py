@@ -10,10 +10,10 @@ import asyncpg
 import pytest
 from pydantic import SecretStr
 
-from saga.request_runner import RequestRunner
-from saga.service_runtime import ServiceRuntime
+from saga.participant.request_runner import RequestRunner
+from saga.participant.runtime import ServiceRuntime
+from saga.security.vault import VaultKeys
 from saga.settings import Settings
-from saga.vault import VaultKeys
 from services.payment import service
 from tests.http_helpers import call_json
 from tests.system_helpers import fresh_database

@@ -9,15 +9,15 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from contracts.codec import encode
-from contracts.envelope import Envelope
-from contracts.lifecycle import SagaFinished
-from contracts.messages import Message
-from contracts.registry import MessageRegistry
-from saga.consumer import Consumer
 from saga.errors import IdempotenceUnsupported, MessageTooLarge
-from saga.provisioning import ensure_topics
-from saga.publisher import Publisher
+from saga.kafka.consumer import Consumer
+from saga.kafka.provisioning import ensure_topics
+from saga.kafka.publisher import Publisher
+from saga.messages.base import Message
+from saga.messages.codec import encode
+from saga.messages.envelope import Envelope
+from saga.messages.lifecycle import SagaFinished
+from saga.messages.registry import MessageRegistry
 from saga.settings import Settings
 from tests.conftest import Infra
 from tests.kafka_helpers import running

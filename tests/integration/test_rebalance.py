@@ -6,13 +6,13 @@ import asyncio
 from collections import Counter
 from collections.abc import Callable
 
-from contracts.envelope import Envelope
-from contracts.messages import Message
 from contracts.orders import OrderPlaced
-from contracts.registry import MessageRegistry
-from saga.consumer import Consumer, Handler
-from saga.provisioning import ensure_topics
-from saga.publisher import Publisher
+from saga.kafka.consumer import Consumer, Handler
+from saga.kafka.provisioning import ensure_topics
+from saga.kafka.publisher import Publisher
+from saga.messages.base import Message
+from saga.messages.envelope import Envelope
+from saga.messages.registry import MessageRegistry
 from saga.settings import Settings
 from tests.kafka_helpers import committed_offsets, eventually
 

@@ -17,19 +17,19 @@ import asyncpg
 import pytest
 from pydantic import SecretStr
 
-from contracts import headers as h
-from contracts.codec import encode
-from contracts.sagas import SagaDefinition
-from contracts.topics import dead_letter_topic
 from saga.coordinator import apply
 from saga.coordinator.apply import REFUSED_TIMER_DELAY, Coordinator, DecisionError
 from saga.coordinator.decide import DEADLINE, Decision, Incoming, decide
 from saga.coordinator.runtime import CoordinatorRuntime
 from saga.coordinator.state import SagaState
-from saga.provisioning import ensure_topics
-from saga.publisher import Publisher
+from saga.definition.saga import SagaDefinition
+from saga.kafka.provisioning import ensure_topics
+from saga.kafka.publisher import Publisher
+from saga.messages import headers as h
+from saga.messages.codec import encode
+from saga.messages.topics import dead_letter_topic
+from saga.outbox.store import PostgresServiceStore
 from saga.settings import Settings
-from saga.store.service_store import PostgresServiceStore
 from tests.conftest import Infra
 from tests.integration.sagas import relaxed
 from tests.kafka_helpers import committed_offsets, eventually, read_records

@@ -6,12 +6,12 @@ import asyncio
 import uuid
 from datetime import timedelta
 
-from contracts.codec import EncodedRecord
-from saga.publisher import Publisher
+from saga.kafka.publisher import Publisher
+from saga.messages.codec import EncodedRecord
+from saga.outbox.relay import OutboxRelay
+from saga.outbox.retention import Pruned, Retention, prune
+from saga.outbox.store import PostgresServiceStore
 from saga.settings import Settings
-from saga.store.relay import OutboxRelay
-from saga.store.retention import Pruned, Retention, prune
-from saga.store.service_store import PostgresServiceStore
 from tests.conftest import Infra
 from tests.kafka_helpers import eventually
 

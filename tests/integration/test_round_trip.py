@@ -7,15 +7,15 @@ import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from contracts import headers as h
-from contracts.codec import RawRecord, decode, encode
-from contracts.envelope import Envelope
-from contracts.messages import Message
 from contracts.orders import OrderPlaced
-from contracts.registry import MessageRegistry
-from saga.consumer import Consumer
-from saga.provisioning import ensure_topics
-from saga.publisher import Publisher
+from saga.kafka.consumer import Consumer
+from saga.kafka.provisioning import ensure_topics
+from saga.kafka.publisher import Publisher
+from saga.messages import headers as h
+from saga.messages.base import Message
+from saga.messages.codec import RawRecord, decode, encode
+from saga.messages.envelope import Envelope
+from saga.messages.registry import MessageRegistry
 from saga.settings import Settings
 from tests.kafka_helpers import eventually, read_records, running
 

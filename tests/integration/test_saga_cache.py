@@ -9,7 +9,7 @@ import pytest
 
 from saga.coordinator.apply import Coordinator
 from saga.coordinator.state import SagaState
-from saga.store.service_store import PostgresServiceStore
+from saga.outbox.store import PostgresServiceStore
 from tests.conftest import Infra
 from tests.integration.sagas import relaxed
 from tests.system_helpers import fresh_database, happy_events

@@ -11,17 +11,17 @@ import asyncpg
 import pytest
 from aiokafka.errors import KafkaTimeoutError
 
-from contracts.codec import EncodedRecord, Headers
 from contracts.inventory import InventoryReserved
 from contracts.payment import PaymentCharged, PaymentFailed
-from saga.provisioning import ensure_topics
-from saga.publisher import Published, Publisher
-from saga.retry import RetryPolicy
-from saga.service import Service, StepContext, StepFailure
+from saga.kafka.provisioning import ensure_topics
+from saga.kafka.publisher import Published, Publisher
+from saga.messages.codec import EncodedRecord, Headers
+from saga.outbox.relay import OutboxRelay
+from saga.outbox.send_order import Written
+from saga.outbox.store import PostgresServiceStore
+from saga.participant.service import Service, StepContext, StepFailure
+from saga.resilience.retry import RetryPolicy
 from saga.settings import Settings
-from saga.store.relay import OutboxRelay
-from saga.store.send_order import Written
-from saga.store.service_store import PostgresServiceStore
 from saga.testing import ServiceTestKit
 from tests.conftest import Infra
 from tests.kafka_helpers import read_records

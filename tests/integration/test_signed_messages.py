@@ -18,19 +18,19 @@ from pathlib import Path
 import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient
 
-from contracts import headers as h
 from contracts.catalog import default_registry
-from contracts.codec import RawRecord, decode, encode
-from contracts.envelope import Envelope
 from contracts.inventory import InventoryReserved
-from contracts.messages import Message
 from contracts.payment import RefundPayment
-from contracts.topics import SECURITY_DEAD_LETTERS
 from saga.dev.otlp import OtlpReceiver
-from saga.kafka_config import client_kwargs
-from saga.publisher import Publisher
-from saga.signing import Signer, Verifier, new_hmac_secret, parse_keys
-from saga.vault import VaultKeys
+from saga.kafka.config import client_kwargs
+from saga.kafka.publisher import Publisher
+from saga.messages import headers as h
+from saga.messages.base import Message
+from saga.messages.codec import RawRecord, decode, encode
+from saga.messages.envelope import Envelope
+from saga.messages.topics import SECURITY_DEAD_LETTERS
+from saga.security.signing import Signer, Verifier, new_hmac_secret, parse_keys
+from saga.security.vault import VaultKeys
 from tests.bank_provider import bank_provider
 from tests.conftest import Infra
 from tests.http_helpers import call_json

@@ -19,21 +19,21 @@ import psutil
 import pytest
 
 from contracts.catalog import default_registry
-from contracts.codec import RawRecord, decode
-from contracts.envelope import Envelope
 from contracts.inventory import (
     InventoryReleased,
     InventoryReservationFailed,
     InventoryReserved,
     ReleaseInventory,
 )
-from contracts.messages import Message
 from contracts.orders import OrderPlaced
-from contracts.topics import topic_for_type
 from saga.dev.broker import start_broker
 from saga.dev.postgres import database_url, start_postgres
 from saga.dev.processes import ServerProcess, free_port, stop
-from saga.publisher import Publisher
+from saga.kafka.publisher import Publisher
+from saga.messages.base import Message
+from saga.messages.codec import RawRecord, decode
+from saga.messages.envelope import Envelope
+from saga.messages.topics import topic_for_type
 from saga.settings import Settings
 from tests.conftest import Infra
 from tests.http_helpers import QuietHandler, serving

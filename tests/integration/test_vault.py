@@ -16,14 +16,13 @@ from typing import Any, ClassVar
 import asyncpg
 import pytest
 
-from contracts.messages import Event
 from contracts.payment import PaymentCharged, PaymentFailed
 from saga.dev.processes import free_port
-from saga.retry import RetryPolicy
-from saga.service import Service, StepContext
-from saga.store.schema import migrate
-from saga.testing import ServiceTestKit
-from saga.vault import (
+from saga.messages.base import Event
+from saga.outbox.schema import migrate
+from saga.participant.service import Service, StepContext
+from saga.resilience.retry import RetryPolicy
+from saga.security.vault import (
     Connection,
     ConnectionRevoked,
     OAuthRefresh,
@@ -31,6 +30,7 @@ from saga.vault import (
     Vault,
     VaultKeys,
 )
+from saga.testing import ServiceTestKit
 from tests.conftest import Infra
 from tests.http_helpers import QuietHandler, serving
 from tests.system_helpers import fresh_database

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from contracts.lifecycle import TaskApproved, TaskRejected
-from contracts.messages import Command, Event
-from contracts.steps import StepFailed
+from saga.messages.base import Command, Event
+from saga.messages.lifecycle import TaskApproved, TaskRejected
+from saga.messages.steps import StepFailed
 
 
 class TripRequested(Event):

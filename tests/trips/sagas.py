@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
-from contracts.sagas import Approval, Join, SagaDefinition, StepDefinition
+from saga.definition.saga import Approval, Join, SagaDefinition, StepDefinition
 from tests.trips.messages import (
     BookHostel,
     CancelFlight,

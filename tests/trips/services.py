@@ -12,7 +12,7 @@ import sys
 import uuid
 
 from saga.cli import run_service
-from saga.service import Service, StepContext, StepFailure
+from saga.participant.service import Service, StepContext, StepFailure
 from tests.trips.messages import (
     BookHostel,
     CancelFlight,

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from saga.circuit import CircuitBreaker, CircuitOpen, CircuitState
+from saga.resilience.circuit import CircuitBreaker, CircuitOpen, CircuitState
 
 
 class Clock:
@@ -121,7 +121,7 @@ def test_errors_that_are_not_the_dependencys_fault_count_as_success() -> None:
 def test_states_lists_known_breakers(caplog: pytest.LogCaptureFixture) -> None:
     clock = Clock()
     bank = breaker(clock, failure_threshold=1)
-    with caplog.at_level("WARNING", logger="saga.circuit"):
+    with caplog.at_level("WARNING", logger="saga.resilience.circuit"):
         bank.record(ConnectionError())
     assert CircuitBreaker.states(["bank"]) == {"bank": "open"}
     assert "circuit 'bank': closed -> open" in caplog.text

@@ -7,11 +7,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from contracts import headers as h
 from contracts.catalog import default_registry
-from contracts.codec import RawRecord, decode, encode, header_map
-from contracts.envelope import Envelope
-from contracts.errors import (
+from contracts.orders import OrderPlaced
+from saga.messages import headers as h
+from saga.messages.codec import RawRecord, decode, encode, header_map
+from saga.messages.envelope import Envelope
+from saga.messages.errors import (
     InvalidHeader,
     InvalidMessage,
     MissingHeader,
@@ -20,7 +21,6 @@ from contracts.errors import (
     UnknownMessageType,
     UnknownSchemaVersion,
 )
-from contracts.orders import OrderPlaced
 
 REGISTRY = default_registry()
 

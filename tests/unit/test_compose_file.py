@@ -60,10 +60,10 @@ def apps() -> dict[str, dict[str, Any]]:
 
 
 def test_the_coordinator_and_every_example_service_run_from_the_one_dockerfile() -> None:
-    from saga.dev.system import PROCESSES
+    from services.system import PROCESSES
 
     running = {name: service["command"] for name, service in apps().items()}
-    assert running == PROCESSES, "the same processes as `saga demo`, started the same way"
+    assert running == PROCESSES, "the same processes as `make demo`, started the same way"
     for service in apps().values():
         assert service["build"] == "."
     assert (ROOT / "Dockerfile").exists()

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from contracts.order_saga import ORDER_SAGA
-from contracts.sagas import SagaDefinition
 from saga.coordinator.decide import Decision, Incoming, IncomingKind, decide
 from saga.coordinator.state import SagaState
+from saga.definition.saga import SagaDefinition
 from tests.trips.sagas import TRIP_V1
 
 T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)

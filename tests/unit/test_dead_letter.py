@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from contracts import headers as h
-from contracts.codec import RawRecord
-from saga.dead_letter import MAX_REASON_CHARS, dead_letter, describe_error, shrink
+from saga.kafka.dead_letter import MAX_REASON_CHARS, dead_letter, describe_error, shrink
+from saga.messages import headers as h
+from saga.messages.codec import RawRecord
 
 RECORD = RawRecord(
     topic="orders.events",

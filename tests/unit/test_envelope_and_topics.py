@@ -7,10 +7,10 @@ from datetime import datetime
 
 import pytest
 
-from contracts.envelope import Envelope
 from contracts.inventory import InventoryReserved
 from contracts.orders import OrderPlaced
-from contracts.topics import commands_topic, dead_letter_topic, events_topic, validate_topic
+from saga.messages.envelope import Envelope
+from saga.messages.topics import commands_topic, dead_letter_topic, events_topic, validate_topic
 
 PLACED = OrderPlaced(order_id="o-1", customer_id="c-1", amount_cents=5)
 

@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from contracts.codec import EncodedRecord
 from contracts.orders import OrderPlaced
-from saga.faults import FaultRule, Faults
-from saga.request_runner import RequestRunner
-from saga.routes import HttpRequest, HttpResponse, RequestContext, Route
-from saga.service import Service
+from saga.messages.codec import EncodedRecord
+from saga.participant.request_runner import RequestRunner
+from saga.participant.routes import HttpRequest, HttpResponse, RequestContext, Route
+from saga.participant.service import Service
+from saga.resilience.faults import FaultRule, Faults
 from saga.settings import Settings
 
 

@@ -9,13 +9,13 @@ from collections.abc import Callable
 
 import pytest
 
-from saga.memory import malloc_trim, trim_every
+from saga.observability.memory import malloc_trim, trim_every
 
 # 100 KB written at once to one end of a socket pair, read by an asyncio protocol at the
 # other after ``limit_socket_reads(argv[1])``: prints the largest read and the total.
 _READS = """
 import asyncio, socket, sys
-from saga.memory import limit_socket_reads
+from saga.observability.memory import limit_socket_reads
 limit_socket_reads(int(sys.argv[1]))
 class Reads(asyncio.Protocol):
     def __init__(self, done):
@@ -41,7 +41,7 @@ asyncio.run(main())
 # heap; one in 200 stays alive, so the heap cannot shrink from its top alone.
 _FRAGMENTED = """
 import os, sys
-from saga.memory import malloc_trim
+from saga.observability.memory import malloc_trim
 def rss():
     return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 blocks = [bytes(2048) for _ in range(40_000)]

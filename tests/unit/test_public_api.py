@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contracts
+import saga.messages as contracts
 import saga
 
 
@@ -47,11 +47,11 @@ def test_testing_kit_exports() -> None:
 
 
 def test_security_exports() -> None:
-    import saga.signing
-    import saga.tokens
-    import saga.vault
+    import saga.security.signing
+    import saga.security.tokens
+    import saga.security.vault
 
-    assert saga.vault.__all__ == [
+    assert saga.security.vault.__all__ == [
         "Connection",
         "ConnectionRevoked",
         "ConnectionUnavailable",
@@ -62,7 +62,7 @@ def test_security_exports() -> None:
         "VaultError",
         "VaultKeys",
     ]
-    assert saga.tokens.__all__ == [
+    assert saga.security.tokens.__all__ == [
         "CachedTokenProvider",
         "ClientCredentials",
         "KafkaTokenProvider",
@@ -72,7 +72,7 @@ def test_security_exports() -> None:
         "TokenUnavailable",
         "require_https",
     ]
-    assert saga.signing.__all__ == [
+    assert saga.security.signing.__all__ == [
         "KeySpec",
         "SignatureError",
         "Signer",
@@ -80,7 +80,7 @@ def test_security_exports() -> None:
         "new_hmac_secret",
         "parse_keys",
     ]
-    for module in (saga.vault, saga.tokens, saga.signing):
+    for module in (saga.security.vault, saga.security.tokens, saga.security.signing):
         for name in module.__all__:
             assert getattr(module, name) is not None
 

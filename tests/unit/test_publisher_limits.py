@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from aiokafka.errors import MessageSizeTooLargeError
 
-from contracts.envelope import Envelope
-from contracts.lifecycle import SagaFinished
 from saga.errors import MessageTooLarge
-from saga.publisher import Publisher
+from saga.kafka.publisher import Publisher
+from saga.messages.envelope import Envelope
+from saga.messages.lifecycle import SagaFinished
 from saga.settings import Settings
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from saga.dead_letter import describe_error
-from saga.redaction import redact
+from saga.kafka.dead_letter import describe_error
+from saga.security.redaction import redact
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,9 @@ from typing import Any, ClassVar
 
 import pytest
 
-from contracts.errors import PayloadValidationFailed, UnknownMessageType, UnknownSchemaVersion
-from contracts.messages import Event, Upcaster
-from contracts.registry import MessageRegistry
+from saga.messages.base import Event, Upcaster
+from saga.messages.errors import PayloadValidationFailed, UnknownMessageType, UnknownSchemaVersion
+from saga.messages.registry import MessageRegistry
 
 
 def _v1_to_v2(v1: dict[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from saga.retry import NonRetryableError, RetryPolicy, run_with_retry
+from saga.resilience.retry import NonRetryableError, RetryPolicy, run_with_retry
 
 
 def test_backoff_grows_by_the_coefficient_and_stops_at_the_maximum() -> None:
@@ -30,7 +30,7 @@ def test_jitter_spreads_within_its_fraction(rand: float, seconds: float) -> None
 
 
 def test_an_open_circuit_stretches_the_delay_to_its_next_probe() -> None:
-    from saga.circuit import CircuitOpen
+    from saga.resilience.circuit import CircuitOpen
 
     policy = RetryPolicy(initial_interval=timedelta(milliseconds=100), jitter=0)
     assert policy.delay(1, error=CircuitOpen("bank", timedelta(seconds=9))) == timedelta(seconds=9)

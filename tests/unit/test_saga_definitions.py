@@ -10,7 +10,7 @@ from contracts.inventory import InventoryReleased, InventoryReserved, ReleaseInv
 from contracts.order_saga import ORDER_SAGA
 from contracts.orders import OrderPlaced
 from contracts.payment import PaymentCharged
-from contracts.sagas import DefinitionError
+from saga.definition.saga import DefinitionError
 
 
 def test_the_shipped_order_saga_is_valid() -> None:
@@ -46,7 +46,7 @@ def test_events_must_belong_to_the_steps_service_and_commands_to_its_owner() -> 
 def test_compensation_fields_must_be_fillable_from_saga_data() -> None:
     from typing import ClassVar
 
-    from contracts.messages import Command
+    from saga.messages.base import Command
 
     class ReleaseBin(Command):
         message_type: ClassVar[str] = "inventory.ReleaseBin"
@@ -86,7 +86,7 @@ def test_text_and_mermaid_show_steps_and_compensations() -> None:
 def test_branch_approval_and_recovery_declarations_are_checked() -> None:
     from dataclasses import replace
 
-    from contracts.sagas import Join
+    from saga.definition.saga import Join
     from tests.trips.messages import FlightBooked, PointsAwarded, TripBooked
     from tests.trips.sagas import TRIP_V1
 
@@ -127,7 +127,7 @@ def test_a_step_started_only_by_an_optional_one_is_refused() -> None:
 
 
 def test_the_diff_of_two_versions_names_each_change() -> None:
-    from saga.definition_diff import diff
+    from saga.definition.diff import diff
     from tests.trips.sagas import TRIP_V1, TRIP_V2
 
     assert diff(TRIP_V1, TRIP_V1) == []

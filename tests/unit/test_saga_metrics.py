@@ -15,9 +15,9 @@ from contracts.inventory import InventoryReserved
 from contracts.payment import PaymentCharged, PaymentFailed
 from saga.coordinator.observe import observe
 from saga.coordinator.state import SagaState, StepState
-from saga.faults import FaultRule, Faults
-from saga.retry import RetryPolicy
-from saga.service import Service, StepContext
+from saga.participant.service import Service, StepContext
+from saga.resilience.faults import FaultRule, Faults
+from saga.resilience.retry import RetryPolicy
 from saga.testing import ServiceTestKit
 
 READER = InMemoryMetricReader()

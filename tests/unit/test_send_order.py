@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from contracts.codec import EncodedRecord
-from saga.store.send_order import SendOrder, Written
+from saga.messages.codec import EncodedRecord
+from saga.outbox.send_order import SendOrder, Written
 
 
 def row(row_id: int, key: bytes | None, *waits_for: int) -> Written:

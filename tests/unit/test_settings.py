@@ -8,10 +8,10 @@ from datetime import timedelta
 import pytest
 from pydantic import ValidationError
 
-from saga.kafka_config import client_kwargs
+from saga.kafka.config import client_kwargs
+from saga.outbox.retention import Retention
+from saga.security.tokens import ClientCredentials, KafkaTokenProvider
 from saga.settings import Settings
-from saga.store.retention import Retention
-from saga.tokens import ClientCredentials, KafkaTokenProvider
 
 
 def test_environment_variables_with_the_saga_prefix_are_read(

@@ -6,12 +6,12 @@ import base64
 
 import pytest
 
-from contracts import headers as h
-from contracts.codec import encode
-from contracts.envelope import Envelope
-from contracts.messages import Message
 from contracts.payment import RefundPayment
-from saga.signing import (
+from saga.messages import headers as h
+from saga.messages.base import Message
+from saga.messages.codec import encode
+from saga.messages.envelope import Envelope
+from saga.security.signing import (
     KeySpec,
     SignatureError,
     Signer,

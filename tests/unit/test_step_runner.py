@@ -9,16 +9,16 @@ from datetime import timedelta
 
 import pytest
 
-from contracts.envelope import Envelope
 from contracts.inventory import InventoryReserved
 from contracts.orders import OrderPlaced
 from contracts.payment import PaymentCharged, PaymentFailed, PaymentRefunded, RefundPayment
-from contracts.steps import CompensationFailed, StepFailed
-from saga.circuit import CircuitBreaker, CircuitOpen
-from saga.retry import RetryPolicy
-from saga.service import Service, StepContext, StepFailure
-from saga.step_runner import StepRunner, StoreUnavailable
-from saga.store.service_store import Delivery
+from saga.messages.envelope import Envelope
+from saga.messages.steps import CompensationFailed, StepFailed
+from saga.outbox.store import Delivery
+from saga.participant.service import Service, StepContext, StepFailure
+from saga.participant.step_runner import StepRunner, StoreUnavailable
+from saga.resilience.circuit import CircuitBreaker, CircuitOpen
+from saga.resilience.retry import RetryPolicy
 from saga.testing import ServiceTestKit
 
 RESERVED = InventoryReserved(order_id="o-1", sku="s", quantity=1, amount_cents=500)

@@ -13,16 +13,16 @@ import pytest
 from pydantic import SecretStr
 
 from saga.dev.processes import free_port
-from saga.kafka_config import client_kwargs
-from saga.retry import RetryPolicy
-from saga.settings import Settings
-from saga.tokens import (
+from saga.kafka.config import client_kwargs
+from saga.resilience.retry import RetryPolicy
+from saga.security.tokens import (
     ClientCredentials,
     KafkaTokenProvider,
     MskIamTokens,
     TokenRejected,
     TokenUnavailable,
 )
+from saga.settings import Settings
 from tests.http_helpers import QuietHandler, serving
 
 QUICK = RetryPolicy(initial_interval=timedelta(milliseconds=10), maximum_attempts=3, jitter=0)

@@ -14,7 +14,7 @@ import uuid
 
 from faststream.kafka import KafkaBroker
 
-from saga.provisioning import ensure_topics
+from saga.kafka.provisioning import ensure_topics
 from saga.settings import Settings
 from tests.benchmarks.figures import Figures, latencies
 

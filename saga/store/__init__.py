@@ -1,1 +1,0 @@
-"""Durable state in PostgreSQL: schema migrations, the service inbox/outbox, the relay."""
