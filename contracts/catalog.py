@@ -1,57 +1,18 @@
-"""Every message model the shipped contracts define, as one registry."""
+"""What the coordinator loads (``SAGA_DEFINITIONS=contracts.catalog:saga_definitions``),
+and every message type of the example, for tools that read any of them."""
 
-from __future__ import annotations
+from contracts.order_saga import ORDER_SAGA
+from saga import Message, MessageRegistry, SagaDefinition, SagaFinished
 
-from typing import TYPE_CHECKING
-
-from contracts.inventory import (
-    InventoryReleased,
-    InventoryReservationFailed,
-    InventoryReserved,
-    ReleaseInventory,
-)
-from contracts.notification import CustomerNotified, NotificationFailed
-from contracts.orders import OrderPlaced
-from contracts.payment import PaymentCharged, PaymentFailed, PaymentRefunded, RefundPayment
-from contracts.shipping import CancelShipment, OrderShipped, ShipmentCancelled, ShippingFailed
-from saga.messages.base import Message
-from saga.messages.lifecycle import SagaFinished
-from saga.messages.registry import MessageRegistry
-from saga.messages.steps import CompensationFailed, StepFailed
-
-ALL_MESSAGES: tuple[type[Message], ...] = (
-    OrderPlaced,
-    InventoryReserved,
-    InventoryReservationFailed,
-    ReleaseInventory,
-    InventoryReleased,
-    PaymentCharged,
-    PaymentFailed,
-    RefundPayment,
-    PaymentRefunded,
-    OrderShipped,
-    ShippingFailed,
-    CancelShipment,
-    ShipmentCancelled,
-    CustomerNotified,
-    NotificationFailed,
-    SagaFinished,
-    CompensationFailed,
-    StepFailed,
-)
+#: Every message the example's saga and services exchange.
+ALL_MESSAGES: tuple[type[Message], ...] = (*ORDER_SAGA.models(), SagaFinished)
 
 
 def default_registry() -> MessageRegistry:
-    """A fresh registry holding every shipped contract."""
+    """A fresh registry holding every message type of the example."""
     return MessageRegistry(ALL_MESSAGES)
 
 
-if TYPE_CHECKING:
-    from saga.definition.saga import SagaDefinition
-
-
 def saga_definitions() -> tuple[SagaDefinition, ...]:
-    """Every shipped saga definition, validated."""
-    from contracts.order_saga import ORDER_SAGA
-
+    """Every saga definition of the example, validated."""
     return (ORDER_SAGA.validate(),)

@@ -6,8 +6,8 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from saga.messages.base import Command, Event
-from saga.messages.steps import StepFailed
+from contracts.orders import OrderPlaced
+from saga import Command, Event, StepContract, StepFailed
 
 
 class InventoryReserved(Event):
@@ -39,3 +39,13 @@ class InventoryReleased(Event):
     order_id: str = Field(min_length=1)
     #: False when there was nothing to release (never reserved, or already released).
     released: bool
+
+
+#: Reserve the order's stock; release it to undo.
+RESERVE = StepContract(
+    trigger=OrderPlaced,
+    completion=InventoryReserved,
+    failure=InventoryReservationFailed,
+    compensation=ReleaseInventory,
+    compensated=InventoryReleased,
+)

@@ -6,8 +6,8 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from saga.messages.base import Event
-from saga.messages.steps import StepFailed
+from contracts.shipping import OrderShipped
+from saga import Event, StepContract, StepFailed
 
 
 class CustomerNotified(Event):
@@ -23,3 +23,7 @@ class CustomerNotified(Event):
 
 class NotificationFailed(StepFailed):
     message_type: ClassVar[str] = "notification.NotificationFailed"
+
+
+#: Tell the customer: a sent message stays sent, so there is nothing to undo.
+NOTIFY = StepContract(trigger=OrderShipped, completion=CustomerNotified, failure=NotificationFailed)

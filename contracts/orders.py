@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from saga.messages.base import Event, Upcaster
+from saga import Event, Upcaster
 
 
 def _order_placed_v1_to_v2(v1: dict[str, Any]) -> dict[str, Any]:

@@ -6,8 +6,8 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from saga.messages.base import Command, Event
-from saga.messages.steps import StepFailed
+from contracts.inventory import InventoryReserved
+from saga import Command, Event, StepContract, StepFailed
 
 
 class PaymentCharged(Event):
@@ -36,3 +36,13 @@ class PaymentRefunded(Event):
     order_id: str = Field(min_length=1)
     #: False when there was nothing to refund (never charged, or already refunded).
     refunded: bool
+
+
+#: Charge the order once its stock is reserved; refund it to undo.
+CHARGE = StepContract(
+    trigger=InventoryReserved,
+    completion=PaymentCharged,
+    failure=PaymentFailed,
+    compensation=RefundPayment,
+    compensated=PaymentRefunded,
+)

@@ -6,8 +6,8 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from saga.messages.base import Command, Event
-from saga.messages.steps import StepFailed
+from contracts.payment import PaymentCharged
+from saga import Command, Event, StepContract, StepFailed
 
 
 class OrderShipped(Event):
@@ -35,3 +35,13 @@ class ShipmentCancelled(Event):
     order_id: str = Field(min_length=1)
     #: False when there was nothing to cancel (never shipped, or already cancelled).
     cancelled: bool
+
+
+#: Ship the paid order; cancel the shipment to undo.
+SHIP = StepContract(
+    trigger=PaymentCharged,
+    completion=OrderShipped,
+    failure=ShippingFailed,
+    compensation=CancelShipment,
+    compensated=ShipmentCancelled,
+)

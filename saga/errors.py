@@ -1,16 +1,33 @@
-"""Errors the framework raises.
+"""Errors the framework raises: one tree under :class:`SagaError`.
 
 ::
 
     SagaError
-    ├── ConfigurationError          a setting is wrong for the broker or database in use
-    │   └── IdempotenceUnsupported  the broker rejected the idempotent producer
-    ├── MessageTooLarge             a record exceeds SAGA_MAX_MESSAGE_BYTES (never sent)
-    └── DevStackError               the embedded broker or PostgreSQL could not be run
+    ├── ConfigurationError             a setting or a definition does not fit; the message names it
+    │   ├── IdempotenceUnsupported     the broker rejected the idempotent producer
+    │   ├── DefinitionError            a saga definition is inconsistent (every problem listed)
+    │   └── ContractMismatch           a handler does not fit the step contract it is bound to
+    ├── MessageTooLarge                a record exceeds SAGA_MAX_MESSAGE_BYTES (never sent)
+    ├── DevStackError                  the embedded broker or PostgreSQL could not be run
+    ├── InvalidMessage                 a record is not a valid enveloped message: dead-lettered
+    │   ├── MissingHeader, InvalidHeader, NotJson
+    │   ├── UnknownMessageType, UnknownSchemaVersion
+    │   └── PayloadValidationFailed
+    ├── SignatureError                 a record's signature is missing or wrong: dead-lettered
+    ├── NonRetryableError              a step error retrying cannot fix: the step fails now
+    │   ├── StepFailure                a business failure raised by a handler
+    │   ├── NoDatabase                 ``ctx.db`` in a service without a store
+    │   ├── TokenRejected              the identity provider refused the service's credentials
+    │   └── ConnectionRevoked, ProviderRefusedClient   a user's connection cannot be used
+    ├── StepTimeout                    an attempt ran past its ``attempt_timeout`` (retried)
+    ├── CircuitOpen                    a dependency's circuit is open (retried later)
+    ├── StoreUnavailable               the service's database cannot be reached (retried)
+    ├── TokenUnavailable, ConnectionUnavailable, VaultError   credentials cannot be had now
+    └── BadRequest                     an HTTP request a route cannot take (400)
 
-Errors about a record's *content* live in :mod:`saga.messages.errors`
-(``InvalidMessage`` and its subclasses); those are dead-lettered, not raised
-to the caller of a consumer.
+Content errors (:class:`InvalidMessage` and its subclasses, :class:`SignatureError`)
+are dead-lettered with their reason, not raised to the caller of a consumer.
+``except SagaError`` catches everything the framework raises on purpose.
 """
 
 from __future__ import annotations

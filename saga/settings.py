@@ -136,11 +136,13 @@ class Settings(BaseSettings):
     topic_replication_factor: int = Field(default=1, gt=0)
 
     # --- Services -----------------------------------------------------------
-    mode: Literal["choreography", "orchestration"] | None = Field(
-        default=None,
+    mode: Literal["choreography", "orchestration"] = Field(
+        default="choreography",
         description=(
-            "orchestration: the coordinator sends each step its trigger and services consume"
-            " only their commands (and saga.events); unset: each saga definition's mode."
+            "The saga mode of the whole system, read by the coordinator and every service."
+            " choreography: services react to each other's events. orchestration: the"
+            " coordinator sends each step its trigger and services consume only their"
+            " commands (and saga.events)."
         ),
     )
     health_port: int | None = Field(

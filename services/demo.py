@@ -31,10 +31,8 @@ from typing import Any
 import asyncpg
 
 from contracts.order_saga import ORDER_SAGA
-from saga.cli.operator import render_timeline
-from saga.coordinator.state import SagaState
-from saga.dev import DevStack
-from saga.dev.system import LocalSystem
+from saga.coordinator import SagaState, render_timeline
+from saga.dev import DevStack, LocalSystem
 from services.system import ENVIRONMENT, PROCESSES
 
 #: The faults of the demo; ``SAGA_FAULTS`` in the environment replaces them.

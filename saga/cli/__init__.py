@@ -16,12 +16,8 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from saga.errors import SagaError
-
-if TYPE_CHECKING:
-    from saga.participant.service import Service
 
 DEFAULT_DEV_DIR = Path(".saga")
 
@@ -86,21 +82,9 @@ def _run(args: argparse.Namespace) -> int:
     if not isinstance(service, Service):
         print(f"saga: error: {args.module} has no `service = Service(...)`", file=sys.stderr)
         return 2
+    from saga.participant.runtime import run_service
+
     return run_service(service)
-
-
-def run_service(service: Service) -> int:
-    """Run ``service`` with settings from ``SAGA_*`` until SIGTERM/SIGINT; exit code."""
-    from saga.participant.runtime import ServiceRuntime
-    from saga.settings import Settings
-    from saga.shutdown import run_process
-
-    settings = Settings(service_name=service.name, client_id=service.name)
-
-    async def serve() -> None:
-        await ServiceRuntime(service, settings).serve()
-
-    return run_process(serve, settings)
 
 
 def _dev_up(args: argparse.Namespace) -> int:

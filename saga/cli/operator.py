@@ -11,7 +11,7 @@ import getpass
 import json
 import os
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -22,6 +22,9 @@ from saga.coordinator.apply import COORDINATOR, Coordinator
 from saga.coordinator.decide import Incoming, decide
 from saga.coordinator.runtime import load_definitions, open_store
 from saga.coordinator.state import SagaState
+from saga.coordinator.timeline import render_timeline
+from saga.coordinator.timeline import table as _table
+from saga.coordinator.timeline import time as _time
 from saga.definition.saga import SagaDefinition
 from saga.kafka.publisher import Publisher
 from saga.outbox.relay import OutboxRelay
@@ -254,50 +257,6 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
-def render_timeline(state: SagaState, order: Sequence[str] = ()) -> str:
-    """A saga as a readable timeline (what ``saga show`` prints), steps in ``order``."""
-    trace = state.traceparent.split("-")[1] if state.traceparent else "-"
-    head = [
-        f"saga      {state.saga_id}",
-        f"type      {state.saga_type}",
-        f"state     {state.status}" + (f"  ({state.reason})" if state.reason else ""),
-        f"started   {_time(state.started_at)}",
-        f"finished  {_time(state.finished_at) if state.finished_at else '-'}",
-        f"trace id  {trace}",
-        "",
-    ]
-    rows = []
-    names = [n for n in order if n in state.steps] + [n for n in state.steps if n not in order]
-    for name in names:
-        step = state.steps[name]
-        duration = (
-            f"{(step.finished_at - step.started_at).total_seconds():.3f}s"
-            if step.started_at and step.finished_at
-            else "-"
-        )
-        rows.append(
-            [
-                name,
-                step.status,
-                _time(step.started_at),
-                _time(step.finished_at),
-                duration,
-                str(step.attempt or "-"),
-                _time(step.compensated_at)
-                if step.compensated_at
-                else (
-                    str(step.compensation_attempts) + " sent" if step.compensation_attempts else "-"
-                ),
-                step.error or "",
-            ]
-        )
-    table = _table(
-        ["STEP", "STATE", "STARTED", "FINISHED", "DURATION", "ATTEMPT", "COMPENSATED", "ERROR"],
-        rows,
-    )
-    return "\n".join(head) + table
-
-
 def _history(args: argparse.Namespace) -> int:
     async def run() -> list[asyncpg.Record]:
         connection = await _connect()
@@ -521,20 +480,3 @@ def _age(text: str) -> timedelta:
     if not match:
         raise SystemExit(f"saga: error: age {text!r}: use e.g. 90s, 10m, 2h, 1d")
     return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
-
-
-def _time(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if value else "-"
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [len(h) for h in headers]
-    for row in rows:
-        widths = [max(w, len(str(c))) for w, c in zip(widths, row, strict=True)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
-    out = [line.rstrip(), "  ".join("-" * w for w in widths)]
-    out += [
-        "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    ]
-    return "\n".join(out) + "\n"

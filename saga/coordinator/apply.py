@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 
@@ -34,6 +34,7 @@ from saga.coordinator.decide import (
 from saga.coordinator.observe import observe
 from saga.coordinator.state import SagaState, evolve
 from saga.definition.saga import DefinitionError, SagaDefinition, SagaMode
+from saga.errors import SagaError
 from saga.kafka.dead_letter import describe_error
 from saga.messages.base import Message
 from saga.messages.codec import EncodedRecord, encode
@@ -81,7 +82,7 @@ REFUSE_AFTER_S = 30.0
 RAISING_FORGOTTEN_S = 600.0
 
 
-class DecisionError(Exception):
+class DecisionError(SagaError):
     """Deciding on one fact raised: a defect of a definition or of the coordinator,
     not of the database. That fact is set aside (refused); the others of its batch
     are decided without it."""
@@ -167,15 +168,13 @@ class Coordinator:
         outbox: PostgresServiceStore,
         *,
         topic_prefix: str = "",
-        mode: SagaMode | None = None,
+        mode: SagaMode = "choreography",
         cached_sagas: int = KNOWN_SAGAS,
     ) -> None:
         #: name -> version -> definition; a saga keeps the version it started with.
         self.versions: dict[str, dict[int, SagaDefinition]] = {}
         for definition in definitions:
             definition = definition.validate()
-            if mode is not None:
-                definition = replace(definition, mode=mode)
             by_version = self.versions.setdefault(definition.name, {})
             if definition.version in by_version:
                 raise DefinitionError(
@@ -184,6 +183,7 @@ class Coordinator:
             by_version[definition.version] = definition
         #: The latest version of each saga: what new sagas start with.
         self.definitions = {name: by[max(by)] for name, by in self.versions.items()}
+        self.mode = mode
         self.outbox = outbox
         self.prefix = topic_prefix
         self.registry = MessageRegistry()
@@ -434,7 +434,7 @@ class Coordinator:
             state = batch.states.get(incoming.saga_id)
             definition = self.definition_of(state) if state is not None else latest
             try:
-                decision = decide(state, incoming, definition, now)
+                decision = decide(state, incoming, definition, now, mode=self.mode)
                 self._record(batch, incoming, decision)
             except Exception as exc:
                 raise DecisionError(incoming, exc) from exc

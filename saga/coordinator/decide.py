@@ -42,7 +42,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from saga.coordinator.state import SagaState, StepState, evolve
-from saga.definition.saga import SagaDefinition, StepDefinition, required_fields
+from saga.definition.saga import SagaDefinition, SagaMode, StepDefinition, required_fields
 from saga.messages.base import Message
 from saga.messages.lifecycle import TaskEscalated, TaskOpened
 from saga.messages.steps import CompensationFailed, StepFailed
@@ -144,7 +144,10 @@ class Decision:
 class _Builder:
     """Accumulates one decision."""
 
-    def __init__(self, state: SagaState, definition: SagaDefinition, now: datetime) -> None:
+    def __init__(
+        self, state: SagaState, definition: SagaDefinition, now: datetime, mode: SagaMode
+    ) -> None:
+        self.mode = mode
         self.state = state
         self.definition = definition
         self.now = now
@@ -203,13 +206,21 @@ def new_saga(incoming: Incoming, definition: SagaDefinition) -> SagaState:
 
 
 def decide(
-    state: SagaState | None, incoming: Incoming, definition: SagaDefinition, now: datetime
+    state: SagaState | None,
+    incoming: Incoming,
+    definition: SagaDefinition,
+    now: datetime,
+    *,
+    mode: SagaMode = "choreography",
 ) -> Decision:
-    """The decision for ``incoming``; ``state`` is ``None`` for a saga not seen yet."""
+    """The decision for ``incoming``; ``state`` is ``None`` for a saga not seen yet.
+
+    ``mode`` is the system's (``SAGA_MODE``): in orchestration the coordinator sends
+    each started step its trigger."""
     if state is None:
         if incoming.kind != "event":
             return Decision(None, notes=[f"{incoming.type}: no such saga"], applied=False)
-        b = _Builder(new_saga(incoming, definition), definition, now)
+        b = _Builder(new_saga(incoming, definition), definition, now, mode)
         if incoming.type != definition.starts_with.message_type:
             b.note(f"{incoming.type} arrived before the saga's start event: saga opened")
         else:
@@ -217,7 +228,7 @@ def decide(
         if definition.deadline is not None:
             b.set_timers.append(Timer(DEADLINE, incoming.at + definition.deadline))
     else:
-        b = _Builder(state, definition, now)
+        b = _Builder(state, definition, now, mode)
     if incoming.kind == "event":
         _on_event(b, incoming)
     elif incoming.kind == "timer":
@@ -284,9 +295,9 @@ def _started(b: _Builder, step: StepDefinition, incoming: Incoming) -> None:
     if step.approval is not None:
         _open_task(b, step)
         return
-    if step.timeout is not None:
-        b.set_timers.append(Timer(f"{STEP_TIMEOUT}:{step.name}", incoming.at + step.timeout))
-    if b.definition.mode == "orchestration" and owner_of(incoming.type) != COORDINATOR_OWNER:
+    if step.reply_timeout is not None:
+        b.set_timers.append(Timer(f"{STEP_TIMEOUT}:{step.name}", incoming.at + step.reply_timeout))
+    if b.mode == "orchestration" and owner_of(incoming.type) != COORDINATOR_OWNER:
         # Central control: the service hears of its step from the coordinator only.
         b.commands.append(
             CommandToSend(
@@ -350,7 +361,7 @@ def _completed(b: _Builder, step: StepDefinition, incoming: Incoming) -> None:
             b.note(f"{step.name} completed after compensation began: it is undone too")
             _reopen(b)
             _next_compensation(b)
-        elif b.state.status == "running" and incoming.type == b.definition.ends_with.message_type:
+        elif b.state.status == "running" and incoming.type == b.definition.end.message_type:
             _complete(b)
         elif b.state.status == "running":
             _check_joins(b)
@@ -458,7 +469,11 @@ def _on_timer(b: _Builder, incoming: Incoming) -> None:
             _decide_task(b, step, approved=False, by="deadline", reason="deadline passed")
     elif kind == STEP_TIMEOUT and current.status == "running":
         _time_out(b, step)
-        if b.state.status == "running":
+        if step.on_timeout == "park" and step.needs_compensation:
+            why = f"step {step.name} timed out: its outcome is unknown (on_timeout='park')"
+            b.state = evolve(b.state, status="parked", reason=why)
+            b.note(f"{why}: saga parked for an operator")
+        elif b.state.status == "running":
             _after_failure(b, step, f"step {step.name} timed out", timed_out=True)
         else:
             _next_compensation(b)  # a branch in flight settled: compensation goes on
@@ -599,26 +614,33 @@ def _send_compensation(b: _Builder, step: StepDefinition) -> None:
     assert step.compensation is not None
     current = b.step(step.name)
     attempt = current.compensation_attempts + 1
-    payload, missing = _build(step.compensation, current.data)
+    command = step.compensation
+    payload, missing = _build(command, current.data)
     if missing and current.inferred and not current.waiting_for_data:
         # Its own events are still on their way (another topic): wait for them,
         # with a timer as a safety net.
         b.update(step.name, waiting_for_data=True)
-        due = b.now + (step.timeout or timedelta(seconds=30))
+        due = b.now + (step.reply_timeout or timedelta(seconds=30))
         b.set_timers.append(Timer(f"{COMPENSATION_RETRY}:{step.name}", due))
-        b.note(f"{step.name}: waiting for its events to build {step.compensation.message_type}")
+        b.note(f"{step.name}: waiting for its events to build {command.message_type}")
         return
+    if missing and isinstance(step.on_timeout, type):
+        # No completion seen (it timed out): undo it the way the definition says.
+        command = step.on_timeout
+        payload, missing = _build(command, current.data)
     if missing:
-        why = f"cannot build {step.compensation.message_type}: no value for {', '.join(missing)}"
+        why = f"cannot build {command.message_type}: no value for {', '.join(missing)}"
         b.update(step.name, status="compensation_failed", error=why)
         b.state = evolve(b.state, status="parked", reason=why)
         b.note(f"{why}: saga parked for an operator")
         return
     b.update(step.name, compensation_attempts=attempt)
-    b.commands.append(CommandToSend(step.name, step.compensation.message_type, payload, attempt))
-    b.note(f"sent {step.compensation.message_type} for {step.name} (attempt {attempt})")
-    if step.timeout is not None:
-        b.set_timers.append(Timer(f"{COMPENSATION_TIMEOUT}:{step.name}", b.now + step.timeout))
+    b.commands.append(CommandToSend(step.name, command.message_type, payload, attempt))
+    b.note(f"sent {command.message_type} for {step.name} (attempt {attempt})")
+    if step.reply_timeout is not None:
+        b.set_timers.append(
+            Timer(f"{COMPENSATION_TIMEOUT}:{step.name}", b.now + step.reply_timeout)
+        )
 
 
 def _resume_waiting(b: _Builder, step: StepDefinition) -> None:
@@ -712,7 +734,7 @@ def _send_alternative(b: _Builder, failed: StepDefinition, step: StepDefinition)
             # The failure was read before the events with that data (the saga's start
             # event, on another topic): sent when they come, with a timer as a safety net.
             b.update(step.name, waiting_for_data=True)
-            b.set_timers.append(Timer(timer, b.now + (step.timeout or timedelta(seconds=30))))
+            b.set_timers.append(Timer(timer, b.now + (step.reply_timeout or timedelta(seconds=30))))
             b.note(f"{step.name}: {command.message_type} waits for {', '.join(missing)}")
         return
     b.update(step.name, data=payload, waiting_for_data=False)
@@ -721,8 +743,8 @@ def _send_alternative(b: _Builder, failed: StepDefinition, step: StepDefinition)
     )
     if waiting:
         b.note(f"{step.name}: its data arrived, {command.message_type} sent")
-    if step.timeout is not None:
-        b.set_timers.append(Timer(timer, b.now + step.timeout))
+    if step.reply_timeout is not None:
+        b.set_timers.append(Timer(timer, b.now + step.reply_timeout))
     elif waiting:
         b.cancel_timers.append(timer)
 
@@ -774,7 +796,7 @@ def _publish(b: _Builder, kind: str, payload: dict[str, Any], step: str | None) 
     for started in b.definition.steps:
         if kind in _types(started.started_by):
             _started(b, started, fact)
-    if kind == b.definition.ends_with.message_type and b.state.status == "running":
+    if kind == b.definition.end.message_type and b.state.status == "running":
         _complete(b)
 
 

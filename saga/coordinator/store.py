@@ -17,6 +17,7 @@ import pydantic_core
 
 from saga.coordinator.decide import TaskChange
 from saga.coordinator.state import SagaState
+from saga.errors import SagaError
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class LogEntry:
     message_id: str | None = None
 
 
-class ConcurrentUpdate(Exception):
+class ConcurrentUpdate(SagaError):
     """A saga row changed under us (version check failed): the batch is retried."""
 
 

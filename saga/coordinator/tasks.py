@@ -23,11 +23,12 @@ from urllib.parse import parse_qsl, unquote
 
 from saga.coordinator import store
 from saga.coordinator.apply import Coordinator
+from saga.errors import SagaError
 from saga.outbox.send_order import Written
 from saga.participant.routes import match_path
 
 
-class TaskError(Exception):
+class TaskError(SagaError):
     """No such task, or it is decided already; ``status`` is the HTTP answer."""
 
     def __init__(self, message: str, status: int) -> None:

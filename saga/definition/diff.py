@@ -12,7 +12,7 @@ from saga.definition.saga import Approval, Join, SagaDefinition, StepDefinition
 def diff(old: SagaDefinition, new: SagaDefinition) -> list[str]:
     """One line per change: ``+`` added, ``-`` removed, ``~`` changed; empty if equal."""
     lines: list[str] = []
-    for name in ("name", "version", "mode", "starts_with", "ends_with", "deadline"):
+    for name in ("name", "version", "starts_with", "ends_with", "deadline"):
         before, after = _show(getattr(old, name)), _show(getattr(new, name))
         if before != after:
             lines.append(f"~ {name}: {before} -> {after}")

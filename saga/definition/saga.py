@@ -1,19 +1,38 @@
-"""Saga definitions: declarative data the coordinator executes.
+"""Saga definitions: declarative data the coordinator executes, read in the order it runs.
 
+>>> from datetime import timedelta
 >>> from contracts.order_saga import ORDER_SAGA
 >>> [step.name for step in ORDER_SAGA.steps]
-['reserve', 'charge', 'ship']
+['reserve', 'charge', 'ship', 'notify']
 
-A step names its service, the event(s) that start it, the event(s) that
-complete or fail it, its compensation command and the event(s) confirming the
-compensation, an optional timeout, and the retry policy of its compensation.
-A pivot step that cannot be undone is marked ``irreversible``. The saga names
-its start event, its terminal event and an optional overall deadline.
+A definition lists its steps in the order they run. Each step binds a
+:class:`~saga.definition.contract.StepContract` (its trigger, completion,
+failure, compensation command and the event confirming it) and adds what only
+the saga decides: how long the coordinator waits for the step's answer
+(``reply_timeout``), how its compensation is retried, and what a timeout means
+when the step's outcome is unknown (``on_timeout``)::
 
-Compensation commands are built from data the saga saw: each field of the
-command is taken from the step's completion event (or, when the step timed out
-with no answer, from the event that started it). :meth:`SagaDefinition.problems`
-checks all of this at start-up.
+    SIGNUP = SagaDefinition(
+        "signup",
+        starts_with=SignupRequested,
+        steps=[
+            Step("account", CREATE_ACCOUNT, reply_timeout=timedelta(seconds=10)),
+            Step("welcome", SEND_WELCOME, irreversible=True),  # a sent mail stays sent
+        ],
+    )
+
+A step's trigger defaults to the previous step's completion (the first step's
+to the start event); the saga ends with the last step's completion unless
+``ends_with`` says otherwise. A step that cannot be undone is marked
+``irreversible``.
+
+Compensation commands are built from data the saga saw: each field is taken
+from the step's completion event, its trigger, or earlier events of the saga,
+so a command can carry the id the step created (``charge_id``). When the step
+timed out there is no completion: ``on_timeout`` says how it is undone then
+(``"compensate"``: the compensation built from what the saga has; a command
+type: that command instead; ``"park"``: an operator decides). The checks of
+:mod:`saga.definition.check` run at start-up and say what is missing in words.
 
 Beyond a chain of steps:
 
@@ -26,34 +45,44 @@ Beyond a chain of steps:
 * **Recovery**: ``alternative`` names a step the coordinator starts (by sending
   its command) when this one fails, before compensating anything; an
   ``optional`` step's failure does not fail the saga.
-* **Orchestration**: with ``mode="orchestration"`` the coordinator sends each
-  step's trigger to the step's service (its commands topic) instead of the
-  service reacting to the events of others; the handlers are the same.
 * **Versions**: ``version`` tells definitions of the same name apart; a saga
   keeps the version it started with.
+
+Whether services react to each other's events (choreography) or the coordinator
+sends each step its trigger (orchestration) is a setting of the whole system,
+``SAGA_MODE``, since every service must know it too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import InitVar, dataclass, field, replace
 from datetime import timedelta
 from typing import Literal
 
+from saga.definition.contract import StepContract
+from saga.errors import ConfigurationError
 from saga.messages.base import Command, Event, Message
 from saga.messages.steps import CompensationFailed, StepFailed
-from saga.messages.topics import COORDINATOR_OWNER, owner_of
+from saga.messages.topics import owner_of
 from saga.resilience.retry import RetryPolicy
 
-#: Coordinator-level retries of a compensation that reported failure.
-DEFAULT_COMPENSATION_RETRY = RetryPolicy(
+#: How the coordinator retries a compensation its service reported failed
+#: (``saga.CompensationFailed``): the one place compensations are retried. The
+#: service attempts each compensation command once; the coordinator sends it
+#: again after the delay, durably (a timer row), and parks the saga when
+#: attempts run out.
+COMPENSATION_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
     maximum_interval=timedelta(minutes=5),
-    maximum_attempts=5,
+    maximum_attempts=10,
 )
 
-
 SagaMode = Literal["choreography", "orchestration"]
+
+#: What a step's timeout means when its outcome is unknown: compensate it with
+#: what the saga knows, send this command instead, or park the saga for an operator.
+OnTimeout = Literal["compensate", "park"] | type[Command]
 
 
 def required_fields(model: type[Message]) -> list[str]:
@@ -61,16 +90,7 @@ def required_fields(model: type[Message]) -> list[str]:
     return [name for name, info in model.model_fields.items() if info.is_required()]
 
 
-def _unfillable(where: str, model: type[Message], data_fields: set[str]) -> list[str]:
-    """Required fields of ``model`` that no event of the saga carries."""
-    return [
-        f"{where}: field {name!r} of {model.message_type!r} cannot be filled from saga data"
-        for name in required_fields(model)
-        if name not in data_fields
-    ]
-
-
-class DefinitionError(ValueError):
+class DefinitionError(ConfigurationError, ValueError):
     """A saga definition is inconsistent; the message lists every problem."""
 
 
@@ -102,16 +122,29 @@ class Join:
 
 @dataclass(frozen=True)
 class StepDefinition:
+    """One step of a saga: its contract, and what the saga decides about it.
+
+    ``StepDefinition("charge", CHARGE, reply_timeout=timedelta(seconds=30))`` takes
+    the messages from the contract; without a contract they are given one by one
+    (``completed_by=(...)``, ...), as for an approval run by the coordinator.
+    """
+
     name: str
-    service: str
+    contract: InitVar[StepContract | None] = None
+    #: The service that runs it; by default the owner of its completion.
+    service: str = ""
     #: Events that start it; or, for an alternative step, the one command that does.
-    started_by: tuple[type[Message], ...]
-    completed_by: tuple[type[Event], ...]
+    #: By default the previous step's completion (the start event for the first).
+    started_by: tuple[type[Message], ...] = ()
+    completed_by: tuple[type[Event], ...] = ()
     failed_by: tuple[type[Event], ...] = ()
     compensation: type[Command] | None = None
     compensated_by: tuple[type[Event], ...] = ()
-    timeout: timedelta | None = None
-    compensation_retry: RetryPolicy = DEFAULT_COMPENSATION_RETRY
+    #: How long the coordinator waits for the step's answer before it acts (``on_timeout``).
+    reply_timeout: timedelta | None = None
+    #: When the reply timeout passes with the outcome unknown.
+    on_timeout: OnTimeout = "compensate"
+    compensation_retry: RetryPolicy = COMPENSATION_RETRY
     irreversible: bool = False
     #: Its failure (or timeout) does not fail the saga.
     optional: bool = False
@@ -119,6 +152,24 @@ class StepDefinition:
     alternative: str | None = None
     #: Run by the coordinator as a human task (service ``"saga"``, no compensation).
     approval: Approval | None = None
+
+    def __post_init__(self, contract: StepContract | None) -> None:
+        if contract is not None:
+            given = {
+                "started_by": (contract.trigger,) if contract.trigger is not None else (),
+                "completed_by": (contract.completion,),
+                "failed_by": (contract.failure,) if contract.failure is not None else (),
+                "compensated_by": (
+                    (contract.compensated,) if contract.compensated is not None else ()
+                ),
+            }
+            for name, value in given.items():
+                if not getattr(self, name):
+                    object.__setattr__(self, name, value)
+            if self.compensation is None and not self.irreversible:
+                object.__setattr__(self, "compensation", contract.compensation)
+        if not self.service and self.completed_by:
+            object.__setattr__(self, "service", owner_of(self.completed_by[0].message_type))
 
     @property
     def needs_compensation(self) -> bool:
@@ -131,21 +182,44 @@ class StepDefinition:
         return required_fields(self.compensation)
 
 
+#: The short name a definition is written with: ``Step("charge", CHARGE, ...)``.
+Step = StepDefinition
+
+
 @dataclass(frozen=True)
 class SagaDefinition:
+    """A saga: its start event, its steps in the order they run, its end."""
+
     name: str
     starts_with: type[Event]
-    steps: tuple[StepDefinition, ...]
-    ends_with: type[Event]
+    steps: Sequence[StepDefinition]
+    #: The event that completes the saga; by default the last step's completion.
+    ends_with: type[Event] | None = None
     deadline: timedelta | None = None
     description: str = ""
     joins: tuple[Join, ...] = ()
     version: int = 1
-    mode: SagaMode = "choreography"
     _by_name: dict[str, StepDefinition] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_by_name", {s.name: s for s in self.steps})
+        steps: list[StepDefinition] = []
+        previous: tuple[type[Message], ...] = (self.starts_with,)
+        for step in self.steps:
+            if not step.started_by:
+                step = replace(step, started_by=previous)
+            steps.append(step)
+            previous = step.completed_by or previous
+        object.__setattr__(self, "steps", tuple(steps))
+        if self.ends_with is None and steps and steps[-1].completed_by:
+            object.__setattr__(self, "ends_with", steps[-1].completed_by[0])
+        object.__setattr__(self, "_by_name", {s.name: s for s in steps})
+
+    @property
+    def end(self) -> type[Event]:
+        """The terminal event (``ends_with``, filled in from the last step)."""
+        if self.ends_with is None:
+            raise DefinitionError(f"saga {self.name!r} has no step to end with")
+        return self.ends_with
 
     def step(self, name: str) -> StepDefinition:
         return self._by_name[name]
@@ -156,7 +230,7 @@ class SagaDefinition:
 
     def message_types(self) -> set[str]:
         """Every event type this saga reacts to."""
-        types = {self.starts_with.message_type, self.ends_with.message_type}
+        types = {self.starts_with.message_type, self.end.message_type}
         for s in self.steps:
             for model in (*s.started_by, *s.completed_by, *s.failed_by, *s.compensated_by):
                 types.add(model.message_type)
@@ -166,13 +240,14 @@ class SagaDefinition:
     def models(self) -> list[type[Message]]:
         found: dict[str, type[Message]] = {
             self.starts_with.message_type: self.starts_with,
-            self.ends_with.message_type: self.ends_with,
+            self.end.message_type: self.end,
         }
         for s in self.steps:
             for model in (*s.started_by, *s.completed_by, *s.failed_by, *s.compensated_by):
                 found[model.message_type] = model
-            if s.compensation is not None:
-                found[s.compensation.message_type] = s.compensation
+            for command in (s.compensation, s.on_timeout):
+                if isinstance(command, type):
+                    found[command.message_type] = command
         for join in self.joins:
             found[join.event.message_type] = join.event
         found[StepFailed.message_type] = StepFailed
@@ -181,215 +256,27 @@ class SagaDefinition:
 
     def problems(self) -> list[str]:
         """Everything wrong with this definition (empty when it is sound)."""
-        found: list[str] = []
-        names = [s.name for s in self.steps]
-        if not self.steps:
-            found.append("a saga needs at least one step")
-        for name in {n for n in names if names.count(n) > 1}:
-            found.append(f"step name {name!r} is used twice")
-        produced = {self.starts_with.message_type}
-        for s in self.steps:
-            produced |= {m.message_type for m in s.completed_by}
-        produced |= {j.event.message_type for j in self.joins}
-        alternatives = {s.alternative for s in self.steps if s.alternative}
-        found += self._recovery_problems(names, alternatives)
-        roles: dict[str, str] = {}
-        for s in self.steps:
-            where = f"step {s.name!r}"
-            if not s.started_by:
-                found.append(f"{where} has no event that starts it")
-            if not s.completed_by:
-                found.append(f"{where} has no event that completes it")
-            for model in s.started_by:
-                if model.kind == "command":
-                    if s.name not in alternatives:
-                        found.append(
-                            f"{where} is started by command {model.message_type!r}: only a "
-                            "step named as another's alternative is started by a command"
-                        )
-                    continue
-                if model.message_type not in produced:
-                    found.append(
-                        f"{where} is started by {model.message_type!r}, which nothing in "
-                        f"this saga produces (neither its start event nor a completion)"
-                    )
-            for model in (*s.completed_by, *s.failed_by, *s.compensated_by):
-                if owner_of(model.message_type) != s.service:
-                    found.append(
-                        f"{where}: {model.message_type!r} is not an event of service "
-                        f"{s.service!r} (events are named <service>.<Name>)"
-                    )
-            for role, models in (
-                ("completes", s.completed_by),
-                ("fails", s.failed_by),
-                ("confirms the compensation of", s.compensated_by),
-            ):
-                for model in models:
-                    key = model.message_type
-                    if key in roles:
-                        found.append(f"{key!r} {role} {where} but also {roles[key]}")
-                    roles[key] = f"{role} {where}"
-            if s.compensation is None and s.needs_compensation:
-                found.append(
-                    f"{where} can complete but has no compensation and is not marked irreversible"
-                )
-            if s.compensation is not None:
-                if s.irreversible:
-                    found.append(f"{where} is irreversible but names a compensation")
-                if owner_of(s.compensation.message_type) != s.service:
-                    found.append(
-                        f"{where}: compensation {s.compensation.message_type!r} is not a "
-                        f"command of service {s.service!r}"
-                    )
-                if not s.compensated_by:
-                    found.append(f"{where} has no event that confirms its compensation")
-                for name in s.fields_for_compensation():
-                    for model in (*s.completed_by, *s.started_by):
-                        if name not in model.model_fields:
-                            found.append(
-                                f"{where}: compensation field {name!r} cannot be filled: "
-                                f"{model.message_type!r} has no such field"
-                            )
-        if self.ends_with.message_type not in {
-            m.message_type for s in self.steps for m in s.completed_by
-        }:
-            found.append(f"terminal event {self.ends_with.message_type!r} completes no step")
-        if self.steps and self.starts_with not in self.steps[0].started_by:
-            found.append(
-                f"the first step {self.steps[0].name!r} is not started by the start event "
-                f"{self.starts_with.message_type!r}"
-            )
-        return found
+        from saga.definition.check import problems
 
-    def _recovery_problems(self, names: list[str], alternatives: set[str]) -> list[str]:
-        """Problems of joins, approvals, alternatives and optional steps."""
-        found: list[str] = []
-        data_fields = set(self.starts_with.model_fields)
-        for s in self.steps:
-            for model in (*s.completed_by, *s.started_by):
-                if model.kind == "event":
-                    data_fields |= set(model.model_fields)
-        for join in self.joins:
-            where = f"join {join.event.message_type!r}"
-            if owner_of(join.event.message_type) != COORDINATOR_OWNER:
-                found.append(f"{where}: a join event is published on saga.events: name it saga.*")
-            for name in join.after:
-                if name not in names:
-                    found.append(f"{where} waits for step {name!r}, which does not exist")
-            if len(join.after) < 2:
-                found.append(f"{where} must wait for at least two steps")
-            if not any(join.event in s.started_by for s in self.steps):
-                found.append(f"{where} starts no step")
-            found += _unfillable(where, join.event, data_fields)
-        for s in self.steps:
-            where = f"step {s.name!r}"
-            if s.alternative is not None:
-                if s.alternative not in names or s.alternative == s.name:
-                    found.append(f"{where}: alternative {s.alternative!r} is not another step")
-                else:
-                    alternative = self.step(s.alternative)
-                    commands = [m for m in alternative.started_by if m.kind == "command"]
-                    if len(commands) != 1 or len(alternative.started_by) != 1:
-                        found.append(
-                            f"{where}: alternative {s.alternative!r} must be started by one "
-                            "command of its service (the coordinator sends it)"
-                        )
-                    for command in commands:
-                        found += _unfillable(f"alternative {s.alternative!r}", command, data_fields)
-            if s.approval is not None:
-                a = s.approval
-                if s.service != COORDINATOR_OWNER:
-                    found.append(f"{where}: an approval step is run by service 'saga'")
-                if not a.assignees:
-                    found.append(f"{where}: an approval needs at least one assignee")
-                if a.sla <= timedelta(0) or a.deadline <= timedelta(0):
-                    found.append(f"{where}: approval SLA and deadline must be positive")
-                if not s.failed_by:
-                    found.append(f"{where}: an approval needs a rejection event (failed_by)")
-                if s.compensation is not None or s.irreversible:
-                    found.append(f"{where}: an approval has nothing to undo (no compensation)")
-                for model in (*s.completed_by[:1], *s.failed_by[:1]):
-                    found += _unfillable(
-                        f"{where}: {model.message_type!r}",
-                        model,
-                        data_fields | {"task_id", "decided_by", "reason"},
-                    )
-            if s.optional:
-                for other in self.steps:
-                    if other.started_by and set(other.started_by) <= set(s.completed_by):
-                        found.append(
-                            f"step {other.name!r} is started only by optional step {s.name!r}:"
-                            " it would never start when that one fails"
-                        )
-        return found
+        return problems(self)
 
     def validate(self) -> SagaDefinition:
         """Raise :class:`DefinitionError` listing every problem; return self if sound."""
-        problems = self.problems()
-        if problems:
+        found = self.problems()
+        if found:
             raise DefinitionError(
-                f"saga {self.name!r} is not valid:\n" + "\n".join(f"  - {p}" for p in problems)
+                f"saga {self.name!r} is not valid:\n" + "\n".join(f"  - {p}" for p in found)
             )
         return self
 
-    # --- presentation -----------------------------------------------------------
-
     def describe(self) -> str:
         """The definition as plain text."""
+        from saga.definition.render import describe
 
-        def names(models: Iterable[type[Message]]) -> str:
-            return ", ".join(m.message_type for m in models) or "-"
-
-        lines = [f"saga {self.name}" + (f": {self.description}" if self.description else "")]
-        lines.append(f"  starts with  {self.starts_with.message_type}")
-        lines.append(f"  ends with    {self.ends_with.message_type}")
-        if self.deadline:
-            lines.append(f"  deadline     {self.deadline}")
-        for number, s in enumerate(self.steps, 1):
-            lines.append(f"  {number}. {s.name} ({s.service})")
-            lines.append(f"       started by    {names(s.started_by)}")
-            lines.append(f"       completed by  {names(s.completed_by)}")
-            lines.append(f"       failed by     {names(s.failed_by)}")
-            if s.approval is not None:
-                a = s.approval
-                lines.append(
-                    f"       approval      by {' > '.join(a.assignees)}, SLA {a.sla} each,"
-                    f" deadline {a.deadline}"
-                )
-            elif s.irreversible:
-                lines.append("       irreversible  (pivot: never compensated)")
-            else:
-                assert s.compensation is not None
-                lines.append(
-                    f"       compensation  {s.compensation.message_type} -> "
-                    f"{names(s.compensated_by)} "
-                    f"(up to {s.compensation_retry.maximum_attempts or 'unlimited'} tries)"
-                )
-            if s.timeout:
-                lines.append(f"       timeout       {s.timeout}")
-            if s.optional:
-                lines.append("       optional      (its failure does not fail the saga)")
-            if s.alternative:
-                lines.append(f"       on failure    try {s.alternative} before compensating")
-        for join in self.joins:
-            lines.append(f"  join {join.event.message_type} after {', '.join(join.after)}")
-        if self.mode != "choreography" or self.version != 1:
-            lines.append(f"  mode {self.mode}, version {self.version}")
-        return "\n".join(lines)
+        return describe(self)
 
     def mermaid(self) -> str:
         """The definition as a Mermaid flowchart: forward path and compensations."""
-        lines = ["flowchart LR", f"  start([{self.starts_with.message_type}])"]
-        previous = "start"
-        for s in self.steps:
-            label = f"{s.name}<br/>{s.service}" + ("<br/>irreversible" if s.irreversible else "")
-            lines.append(f"  {s.name}[{label}]")
-            trigger = ", ".join(m.__name__ for m in s.started_by)
-            lines.append(f"  {previous} -->|{trigger}| {s.name}")
-            if s.compensation is not None:
-                lines.append(f"  undo_{s.name}[/{s.compensation.__name__}/]")
-                lines.append(f"  {s.name} -.->|on failure| undo_{s.name}")
-            previous = s.name
-        lines.append(f"  done([{self.ends_with.message_type}])")
-        lines.append(f"  {previous} -->|{self.ends_with.__name__}| done")
-        return "\n".join(lines)
+        from saga.definition.render import mermaid
+
+        return mermaid(self)

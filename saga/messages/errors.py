@@ -16,8 +16,10 @@ the payload itself.
 
 from __future__ import annotations
 
+from saga.errors import SagaError
 
-class InvalidMessage(ValueError):
+
+class InvalidMessage(SagaError, ValueError):
     """A record that is not a valid enveloped message. Never retried: dead-lettered."""
 
     def __init__(self, reason: str) -> None:

@@ -23,9 +23,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from saga.errors import SagaError
 from saga.messages.base import Event, Message
 from saga.messages.envelope import Envelope
-from saga.participant.service import NoDatabase
+from saga.participant.context import NoDatabase
 
 if TYPE_CHECKING:
     from saga.security.vault import Vault
@@ -53,11 +54,11 @@ class HttpResponse:
     body: Any = None
 
 
-class BadRequest(Exception):
+class BadRequest(SagaError):
     """Raise from a route to answer 400 with this message."""
 
 
-class NoVault(Exception):
+class NoVault(SagaError):
     """A route asked for the vault in a process without vault keys."""
 
 

@@ -216,3 +216,22 @@ def _consumed(service: Service, settings: Settings) -> list[str]:
         return service.topics
     own = events_topic(COORDINATOR_OWNER)
     return list(dict.fromkeys([service.commands_topic, *(t for t in service.topics if t == own)]))
+
+
+def run_service(service: Service) -> int:
+    """Run ``service`` as a process, with settings from ``SAGA_*``, until SIGTERM/SIGINT;
+    its exit code. A service package's ``__main__.py``::
+
+        from saga import run_service
+        from myapp.payment import service
+
+        raise SystemExit(run_service(service))
+    """
+    from saga.shutdown import run_process
+
+    settings = Settings(service_name=service.name, client_id=service.name)
+
+    async def serve() -> None:
+        await ServiceRuntime(service, settings).serve()
+
+    return run_process(serve, settings)

@@ -1,45 +1,60 @@
-"""Step services: register forward steps and their compensations with decorators.
+"""Step services: bind handlers to step contracts, and run them with retries and a store.
 
 A small, complete service (``services/shipping/service.py``)::
 
-    service = Service("shipping")
+    service = Service("shipping", store="postgres")
 
-    @service.on(PaymentCharged, fails_with=ShippingFailed)
+    @service.step(SHIP)                      # SHIP: the step's contract (its messages)
     async def ship(charged: PaymentCharged, ctx: StepContext) -> OrderShipped:
         if charged.order_id.startswith("nowhere"):
             raise StepFailure("no carrier for this address", error_type="NoCarrier")
         return OrderShipped(order_id=charged.order_id, parcel_id=ctx.idempotency_key[:8])
 
-    @service.compensate(CancelShipment)
+    @service.compensation(SHIP)
     async def cancel(command: CancelShipment, ctx: StepContext) -> ShipmentCancelled:
         return ShipmentCancelled(order_id=command.order_id, cancelled=...)
 
+Binding checks, when the module is imported, that the contract's step belongs
+to this service and that the handler reads the contract's trigger (or
+compensation command) and returns its completion (or confirmation).
+
 A handler returns its completion event (or several, or none). Raising
 :class:`StepFailure` fails the step at once with its failure event; any other
-error is retried per the step's :class:`~saga.resilience.retry.RetryPolicy`, and when
-retries run out the failure event carries the last error's type and message.
+error is retried per the step's :class:`~saga.resilience.retry.RetryPolicy`,
+each attempt bounded by its ``attempt_timeout``, and when retries run out the
+failure event carries the last error's type and message. A compensation is
+attempted once per command: when it fails, ``saga.CompensationFailed`` goes to
+the coordinator, which sends the command again per the saga's compensation
+retry policy (one owner for compensation retries) and parks the saga when
+attempts run out.
+
+``@service.on(Message)`` and ``@service.compensate(Command)`` register a
+handler for a message without a contract (an event outside any saga step).
 """
 
 from __future__ import annotations
 
-import logging
 import typing
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
+from saga.definition.contract import StepContract
+from saga.errors import ConfigurationError
 from saga.messages.base import Command, Event, Message
-from saga.messages.envelope import Envelope
 from saga.messages.registry import MessageRegistry
 from saga.messages.steps import CompensationFailed, StepFailed
 from saga.messages.topics import commands_topic, events_topic, owner_of, topic_for_type
+from saga.participant.context import NoDatabase, StepContext
 from saga.resilience.circuit import CircuitBreaker
 from saga.resilience.retry import NonRetryableError, RetryPolicy
 
 if TYPE_CHECKING:
     from saga.participant.routes import Route, RouteHandler
     from saga.security.vault import Connection
+
+__all__ = ["NoDatabase", "Service", "Step", "StepContext", "StepFailure"]
 
 M = TypeVar("M", bound=Message)
 C = TypeVar("C", bound=Command)
@@ -48,12 +63,8 @@ HandlerResult = Event | Sequence[Event] | None
 StepHandler = Callable[[M, "StepContext"], Awaitable[HandlerResult]]
 StoreChoice = Literal["postgres"] | None
 
-#: Compensations must eventually succeed: they are retried longer by default.
-DEFAULT_COMPENSATION_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    maximum_interval=timedelta(seconds=60),
-    maximum_attempts=20,
-)
+#: A compensation command is attempted once; the coordinator owns its retries.
+ONE_ATTEMPT = RetryPolicy(maximum_attempts=1)
 
 
 class StepFailure(NonRetryableError):
@@ -74,70 +85,8 @@ class StepFailure(NonRetryableError):
         self.event = event
 
 
-class NoDatabase(NonRetryableError):
-    """``ctx.db`` used by a step whose service has no store: a defect, not retried."""
-
-
-@dataclass(frozen=True)
-class StepContext:
-    """What a handler knows about the message it handles."""
-
-    envelope: Envelope[Message]
-    step: str
-    attempt: int
-    log: logging.LoggerAdapter[logging.Logger]
-    span: Any
-    _db: Any = None
-    _connection_token: str | None = field(default=None, repr=False)
-
-    @property
-    def connection_token(self) -> str:
-        """The user's access token for the step's connection (see :mod:`saga.security.vault`)."""
-        if self._connection_token is None:
-            raise NoDatabase(
-                "no connection token: the step declares no connection"
-                " (@service.on(..., connection=...)) or the message carried no handle"
-            )
-        return self._connection_token
-
-    @property
-    def db(self) -> Any:
-        """The delivery's database connection, inside its transaction (``store="postgres"``).
-
-        Its writes commit together with the inbox row and the outgoing events.
-        """
-        if self._db is None:
-            raise NoDatabase(
-                "this delivery has no database: use Service(..., store='postgres'), and in "
-                "tests ServiceTestKit(service, database_url=...)"
-            )
-        return self._db
-
-    @property
-    def has_db(self) -> bool:
-        return self._db is not None
-
-    @property
-    def saga_id(self) -> str:
-        return self.envelope.saga_id
-
-    @property
-    def saga_type(self) -> str | None:
-        return self.envelope.saga_type
-
-    @property
-    def message_id(self) -> str:
-        return self.envelope.id
-
-    @property
-    def causation_id(self) -> str | None:
-        """Id of the message that caused the one being handled."""
-        return self.envelope.causation_id
-
-    @property
-    def idempotency_key(self) -> str:
-        """Stable across redeliveries: pass it to downstream calls to make them idempotent."""
-        return self.envelope.id
+class ContractMismatch(ConfigurationError, TypeError):
+    """A handler does not fit the step contract it is bound to; the message says how."""
 
 
 @dataclass(frozen=True)
@@ -149,7 +98,7 @@ class Step:
     name: str
     compensation: bool
     retry: RetryPolicy | None
-    timeout: timedelta | None
+    attempt_timeout: timedelta | None
     uses: tuple[CircuitBreaker, ...]
     fails_with: type[StepFailed] | None
     connection: Connection | None = None
@@ -166,8 +115,8 @@ class Service:
     name: str
     store: StoreChoice = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    compensation_retry: RetryPolicy = DEFAULT_COMPENSATION_RETRY
-    timeout: timedelta | None = None
+    #: How long one attempt of a handler may take (``StepTimeout``, then retried).
+    attempt_timeout: timedelta | None = None
     #: SQL the service's own tables need, run once at start (idempotent statements).
     schema: Sequence[str] = ()
     #: The types it reads and writes, filled as handlers register: their inputs,
@@ -196,6 +145,94 @@ class Service:
         """Topics this service consumes, in registration order."""
         return list(dict.fromkeys(step.topic for step in self.steps.values()))
 
+    # --- binding to step contracts --------------------------------------------------
+
+    def step(
+        self,
+        contract: StepContract,
+        *,
+        name: str | None = None,
+        retry: RetryPolicy | None = None,
+        attempt_timeout: timedelta | None = None,
+        uses: Sequence[CircuitBreaker] = (),
+        connection: Connection | None = None,
+    ) -> Callable[[StepHandler[M]], StepHandler[M]]:
+        """Run the forward step of ``contract``: the handler reads its trigger and returns
+        its completion; a failure emits the contract's failure event."""
+        self._owns(contract)
+
+        def bind(handler: StepHandler[M]) -> StepHandler[M]:
+            reads = _first_parameter(handler)
+            trigger = contract.trigger or reads
+            where = f"{self.name}: handler {handler.__name__}"
+            if trigger is None or (reads is not None and reads is not trigger):
+                raise ContractMismatch(
+                    f"{where} reads {_name(reads)}, but its step is started by "
+                    f"{_name(trigger)}: annotate the first parameter with the trigger"
+                )
+            _check_returns(where, handler, contract.completion)
+            self.on(
+                trigger,
+                step=name,
+                fails_with=contract.failure,
+                retry=retry,
+                attempt_timeout=attempt_timeout,
+                uses=uses,
+                connection=connection,
+                outputs=(contract.completion,),
+            )(cast("StepHandler[Any]", handler))
+            return handler
+
+        return bind
+
+    def compensation(
+        self,
+        contract: StepContract,
+        *,
+        name: str | None = None,
+        attempt_timeout: timedelta | None = None,
+        uses: Sequence[CircuitBreaker] = (),
+    ) -> Callable[[StepHandler[C]], StepHandler[C]]:
+        """Run the undo of ``contract``'s step: the handler reads its compensation command
+        and returns the confirming event. It must be idempotent: undoing what never
+        happened (or was undone already) succeeds and says so in its event."""
+        self._owns(contract)
+        if contract.compensation is None or contract.compensated is None:
+            raise ContractMismatch(
+                f"{self.name}: the step completed by {contract.completion.__name__} has no"
+                " compensation in its contract (an irreversible step has nothing to bind)"
+            )
+        command, confirmation = contract.compensation, contract.compensated
+
+        def bind(handler: StepHandler[C]) -> StepHandler[C]:
+            where = f"{self.name}: compensation {handler.__name__}"
+            reads = _first_parameter(handler)
+            if reads is not None and reads is not command:
+                raise ContractMismatch(
+                    f"{where} reads {_name(reads)}, but the step's compensation command is "
+                    f"{command.__name__}"
+                )
+            _check_returns(where, handler, confirmation)
+            self.compensate(command, step=name, attempt_timeout=attempt_timeout, uses=uses)(
+                cast("StepHandler[Any]", handler)
+            )
+            self._register(confirmation)
+            return handler
+
+        return bind
+
+    def _owns(self, contract: StepContract) -> None:
+        problems = contract.problems()
+        if contract.service != self.name:
+            problems.append(
+                f"the step completed by {contract.completion.message_type!r} belongs to service"
+                f" {contract.service!r}, not {self.name!r}"
+            )
+        if problems:
+            raise ContractMismatch(f"{self.name}: " + "; ".join(problems))
+
+    # --- handlers for single messages -----------------------------------------------
+
     def on(
         self,
         message: type[M],
@@ -203,14 +240,16 @@ class Service:
         step: str | None = None,
         fails_with: type[StepFailed] | None = None,
         retry: RetryPolicy | None = None,
-        timeout: timedelta | None = None,
+        attempt_timeout: timedelta | None = None,
         uses: Sequence[CircuitBreaker] = (),
         connection: Connection | None = None,
+        outputs: Sequence[type[Event]] = (),
     ) -> Callable[[StepHandler[M]], StepHandler[M]]:
         """Register a forward step run for each ``message`` (an event or a command).
 
         ``connection``: the user's connect token the step needs, resolved from
         the vault just before the handler runs (``ctx.connection_token``).
+        ``outputs``: events it may return beyond those its return annotation names.
         """
         if connection is not None and connection.handle_field not in message.model_fields:
             raise ValueError(
@@ -226,12 +265,14 @@ class Service:
                     step or handler.__name__,
                     False,
                     retry,
-                    timeout,
+                    attempt_timeout,
                     tuple(uses),
                     fails_with,
                     connection,
                 )
             )
+            for model in outputs:
+                self._register(model)
             return handler
 
         return register
@@ -241,12 +282,12 @@ class Service:
         command: type[C],
         *,
         step: str | None = None,
-        retry: RetryPolicy | None = None,
-        timeout: timedelta | None = None,
+        attempt_timeout: timedelta | None = None,
         uses: Sequence[CircuitBreaker] = (),
     ) -> Callable[[StepHandler[C]], StepHandler[C]]:
-        """Register the undo of a step. It must be idempotent: undoing what never
-        happened (or was undone already) succeeds and says so in its event."""
+        """Register the undo of a step, attempted once per command (the coordinator
+        retries). It must be idempotent: undoing what never happened (or was undone
+        already) succeeds and says so in its event."""
         if owner_of(command.message_type) != self.name:
             raise ValueError(
                 f"{self.name} can only carry out its own commands, not "
@@ -260,8 +301,8 @@ class Service:
                     handler,
                     step or handler.__name__,
                     True,
-                    retry,
-                    timeout,
+                    ONE_ATTEMPT,
+                    attempt_timeout,
                     tuple(uses),
                     None,
                 )
@@ -281,12 +322,15 @@ class Service:
         return register
 
     def policy_for(self, step: Step) -> RetryPolicy:
-        if step.retry is not None:
-            return step.retry
-        return self.compensation_retry if step.compensation else self.retry
+        return step.retry if step.retry is not None else self.retry
 
     def timeout_for(self, step: Step) -> timedelta | None:
-        return step.timeout if step.timeout is not None else self.timeout
+        """The bound of one attempt of ``step``."""
+        return step.attempt_timeout if step.attempt_timeout is not None else self.attempt_timeout
+
+    def _register(self, model: type[Message]) -> None:
+        if model.message_type not in self.registry:
+            self.registry.register(model)
 
     def _add(self, step: Step) -> None:
         message_type = step.message.message_type
@@ -301,22 +345,37 @@ class Service:
                     "error_message and attempts alone (give other fields defaults)"
                 ) from exc
         for model in (step.message, step.fails_with, *_returned(step.handler)):
-            if model is not None and model.message_type not in self.registry:
-                self.registry.register(model)
-        for model in (StepFailed, CompensationFailed):
-            if model.message_type not in self.registry:
-                self.registry.register(model)
+            if model is not None:
+                self._register(model)
+        self._register(StepFailed)
+        self._register(CompensationFailed)
         self.steps[message_type] = step
+
+
+def _name(model: type[Message] | None) -> str:
+    return model.__name__ if model is not None else "nothing (no annotation)"
+
+
+def _hints(handler: Callable[..., Any]) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(handler)
+    except (NameError, TypeError):  # an annotation that cannot be resolved names nothing
+        return {}
+
+
+def _first_parameter(handler: Callable[..., Any]) -> type[Message] | None:
+    """The message type a handler's first parameter is annotated with, if any."""
+    code = getattr(handler, "__code__", None)
+    if code is None or code.co_argcount == 0:
+        return None
+    hint = _hints(handler).get(code.co_varnames[0])
+    return hint if isinstance(hint, type) and issubclass(hint, Message) else None
 
 
 def _returned(handler: Callable[..., Any]) -> list[type[Message]]:
     """The message types a handler's return annotation names (``A``, ``A | B``, ``list[A]``)."""
-    try:
-        hints = typing.get_type_hints(handler)
-    except (NameError, TypeError):  # an annotation that cannot be resolved names nothing
-        return []
     found: list[type[Message]] = []
-    pending: list[Any] = [hints.get("return")]
+    pending: list[Any] = [_hints(handler).get("return")]
     while pending:
         hint = pending.pop()
         if isinstance(hint, type) and issubclass(hint, Message):
@@ -324,3 +383,14 @@ def _returned(handler: Callable[..., Any]) -> list[type[Message]]:
         else:
             pending.extend(typing.get_args(hint))
     return found
+
+
+def _check_returns(where: str, handler: Callable[..., Any], expected: type[Event]) -> None:
+    """A handler bound to a contract returns its event; an unannotated one is trusted."""
+    returned = _returned(handler)
+    strays = [m for m in returned if m is not expected and not issubclass(m, StepFailed)]
+    if strays:
+        raise ContractMismatch(
+            f"{where} returns {', '.join(m.__name__ for m in strays)}, but its contract says "
+            f"{expected.__name__}"
+        )

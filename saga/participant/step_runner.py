@@ -35,7 +35,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from saga.errors import MessageTooLarge
+from saga.errors import MessageTooLarge, SagaError
 from saga.kafka.dead_letter import describe_error
 from saga.kafka.publisher import record_size
 from saga.messages.base import Event, Message
@@ -90,7 +90,7 @@ class Outcome:
     emitted: list[Envelope[Message]] = field(default_factory=list)
 
 
-class StoreUnavailable(Exception):
+class StoreUnavailable(SagaError):
     """The service's database failed (not the handler): retry the delivery later."""
 
 
@@ -581,7 +581,7 @@ async def _within(limit: timedelta | None, work: Awaitable[Any]) -> Any:
         raise StepTimeout(f"step exceeded its timeout of {seconds:g}s") from None
 
 
-class StepTimeout(TimeoutError):
+class StepTimeout(SagaError, TimeoutError):
     """An attempt ran longer than the step's timeout; retried per policy."""
 
 
@@ -637,7 +637,7 @@ _ABORTED = (
 )
 
 
-class AbortedTransaction(Exception):
+class AbortedTransaction(SagaError):
     """The handler left its database transaction aborted; retried per policy."""
 
 

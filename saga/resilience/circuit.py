@@ -30,6 +30,8 @@ from types import TracebackType
 
 from opentelemetry import metrics
 
+from saga.errors import SagaError
+
 log = logging.getLogger(__name__)
 _meter = metrics.get_meter("saga")
 _transitions = _meter.create_counter(
@@ -46,7 +48,7 @@ class CircuitState(Enum):
 _GAUGE_VALUE = {CircuitState.CLOSED: 0, CircuitState.HALF_OPEN: 1, CircuitState.OPEN: 2}
 
 
-class CircuitOpen(Exception):
+class CircuitOpen(SagaError):
     """The dependency's circuit is open: the call was not made. Retryable."""
 
     def __init__(self, name: str, retry_in: timedelta) -> None:

@@ -22,10 +22,12 @@ from typing import TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
+from saga.errors import SagaError
+
 T = TypeVar("T")
 
 
-class NonRetryableError(Exception):
+class NonRetryableError(SagaError):
     """Raise (or subclass) this to fail a step at once, whatever the policy says."""
 
 

@@ -47,6 +47,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
 
+from saga.errors import SagaError
 from saga.messages import headers as h
 from saga.messages.codec import Headers
 
@@ -112,7 +113,7 @@ def _strict_b64(value: str, name: str) -> bytes:
         raise ValueError(f"{name} is not valid base64") from None
 
 
-class SignatureError(Exception):
+class SignatureError(SagaError):
     """Why a record is refused; the reason goes with it to the security dead letters.
 
     ``kind`` is one of a fixed set (for metrics): unsigned, unknown_key,

@@ -41,6 +41,7 @@ from typing import Any, Protocol
 
 from aiokafka.abc import AbstractTokenProvider
 
+from saga.errors import SagaError
 from saga.resilience.retry import NonRetryableError, RetryPolicy, run_with_retry
 from saga.security.redaction import redact
 
@@ -64,7 +65,7 @@ DEFAULT_RETRY = RetryPolicy(
 )
 
 
-class TokenUnavailable(Exception):
+class TokenUnavailable(SagaError):
     """The token endpoint could not be reached or kept failing; retried before this."""
 
 
@@ -215,7 +216,7 @@ _REFUSALS = frozenset(
 )
 
 
-class OAuthRefusal(Exception):
+class OAuthRefusal(SagaError):
     """The token endpoint answered with an OAuth 2.0 error that retrying will not change."""
 
     def __init__(self, url: str, code: str, status: int) -> None:

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
+from saga.errors import SagaError
 from saga.resilience.retry import NonRetryableError
 from saga.security.tokens import OAuthRefusal, require_https, token_request
 
@@ -59,11 +60,11 @@ class ProviderRefusedClient(NonRetryableError):
     user's tokens are kept (fix the service's configuration)."""
 
 
-class ConnectionUnavailable(Exception):
+class ConnectionUnavailable(SagaError):
     """The provider could not refresh the token just now: the step is retried per policy."""
 
 
-class VaultError(Exception):
+class VaultError(SagaError):
     """The vault is misconfigured or a row cannot be decrypted with the known keys."""
 
 

@@ -5,14 +5,9 @@ order, and a release moves them back, in the delivery's transaction. So at
 any time, for every SKU: available + reserved = what was stocked.
 """
 
-from contracts.inventory import (
-    InventoryReleased,
-    InventoryReservationFailed,
-    InventoryReserved,
-    ReleaseInventory,
-)
+from contracts.inventory import RESERVE, InventoryReleased, InventoryReserved, ReleaseInventory
 from contracts.orders import OrderPlaced
-from saga.participant.service import Service, StepContext, StepFailure
+from saga import Service, StepContext, StepFailure
 
 #: Units each SKU of the example catalog starts with.
 INITIAL_STOCK = {"sku-1": 1_000_000, "sku-2": 1_000_000, "sku-3": 1_000_000, "sku-rare": 3}
@@ -36,7 +31,7 @@ service = Service("inventory", store="postgres", schema=SCHEMA)
 STOCK_LIMIT_CENTS = 100_000
 
 
-@service.on(OrderPlaced, fails_with=InventoryReservationFailed)
+@service.step(RESERVE)
 async def reserve(order: OrderPlaced, ctx: StepContext) -> InventoryReserved:
     if order.amount_cents > STOCK_LIMIT_CENTS:
         raise StepFailure(
@@ -65,7 +60,7 @@ async def reserve(order: OrderPlaced, ctx: StepContext) -> InventoryReserved:
     )
 
 
-@service.compensate(ReleaseInventory)
+@service.compensation(RESERVE)
 async def release(command: ReleaseInventory, ctx: StepContext) -> InventoryReleased:
     row = await ctx.db.fetchrow(
         "DELETE FROM inventory_reservations WHERE order_id = $1 RETURNING sku, quantity",

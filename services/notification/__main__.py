@@ -1,4 +1,4 @@
-from saga.cli import run_service
+from saga import run_service
 from services.notification import service
 
 raise SystemExit(run_service(service))

@@ -6,9 +6,9 @@ outbox makes "sent" and "recorded" one transaction: a redelivery finds the
 inbox row and sends nothing twice.
 """
 
-from contracts.notification import CustomerNotified, NotificationFailed
+from contracts.notification import NOTIFY, CustomerNotified
 from contracts.shipping import OrderShipped
-from saga.participant.service import Service, StepContext
+from saga import Service, StepContext
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS notifications (
@@ -22,7 +22,7 @@ CREATE TABLE IF NOT EXISTS notifications (
 service = Service("notification", store="postgres", schema=(SCHEMA,))
 
 
-@service.on(OrderShipped, fails_with=NotificationFailed)
+@service.step(NOTIFY)
 async def notify(shipped: OrderShipped, ctx: StepContext) -> CustomerNotified:
     notification_id = f"n-{ctx.idempotency_key[:12]}"
     await ctx.db.execute(

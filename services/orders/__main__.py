@@ -20,7 +20,7 @@ import urllib.request
 import uuid
 from typing import Any
 
-from saga.cli import run_service
+from saga import run_service
 from services.orders import service
 
 

@@ -17,9 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.orders import OrderPlaced
-from saga.messages.lifecycle import SagaFinished
-from saga.participant.routes import HttpRequest, HttpResponse, RequestContext
-from saga.participant.service import Service, StepContext
+from saga import HttpRequest, HttpResponse, RequestContext, SagaFinished, Service, StepContext
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (

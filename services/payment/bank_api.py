@@ -23,7 +23,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from saga.security.tokens import ClientCredentials, TokenProvider, require_https
+from saga.security import ClientCredentials, TokenProvider, require_https
 
 
 class BankRefusedToken(Exception):

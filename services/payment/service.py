@@ -17,12 +17,19 @@ from datetime import timedelta
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from contracts.inventory import InventoryReserved
-from contracts.payment import PaymentCharged, PaymentFailed, PaymentRefunded, RefundPayment
-from saga.participant.routes import HttpRequest, HttpResponse, RequestContext
-from saga.participant.service import Service, StepContext, StepFailure
-from saga.resilience.circuit import CircuitBreaker
-from saga.resilience.retry import RetryPolicy
-from saga.security.vault import Connection, OAuthRefresh
+from contracts.payment import CHARGE, PaymentCharged, PaymentRefunded, RefundPayment
+from saga import (
+    CircuitBreaker,
+    Connection,
+    HttpRequest,
+    HttpResponse,
+    RequestContext,
+    RetryPolicy,
+    Service,
+    StepContext,
+    StepFailure,
+)
+from saga.security import OAuthRefresh
 from services.payment.bank import Bank, CardDeclined
 from services.payment.bank_api import BankApi, BankRefusedToken
 
@@ -55,11 +62,10 @@ if os.environ.get("PAYMENT_BANK_TOKEN_URL"):  # refreshes customers' bank connec
     )
 
 
-@service.on(
-    InventoryReserved,
-    fails_with=PaymentFailed,
+@service.step(
+    CHARGE,
     uses=[bank_circuit],
-    timeout=timedelta(seconds=5),
+    attempt_timeout=timedelta(seconds=5),
     connection=Connection("bank", handle_field="payment_connection", required=False),
 )
 async def charge(reserved: InventoryReserved, ctx: StepContext) -> PaymentCharged:
@@ -80,7 +86,7 @@ async def charge(reserved: InventoryReserved, ctx: StepContext) -> PaymentCharge
     )
 
 
-@service.compensate(RefundPayment)
+@service.compensation(CHARGE)
 async def refund(command: RefundPayment, ctx: StepContext) -> PaymentRefunded:
     charged = await ctx.db.fetchrow(
         "SELECT amount_cents, charge_id, via FROM payment_ledger"

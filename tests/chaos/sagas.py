@@ -19,7 +19,7 @@ RETRY = RetryPolicy(
 
 def definitions() -> list[SagaDefinition]:
     steps = tuple(
-        replace(step, timeout=timedelta(seconds=60), compensation_retry=RETRY)
+        replace(step, reply_timeout=timedelta(seconds=60), compensation_retry=RETRY)
         for step in ORDER_SAGA.steps
     )
     return [replace(ORDER_SAGA, steps=steps, deadline=timedelta(minutes=20))]

@@ -16,7 +16,7 @@ QUICK_RETRY = RetryPolicy(
 
 def definitions() -> list[SagaDefinition]:
     steps = tuple(
-        replace(step, timeout=timedelta(seconds=3), compensation_retry=QUICK_RETRY)
+        replace(step, reply_timeout=timedelta(seconds=3), compensation_retry=QUICK_RETRY)
         for step in ORDER_SAGA.steps
     )
     return [replace(ORDER_SAGA, steps=steps, deadline=timedelta(seconds=120))]
@@ -24,5 +24,5 @@ def definitions() -> list[SagaDefinition]:
 
 def relaxed() -> list[SagaDefinition]:
     """The order saga with timers long enough to outlast rebalances under load."""
-    steps = tuple(replace(step, timeout=timedelta(minutes=5)) for step in ORDER_SAGA.steps)
+    steps = tuple(replace(step, reply_timeout=timedelta(minutes=5)) for step in ORDER_SAGA.steps)
     return [replace(ORDER_SAGA, steps=steps, deadline=timedelta(minutes=30))]

@@ -28,7 +28,7 @@ import asyncpg
 
 from contracts.inventory import InventoryReservationFailed, InventoryReserved
 from contracts.orders import OrderPlaced
-from saga.cli import run_service
+from saga import run_service
 from saga.participant.service import Service, StepContext
 from saga.resilience.circuit import CircuitBreaker
 from saga.resilience.retry import RetryPolicy
@@ -77,7 +77,7 @@ def _call_downstream() -> None:
     OrderPlaced,
     fails_with=InventoryReservationFailed,
     uses=[downstream],
-    timeout=timedelta(milliseconds=1500),
+    attempt_timeout=timedelta(milliseconds=1500),
 )
 async def reserve(order: OrderPlaced, ctx: StepContext) -> InventoryReserved:
     await _count(ctx.saga_id, ctx.attempt)

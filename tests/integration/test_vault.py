@@ -201,7 +201,7 @@ def charging_service() -> Service:
         BankReserved,
         fails_with=PaymentFailed,
         connection=Connection("bank", handle_field="bank_connection"),
-        timeout=timedelta(seconds=60),
+        attempt_timeout=timedelta(seconds=60),
     )
     async def charge(reserved: BankReserved, ctx: StepContext) -> PaymentCharged:
         return PaymentCharged(

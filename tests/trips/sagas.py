@@ -50,7 +50,7 @@ TRIP_V1 = SagaDefinition(
             failed_by=(FlightFailed,),
             compensation=CancelFlight,
             compensated_by=(FlightCancelled,),
-            timeout=15 * SECONDS,
+            reply_timeout=15 * SECONDS,
         ),
         StepDefinition(
             name="hotel",
@@ -60,7 +60,7 @@ TRIP_V1 = SagaDefinition(
             failed_by=(HotelFailed,),
             compensation=CancelHotel,
             compensated_by=(HotelCancelled,),
-            timeout=15 * SECONDS,
+            reply_timeout=15 * SECONDS,
             alternative="hostel",
         ),
         StepDefinition(
@@ -71,7 +71,7 @@ TRIP_V1 = SagaDefinition(
             failed_by=(HostelFailed,),
             compensation=CancelHostel,
             compensated_by=(HostelCancelled,),
-            timeout=15 * SECONDS,
+            reply_timeout=15 * SECONDS,
         ),
         StepDefinition(
             name="approve",
@@ -89,7 +89,7 @@ TRIP_V1 = SagaDefinition(
             failed_by=(ChargeFailed,),
             compensation=RefundTraveller,
             compensated_by=(TravellerRefunded,),
-            timeout=15 * SECONDS,
+            reply_timeout=15 * SECONDS,
         ),
         StepDefinition(
             name="points",
@@ -99,7 +99,7 @@ TRIP_V1 = SagaDefinition(
             failed_by=(PointsFailed,),
             irreversible=True,
             optional=True,
-            timeout=15 * SECONDS,
+            reply_timeout=15 * SECONDS,
         ),
     ),
 )

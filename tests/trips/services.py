@@ -11,7 +11,7 @@ import asyncio
 import sys
 import uuid
 
-from saga.cli import run_service
+from saga import run_service
 from saga.participant.service import Service, StepContext, StepFailure
 from tests.trips.messages import (
     BookHostel,

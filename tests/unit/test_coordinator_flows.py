@@ -10,7 +10,7 @@ from typing import Any
 from contracts.order_saga import ORDER_SAGA
 from saga.coordinator.decide import Decision, Incoming, IncomingKind, decide
 from saga.coordinator.state import SagaState
-from saga.definition.saga import SagaDefinition
+from saga.definition.saga import SagaDefinition, SagaMode
 from tests.trips.sagas import TRIP_V1
 
 T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -40,8 +40,11 @@ UNDONE = {
 class Flow:
     """Feeds facts to ``decide`` for one saga and keeps what the shell would keep."""
 
-    def __init__(self, definition: SagaDefinition = TRIP_V1) -> None:
+    def __init__(
+        self, definition: SagaDefinition = TRIP_V1, mode: SagaMode = "choreography"
+    ) -> None:
         self.definition = definition
+        self.mode = mode
         self.state: SagaState | None = None
         self.sent: list[str] = []  # "<purpose> <type> -> <service>"
         self.published: list[str] = []
@@ -56,7 +59,7 @@ class Flow:
         incoming = Incoming(
             kind, f"m-{self.n}", type_, "t-1", self.definition.name, self.now, **extra
         )
-        decision = decide(self.state, incoming, self.definition, self.now)
+        decision = decide(self.state, incoming, self.definition, self.now, mode=self.mode)
         self.state = decision.state
         for c in decision.commands:
             self.sent.append(
@@ -306,7 +309,7 @@ CHARGED = {"order_id": "o-1", "amount_cents": 900, "charge_id": "ch-1"}
 
 
 def test_in_orchestration_mode_the_coordinator_sends_each_step_its_trigger() -> None:
-    flow = Flow(replace(ORDER_SAGA, mode="orchestration"))
+    flow = Flow(ORDER_SAGA, mode="orchestration")
     flow.feed("event", "orders.OrderPlaced", payload=ORDER)
     assert flow.sent == ["start orders.OrderPlaced -> inventory"]
     flow.feed("event", "inventory.InventoryReserved", payload=RESERVED, service="inventory")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import ClassVar
 
 import pytest
 
@@ -11,6 +12,7 @@ from contracts.order_saga import ORDER_SAGA
 from contracts.orders import OrderPlaced
 from contracts.payment import PaymentCharged
 from saga.definition.saga import DefinitionError
+from saga.messages.base import Command
 
 
 def test_the_shipped_order_saga_is_valid() -> None:
@@ -44,10 +46,6 @@ def test_events_must_belong_to_the_steps_service_and_commands_to_its_owner() -> 
 
 
 def test_compensation_fields_must_be_fillable_from_saga_data() -> None:
-    from typing import ClassVar
-
-    from saga.messages.base import Command
-
     class ReleaseBin(Command):
         message_type: ClassVar[str] = "inventory.ReleaseBin"
         order_id: str
@@ -55,9 +53,39 @@ def test_compensation_fields_must_be_fillable_from_saga_data() -> None:
 
     problems = with_step(0, compensation=ReleaseBin)
     assert (
-        "step 'reserve': compensation field 'bin_code' cannot be filled: "
-        "'inventory.InventoryReserved' has no such field"
+        "step 'reserve': ReleaseBin needs 'bin_code', which neither its completion nor its"
+        " trigger carries (InventoryReserved, OrderPlaced)"
     ) in problems
+
+
+class VoidCharge(Command):
+    """Undo a charge by the id the charge step created."""
+
+    message_type: ClassVar[str] = "payment.VoidCharge"
+    charge_id: str
+
+
+class VoidOrderCharges(Command):
+    """Undo whatever was charged for an order (when the charge's id never came back)."""
+
+    message_type: ClassVar[str] = "payment.VoidOrderCharges"
+    order_id: str
+
+
+def test_a_compensation_may_take_the_id_the_step_created_if_it_says_how_to_undo_a_timeout() -> None:
+    problems = with_step(1, compensation=VoidCharge)
+    assert problems == [
+        "step 'charge': when it times out there is no PaymentCharged, and VoidCharge needs"
+        " 'charge_id', which only PaymentCharged carries. Say how to undo it then:"
+        " on_timeout='park' (an operator decides), or on_timeout=<a command of 'payment'"
+        " built from InventoryReserved>"
+    ]
+    assert with_step(1, compensation=VoidCharge, on_timeout="park") == []
+    assert with_step(1, compensation=VoidCharge, on_timeout=VoidOrderCharges) == []
+    assert with_step(1, compensation=VoidCharge, on_timeout=VoidCharge) == [
+        "step 'charge': on_timeout VoidCharge needs 'charge_id', which its trigger does not"
+        " carry (a timed-out step has no completion)"
+    ]
 
 
 def test_terminal_and_start_events_are_checked() -> None:

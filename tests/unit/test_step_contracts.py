@@ -1,0 +1,95 @@
+"""A step's messages are declared once; the saga and the service both bind to that contract."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from contracts.inventory import RESERVE, InventoryReserved
+from contracts.order_saga import ORDER_SAGA
+from contracts.orders import OrderPlaced
+from contracts.payment import CHARGE, PaymentCharged, PaymentFailed, PaymentRefunded, RefundPayment
+from contracts.shipping import SHIP, OrderShipped
+from saga import ContractMismatch, SagaDefinition, Service, Step, StepContext, StepContract
+
+
+def test_a_definition_takes_each_steps_messages_from_its_contract() -> None:
+    charge = ORDER_SAGA.step("charge")
+    assert charge.service == "payment", "the owner of its completion"
+    assert charge.started_by == (InventoryReserved,)
+    assert charge.completed_by == (PaymentCharged,)
+    assert charge.failed_by == (PaymentFailed,)
+    assert (charge.compensation, charge.compensated_by) == (RefundPayment, (PaymentRefunded,))
+    assert ORDER_SAGA.end is ORDER_SAGA.steps[-1].completed_by[0], "ends with the last step"
+
+
+def test_a_trigger_left_out_is_the_previous_steps_completion() -> None:
+    untriggered = StepContract(completion=PaymentCharged, failure=PaymentFailed)
+    saga = SagaDefinition(
+        "order",
+        starts_with=OrderPlaced,
+        steps=[Step("reserve", RESERVE), Step("charge", untriggered, irreversible=True)],
+    )
+    assert saga.step("charge").started_by == (InventoryReserved,)
+    assert saga.step("reserve").started_by == (OrderPlaced,)
+    assert saga.problems() == []
+
+
+def test_a_handler_binds_to_its_contract_and_reads_its_trigger() -> None:
+    service = Service("payment")
+
+    @service.step(CHARGE, attempt_timeout=timedelta(seconds=1))
+    async def charge(reserved: InventoryReserved, ctx: StepContext) -> PaymentCharged:
+        return PaymentCharged(order_id="o", amount_cents=1, charge_id="c")
+
+    @service.compensation(CHARGE)
+    async def refund(command: RefundPayment, ctx: StepContext) -> PaymentRefunded:
+        return PaymentRefunded(order_id="o", refunded=True)
+
+    step = service.steps["inventory.InventoryReserved"]
+    assert (step.fails_with, step.attempt_timeout) == (PaymentFailed, timedelta(seconds=1))
+    assert service.steps["payment.RefundPayment"].compensation
+    for model in (InventoryReserved, PaymentCharged, PaymentFailed, RefundPayment, PaymentRefunded):
+        assert model.message_type in service.registry, model.__name__
+
+
+def test_binding_refuses_a_handler_that_does_not_fit_its_contract() -> None:
+    with pytest.raises(ContractMismatch, match="belongs to service 'shipping', not 'payment'"):
+        Service("payment").step(SHIP)
+
+    service = Service("payment")
+    with pytest.raises(ContractMismatch, match="reads OrderPlaced, but its step is started by"):
+
+        @service.step(CHARGE)
+        async def wrong_input(order: OrderPlaced, ctx: StepContext) -> PaymentCharged:
+            raise NotImplementedError
+
+    with pytest.raises(ContractMismatch, match="returns OrderShipped, but its contract says"):
+
+        @service.step(CHARGE)
+        async def wrong_output(reserved: InventoryReserved, ctx: StepContext) -> OrderShipped:
+            raise NotImplementedError
+
+    with pytest.raises(ContractMismatch, match="compensation command is RefundPayment"):
+
+        @service.compensation(CHARGE)  # type: ignore[type-var]
+        async def wrong_undo(order: OrderPlaced, ctx: StepContext) -> PaymentRefunded:
+            raise NotImplementedError
+
+
+def test_an_irreversible_contract_has_no_compensation_to_bind() -> None:
+    from contracts.notification import NOTIFY
+
+    with pytest.raises(ContractMismatch, match="has no compensation in its contract"):
+        Service("notification").compensation(NOTIFY)
+
+
+def test_a_contract_checks_itself() -> None:
+    lopsided = StepContract(completion=OrderShipped, compensation=RefundPayment)
+    assert lopsided.problems() == [
+        "contract of OrderShipped: compensation 'payment.RefundPayment' is not a command of"
+        " service 'shipping'",
+        "contract of OrderShipped: a compensation command and the event confirming it go"
+        " together (give both or neither)",
+    ]
