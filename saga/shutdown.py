@@ -63,6 +63,7 @@ def run_process(serve: Callable[[], Coroutine[Any, Any, None]], settings: Settin
     1 when the graceful stop was cut short (logged), else 0.
     """
     from saga.observability import telemetry
+    from saga.observability.health import check_port_free
     from saga.observability.logs import configure_logging
     from saga.observability.memory import limit_socket_reads, trim_every
 
@@ -73,6 +74,8 @@ def run_process(serve: Callable[[], Coroutine[Any, Any, None]], settings: Settin
         finally:
             trimming.cancel()
 
+    if settings.health_port:
+        check_port_free(settings.health_host, settings.health_port)
     configure_logging()
     limit_socket_reads(settings.socket_read_bytes)
     exporting = telemetry.configure(settings)

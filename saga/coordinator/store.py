@@ -15,7 +15,7 @@ from typing import Any
 
 import pydantic_core
 
-from saga.coordinator.decide import TaskChange
+from saga.coordinator.decision import TaskChange
 from saga.coordinator.state import SagaState
 from saga.errors import SagaError
 

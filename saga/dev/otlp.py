@@ -12,6 +12,9 @@ Only the protobuf encoding is supported (``application/x-protobuf``, optionally
 ``gzip`` or ``deflate`` compressed), which is what the
 ``opentelemetry-exporter-otlp-proto-http`` exporters send. That package (the
 ``otlp`` extra) provides the protobuf definitions used here.
+
+The requests are decoded in :mod:`saga.dev.otlp_decode`; :func:`render_tree`
+lives in :mod:`saga.dev.trace_tree`.
 """
 
 from __future__ import annotations
@@ -20,30 +23,25 @@ import gzip
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Self
 
-from saga.errors import DevStackError
-
-try:
-    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-        ExportMetricsServiceRequest,
-        ExportMetricsServiceResponse,
-    )
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-        ExportTraceServiceRequest,
-        ExportTraceServiceResponse,
-    )
-    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-    from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-except ImportError:  # pragma: no cover - depends on the installed extras
-    raise DevStackError(
-        "the OTLP receiver needs the 'otlp' extra: pip install 'kafka-saga[otlp]'"
-    ) from None
+from saga.dev.otlp_decode import (
+    AttributeValue,
+    CollectedPoint,
+    CollectedSpan,
+    PointKind,
+    SpanKind,
+    StatusCode,
+    decode_metrics,
+    decode_traces,
+    metrics_response,
+    traces_response,
+)
+from saga.dev.trace_tree import render_tree
 
 __all__ = [
     "AttributeValue",
@@ -56,73 +54,10 @@ __all__ = [
     "render_tree",
 ]
 
-Scalar = str | int | float | bool
-AttributeValue = Scalar | tuple[Scalar, ...]
-"""A flattened OTLP ``AnyValue``: arrays of scalars become tuples, other
-composite values (nested arrays, key-value lists) their ``str``, bytes their hex."""
-
-SpanKind = Literal["unspecified", "internal", "server", "client", "producer", "consumer"]
-StatusCode = Literal["unset", "ok", "error"]
-PointKind = Literal["sum", "gauge", "histogram"]
-
-_SPAN_KINDS: dict[int, SpanKind] = {
-    0: "unspecified",
-    1: "internal",
-    2: "server",
-    3: "client",
-    4: "producer",
-    5: "consumer",
-}
-_STATUS_CODES: dict[int, StatusCode] = {0: "unset", 1: "ok", 2: "error"}
-
 TRACES_PATH = "/v1/traces"
 METRICS_PATH = "/v1/metrics"
 _PROTOBUF = "application/x-protobuf"
 _MAX_BODY = 64 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class CollectedSpan:
-    """One span as received from an OTLP exporter."""
-
-    trace_id: str
-    """32 lowercase hex characters."""
-    span_id: str
-    """16 lowercase hex characters."""
-    parent_span_id: str | None
-    """16 lowercase hex characters, ``None`` for a root span."""
-    name: str
-    kind: SpanKind
-    service: str
-    """The ``service.name`` resource attribute, ``""`` if absent."""
-    start_ns: int
-    end_ns: int
-    attributes: dict[str, AttributeValue] = field(hash=False)
-    status_code: StatusCode
-    links: tuple[tuple[str, str], ...]
-    """``(trace_id, span_id)`` of every linked span."""
-
-    @property
-    def duration_ms(self) -> float:
-        return (self.end_ns - self.start_ns) / 1_000_000
-
-
-@dataclass(frozen=True)
-class CollectedPoint:
-    """One metric data point as received from an OTLP exporter.
-
-    Exporters resend cumulative values at every export; the receiver keeps every
-    point, so the last one received for a metric and attribute set is current.
-    """
-
-    service: str
-    name: str
-    attributes: dict[str, AttributeValue] = field(hash=False)
-    kind: PointKind
-    value: float
-    """The sum or gauge value; for histograms the sum of the recorded values."""
-    count: int
-    """For histograms the number of recorded values, else 0."""
 
 
 class OtlpReceiver:
@@ -252,23 +187,16 @@ class OtlpReceiver:
         Raises :class:`ValueError` when ``body`` is not a valid request.
         """
         if path == TRACES_PATH:
-            trace_request = ExportTraceServiceRequest()
-            _parse(trace_request, body)
-            spans = list(_spans_of(trace_request))
+            spans = decode_traces(body)
             with self._lock:
                 self._spans.extend(spans)
                 self._requests += 1
-            response: Any = ExportTraceServiceResponse()
-        else:
-            metrics_request = ExportMetricsServiceRequest()
-            _parse(metrics_request, body)
-            points = list(_points_of(metrics_request))
-            with self._lock:
-                self._points.extend(points)
-                self._requests += 1
-            response = ExportMetricsServiceResponse()
-        serialized: bytes = response.SerializeToString()
-        return serialized
+            return traces_response()
+        points = decode_metrics(body)
+        with self._lock:
+            self._points.extend(points)
+            self._requests += 1
+        return metrics_response()
 
 
 class _Server(ThreadingHTTPServer):
@@ -333,9 +261,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-# -- decoding ---------------------------------------------------------------
-
-
 def _decompress(body: bytes, encoding: str) -> bytes:
     encoding = encoding.strip().lower()
     if encoding in ("", "identity"):
@@ -345,158 +270,3 @@ def _decompress(body: bytes, encoding: str) -> bytes:
     if encoding == "deflate":
         return zlib.decompress(body)
     raise ValueError(f"unsupported Content-Encoding {encoding!r}")
-
-
-def _parse(message: Any, body: bytes) -> None:
-    try:
-        message.ParseFromString(body)
-    except Exception as exc:  # google.protobuf.message.DecodeError, untyped
-        raise ValueError(f"undecodable {type(message).__name__}: {exc}") from exc
-
-
-def _scalar_or_str(value: AttributeValue) -> Scalar:
-    return value if not isinstance(value, tuple) else str(value)
-
-
-def _flatten(value: AnyValue) -> AttributeValue:
-    which = value.WhichOneof("value")
-    if which == "string_value":
-        return value.string_value
-    if which == "bool_value":
-        return value.bool_value
-    if which == "int_value":
-        return value.int_value
-    if which == "double_value":
-        return value.double_value
-    if which == "bytes_value":
-        return value.bytes_value.hex()
-    if which == "array_value":
-        return tuple(_scalar_or_str(_flatten(item)) for item in value.array_value.values)
-    if which == "kvlist_value":
-        return str({kv.key: _flatten(kv.value) for kv in value.kvlist_value.values})
-    return ""
-
-
-def _attributes(pairs: Iterable[KeyValue]) -> dict[str, AttributeValue]:
-    return {kv.key: _flatten(kv.value) for kv in pairs}
-
-
-def _service(resource: Resource) -> str:
-    name = _attributes(resource.attributes).get("service.name", "")
-    return name if isinstance(name, str) else str(name)
-
-
-def _spans_of(request: ExportTraceServiceRequest) -> Iterable[CollectedSpan]:
-    for resource_spans in request.resource_spans:
-        service = _service(resource_spans.resource)
-        for scope_spans in resource_spans.scope_spans:
-            for span in scope_spans.spans:
-                yield CollectedSpan(
-                    trace_id=span.trace_id.hex(),
-                    span_id=span.span_id.hex(),
-                    parent_span_id=span.parent_span_id.hex() or None,
-                    name=span.name,
-                    kind=_SPAN_KINDS.get(int(span.kind), "unspecified"),
-                    service=service,
-                    start_ns=span.start_time_unix_nano,
-                    end_ns=span.end_time_unix_nano,
-                    attributes=_attributes(span.attributes),
-                    status_code=_STATUS_CODES.get(int(span.status.code), "unset"),
-                    links=tuple((link.trace_id.hex(), link.span_id.hex()) for link in span.links),
-                )
-
-
-def _points_of(request: ExportMetricsServiceRequest) -> Iterable[CollectedPoint]:
-    for resource_metrics in request.resource_metrics:
-        service = _service(resource_metrics.resource)
-        for scope_metrics in resource_metrics.scope_metrics:
-            for metric in scope_metrics.metrics:
-                which = metric.WhichOneof("data")
-                if which in ("sum", "gauge"):
-                    kind: PointKind = "sum" if which == "sum" else "gauge"
-                    numbers = metric.sum.data_points if which == "sum" else metric.gauge.data_points
-                    for number in numbers:
-                        value = (
-                            float(number.as_int)
-                            if number.WhichOneof("value") == "as_int"
-                            else number.as_double
-                        )
-                        yield CollectedPoint(
-                            service=service,
-                            name=metric.name,
-                            attributes=_attributes(number.attributes),
-                            kind=kind,
-                            value=value,
-                            count=0,
-                        )
-                elif which in ("histogram", "exponential_histogram"):
-                    histograms: Iterable[Any] = (
-                        metric.histogram.data_points
-                        if which == "histogram"
-                        else metric.exponential_histogram.data_points
-                    )
-                    for histogram in histograms:
-                        yield CollectedPoint(
-                            service=service,
-                            name=metric.name,
-                            attributes=_attributes(histogram.attributes),
-                            kind="histogram",
-                            value=float(histogram.sum),
-                            count=int(histogram.count),
-                        )
-                # summaries are not produced by the Python SDK: ignored
-
-
-# -- rendering --------------------------------------------------------------
-
-
-def render_tree(
-    spans: Sequence[CollectedSpan],
-    *,
-    attributes: Sequence[str] = ("saga.step", "saga.outcome", "saga.status"),
-) -> str:
-    """Render one trace as an indented text tree, one span per line.
-
-    Roots are the spans whose parent is not among ``spans``; children follow
-    their parent, sorted by start time, drawn with ``├ ``/``└ `` connectors and
-    ``│ `` guides (two columns per level, so deep saga traces stay readable). Each line reads
-    ``name  [service]  12.3 ms  key=value ...`` showing only the listed
-    ``attributes`` the span has.
-    """
-    ids = {span.span_id for span in spans}
-    children: dict[str, list[CollectedSpan]] = {}
-    roots: list[CollectedSpan] = []
-    for span in spans:
-        if span.parent_span_id is not None and span.parent_span_id in ids:
-            children.setdefault(span.parent_span_id, []).append(span)
-        else:
-            roots.append(span)
-    lines: list[str] = []
-    seen: set[str] = set()
-
-    def by_start(items: list[CollectedSpan]) -> list[CollectedSpan]:
-        return sorted(items, key=lambda s: (s.start_ns, s.end_ns))
-
-    def visit(span: CollectedSpan, prefix: str, connector: str, below: str) -> None:
-        if span.span_id in seen:  # duplicate ids or a cycle: print once
-            return
-        seen.add(span.span_id)
-        lines.append(prefix + connector + _describe(span, attributes))
-        kids = by_start(children.get(span.span_id, []))
-        for index, kid in enumerate(kids):
-            last = index == len(kids) - 1
-            visit(kid, prefix + below, "└ " if last else "├ ", "  " if last else "│ ")
-
-    for root in by_start(roots):
-        visit(root, "", "", "")
-    return "\n".join(lines)
-
-
-def _describe(span: CollectedSpan, keys: Sequence[str]) -> str:
-    text = f"{span.name}  [{span.service}]  {span.duration_ms:.1f} ms"
-    shown = _format_attributes(span.attributes, keys)
-    return f"{text}  {shown}" if shown else text
-
-
-def _format_attributes(values: Mapping[str, AttributeValue], keys: Sequence[str]) -> str:
-    return " ".join(f"{key}={values[key]}" for key in keys if key in values)

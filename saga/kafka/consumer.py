@@ -21,6 +21,12 @@ Guarantees (at-least-once, with order):
 * **Graceful shutdown** on SIGTERM/SIGINT (via :meth:`Consumer.serve`): stop
   fetching, finish in-flight records, commit, leave the group.
 
+This module runs the fetch loop and calls the handler; a record is read (or
+dead-lettered) in :mod:`saga.kafka.intake`, a partition's records are handled in
+order by :mod:`saga.kafka.partitions`, offsets are committed by
+:mod:`saga.kafka.commits`, and revoked partitions are handed back by
+:mod:`saga.kafka.rebalance`.
+
 >>> async def handle(envelope: Envelope[Message]) -> None:
 ...     print(envelope.type, envelope.saga_id)
 >>> async def main(settings: Settings, registry: MessageRegistry) -> None:
@@ -33,38 +39,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
-import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import (
-    CommitFailedError,
-    IllegalStateError,
-    KafkaError,
-    RecordTooLargeError,
-)
+from aiokafka.errors import IllegalStateError, KafkaError, RecordTooLargeError
 from opentelemetry.trace import Span, Status, StatusCode
 
-from saga.errors import MessageTooLarge
+from saga.kafka.commits import Commits
 from saga.kafka.config import client_kwargs
-from saga.kafka.dead_letter import DeadLetter, dead_letter, describe_error, shrink
+from saga.kafka.dead_letter import describe_error
+from saga.kafka.intake import Intake
+from saga.kafka.partitions import Abandoned, PartitionWorker, drain
 from saga.kafka.publisher import Publisher
-from saga.messages import headers as h
+from saga.kafka.rebalance import Rebalance
 from saga.messages.base import Message
-from saga.messages.codec import RawRecord, decode, header_map
 from saga.messages.envelope import Envelope
-from saga.messages.errors import InvalidMessage
 from saga.messages.registry import MessageRegistry
 from saga.messages.topics import SECURITY_DEAD_LETTERS, dead_letter_topic, prefixed
-from saga.observability import metrics, tracing
+from saga.observability import tracing
 from saga.resilience.retry import RetryPolicy, run_with_retry
-from saga.security.signing import SignatureError, Verifier
+from saga.security.signing import Verifier
 from saga.settings import Settings
 from saga.shutdown import serve_until_signalled
 
@@ -112,17 +108,14 @@ class Consumer:
         self._settings = settings
         self._topics = list(topics)
         self._group_id = group_id
-        #: Refuses records not signed by their topic's owner (``SAGA_REQUIRE_SIGNATURES``).
-        self._verifier = (
+        # Refuses records not signed by their topic's owner (``SAGA_REQUIRE_SIGNATURES``).
+        verifier = (
             Verifier(settings.all_signing_keys(), topic_prefix=settings.topic_prefix)
             if settings.require_signatures
             else None
         )
-        self._security_topic = prefixed(settings.topic_prefix, SECURITY_DEAD_LETTERS)
         self._handler = handler
         self._batch_handler = batch_handler
-        self._registry = registry
-        self._accepts = accepts
         self._handler_attempts = (
             settings.handler_max_attempts if handler_attempts is None else handler_attempts
         )
@@ -136,6 +129,16 @@ class Consumer:
         self._client_id = client_id or f"{settings.client_id}-{group_id}"
         self._own_publisher = publisher is None
         self._publisher = publisher or Publisher(settings, client_id=f"{self._client_id}-dlq")
+        self._stopping = asyncio.Event()
+        self._intake = Intake(
+            group_id=group_id,
+            registry=registry,
+            accepts=accepts,
+            verifier=verifier,
+            security_topic=prefixed(settings.topic_prefix, SECURITY_DEAD_LETTERS),
+            publisher=self._publisher,
+            stopping=self._stopping.is_set,
+        )
         self._kafka = AIOKafkaConsumer(
             **client_kwargs(settings, self._client_id),
             group_id=group_id,
@@ -154,12 +157,12 @@ class Consumer:
             rebalance_timeout_ms=settings.max_poll_interval_ms,
         )
         self._slots = asyncio.Semaphore(settings.max_concurrency)
-        self._workers: dict[TopicPartition, _PartitionWorker] = {}
-        self._stopping = asyncio.Event()
-        self._last_commit = time.monotonic()
-        # One commit at a time: a revocation's commit waits for (or outlives) a
-        # periodic one, so no older offset can land after the partition moved on.
-        self._commit_lock = asyncio.Lock()
+        self._workers: dict[TopicPartition, PartitionWorker] = {}
+        self._commits = Commits(
+            self._kafka,
+            interval_s=settings.commit_interval_ms / 1000,
+            timeout_s=settings.commit_timeout_ms / 1000,
+        )
 
     # --- lifecycle ------------------------------------------------------------
 
@@ -167,7 +170,10 @@ class Consumer:
         """Start the dead-letter publisher and join the group."""
         if self._own_publisher:
             await self._publisher.start()
-        self._kafka.subscribe(self._topics, listener=_Rebalance(self))
+        listener = Rebalance(
+            self._workers, self._commits, drain_timeout_s=self._settings.drain_timeout_ms / 1000
+        )
+        self._kafka.subscribe(self._topics, listener=listener)
         await self._kafka.start()
 
     @property
@@ -202,8 +208,8 @@ class Consumer:
                     continue
                 for tp, records in batches.items():
                     self._dispatch(tp, records)
-                if time.monotonic() - self._last_commit >= self._settings.commit_interval_ms / 1000:
-                    await self._commit(self._workers.values())
+                if self._commits.due:
+                    await self._commits.commit(self._workers.values())
         finally:
             await self._close()
 
@@ -213,14 +219,37 @@ class Consumer:
             self.start, self.run, self.stop, grace_s=self._settings.shutdown_grace_ms / 1000
         )
 
+    async def _close(self) -> None:
+        workers = list(self._workers.values())
+        try:
+            await drain(workers, self._settings.drain_timeout_ms / 1000)
+            await self._commits.commit(workers)
+        finally:
+            for w in workers:
+                w.cancel()
+            self._workers.clear()
+            await self._kafka.stop()  # leaves the group
+            if self._own_publisher:
+                await self._publisher.stop()
+
     # --- dispatch ---------------------------------------------------------------
 
-    def _dispatch(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+    def _worker(self, tp: TopicPartition) -> PartitionWorker:
         worker = self._workers.get(tp)
         if worker is None:
-            worker = self._workers[tp] = _PartitionWorker(
-                self, tp, backlog_limit=self._settings.max_poll_records
+            worker = self._workers[tp] = PartitionWorker(
+                tp,
+                backlog_limit=self._settings.max_poll_records,
+                batched=self._batch_handler is not None,
+                handle=self._handle_records,
+                slots=self._slots,
+                pause=self._pause,
+                resume=self._resume,
             )
+        return worker
+
+    def _dispatch(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+        worker = self._worker(tp)
         worker.feed(records)
         if worker.backlogged:
             self._pause(worker)
@@ -237,15 +266,11 @@ class Consumer:
             fetch_size,
         )
         self._kafka.seek(tp, offset)
-        worker = self._workers.get(tp)
-        if worker is None:
-            worker = self._workers[tp] = _PartitionWorker(
-                self, tp, backlog_limit=self._settings.max_poll_records
-            )
+        worker = self._worker(tp)
         worker.stalled = True
         self._pause(worker)
 
-    def _pause(self, worker: _PartitionWorker) -> None:
+    def _pause(self, worker: PartitionWorker) -> None:
         # Pausing drops what was fetched ahead; the position stays at the last
         # record handed out, so nothing is skipped.
         if self._workers.get(worker.tp) is worker and not worker.paused:
@@ -253,14 +278,22 @@ class Consumer:
                 self._kafka.pause(worker.tp)
                 worker.paused = True
 
-    def _resume(self, worker: _PartitionWorker) -> None:
+    def _resume(self, worker: PartitionWorker) -> None:
         if self._workers.get(worker.tp) is worker and worker.paused and not worker.stalled:
             with contextlib.suppress(IllegalStateError):  # no longer assigned
                 self._kafka.resume(worker.tp)
                 worker.paused = False
 
+    # --- handling ---------------------------------------------------------------
+
+    async def _handle_records(self, records: list[ConsumerRecord]) -> None:
+        if self._batch_handler is not None:
+            await self._handle_batch(records)
+        else:
+            await self._handle(records[0])
+
     async def _handle(self, record: ConsumerRecord) -> None:
-        read, raw = await self._read(record)
+        read, raw = await self._intake.read(record)
         if read is None:
             return
         with tracing.processing(raw, read, self._group_id) as span:
@@ -270,18 +303,18 @@ class Consumer:
             except Exception as exc:
                 if self._stopping.is_set():
                     # Shutting down mid-retry: leave it uncommitted, to be retried after restart.
-                    raise _Abandoned(describe_error(exc)) from exc
+                    raise Abandoned(describe_error(exc)) from exc
                 reason = (
                     f"handler failed after {self._handler_attempts} attempt(s): "
                     f"{describe_error(exc)}"
                 )
                 span.set_status(Status(StatusCode.ERROR, "dead-lettered"))
-                await self._dead_letter(raw, reason, type(exc).__name__)
+                await self._intake.dead_letter(raw, reason, type(exc).__name__)
 
     async def _handle_batch(self, records: Sequence[ConsumerRecord]) -> None:
         """One call of the batch handler for the valid envelopes among ``records``."""
         assert self._batch_handler is not None
-        read = [await self._read(record) for record in records]
+        read = [await self._intake.read(record) for record in records]
         valid = [(envelope, raw) for envelope, raw in read if envelope is not None]
         if not valid:
             return
@@ -299,13 +332,13 @@ class Consumer:
         except Exception as exc:
             tracing.end_spans(spans, exc)
             if self._stopping.is_set():
-                raise _Abandoned(describe_error(exc)) from exc
+                raise Abandoned(describe_error(exc)) from exc
             reason = (
                 f"batch handler failed after {self._handler_attempts} attempt(s): "
                 f"{describe_error(exc)}"
             )
             for _, raw in valid:
-                await self._dead_letter(raw, reason, type(exc).__name__)
+                await self._intake.dead_letter(raw, reason, type(exc).__name__)
             return
         except BaseException as exc:
             tracing.end_spans(spans, exc)
@@ -314,45 +347,12 @@ class Consumer:
             error = refused.get(envelope.id)
             if error is not None:
                 span.set_status(Status(StatusCode.ERROR, "dead-lettered"))
-                await self._dead_letter(raw, describe_error(error), type(error).__name__)
+                await self._intake.dead_letter(raw, describe_error(error), type(error).__name__)
         tracing.end_spans(spans)
 
     def _handler_of(self, envelope: Envelope[Message]) -> Awaitable[None]:
         assert self._handler is not None
         return self._handler(envelope)
-
-    async def _read(self, record: ConsumerRecord) -> tuple[Envelope[Message] | None, RawRecord]:
-        """The record as an envelope; ``None`` if skipped or dead-lettered."""
-        raw = RawRecord(
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            value=record.value,
-            headers=tuple(record.headers or ()),
-            timestamp_ms=record.timestamp,
-        )
-        if self._accepts is not None:
-            message_type = header_map(raw.headers).get(h.TYPE)
-            if message_type and not self._accepts(message_type.decode(errors="replace")):
-                return None, raw
-        if self._verifier is not None:
-            try:
-                self._verifier.check(
-                    raw.topic, raw.partition, raw.offset, raw.key, raw.value, raw.headers
-                )
-            except SignatureError as refused:
-                await self._refuse(raw, refused)
-                return None, raw
-        try:
-            return decode(raw, self._registry), raw
-        except InvalidMessage as exc:
-            await self._dead_letter(raw, exc.reason, type(exc).__name__)
-        except Exception as exc:  # e.g. a faulty upcaster: still this record's problem
-            await self._dead_letter(
-                raw, f"record could not be read: {describe_error(exc)}", type(exc).__name__
-            )
-        return None, raw
 
     async def _call(self, work: Callable[[], Awaitable[None]], what: str) -> None:
         async def attempt(number: int) -> None:
@@ -374,213 +374,3 @@ class Consumer:
             keep_going=lambda: not self._stopping.is_set(),
             before_sleep=retrying,
         )
-
-    async def _refuse(self, raw: RawRecord, refused: SignatureError) -> None:
-        """A record that failed its signature check: to the security dead letters."""
-        reason = str(refused)
-        letter = dead_letter(raw, reason=reason, error_type="SignatureError", group=self._group_id)
-        letter = dataclasses.replace(letter, topic=self._security_topic)
-        metrics.security_rejected.add(
-            1, {"messaging.destination.name": raw.topic, "error.type": refused.kind}
-        )
-        log.warning(
-            "refusing %s[%d]@%d (%s) to %s",
-            raw.topic,
-            raw.partition,
-            raw.offset,
-            reason,
-            letter.topic,
-        )
-        await self._send_dead_letter(letter)
-
-    async def _dead_letter(self, raw: RawRecord, reason: str, error_type: str) -> None:
-        letter = dead_letter(raw, reason=reason, error_type=error_type, group=self._group_id)
-        metrics.dead_letters.add(
-            1, {"messaging.destination.name": raw.topic, "error.type": error_type}
-        )
-        log.warning(
-            "dead-lettering %s[%d]@%d to %s: %s",
-            raw.topic,
-            raw.partition,
-            raw.offset,
-            letter.topic,
-            letter.reason,
-        )
-        await self._send_dead_letter(letter)
-
-    async def _send_dead_letter(self, letter: DeadLetter) -> None:
-        # The offset must not be committed before the dead letter is durable:
-        # keep trying (this partition only) until it is, or until shutdown.
-        delay = 0.1
-        while True:
-            try:
-                await self._publisher.publish_raw(
-                    letter.topic, key=letter.key, value=letter.value, headers=letter.headers
-                )
-                return
-            except MessageTooLarge as exc:
-                smaller = shrink(letter, exc.size)
-                if smaller is None:
-                    raise
-                log.warning("dead letter to %s too large: %s", letter.topic, smaller.reason)
-                letter = smaller
-            except Exception as exc:
-                if self._stopping.is_set():
-                    raise _Abandoned(describe_error(exc)) from exc
-                log.error(
-                    "dead letter to %s failed (%s); retrying", letter.topic, describe_error(exc)
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-
-    # --- commits ----------------------------------------------------------------
-
-    async def _commit(self, workers: Iterable[_PartitionWorker]) -> None:
-        """Commit what ``workers`` handled. One commit at a time, and what is due is
-        read under the lock: a revocation's commit and a periodic one never
-        interleave, and a revoked worker (gone from ``self._workers``, whose live
-        view the periodic commit passes) is never committed late."""
-        self._last_commit = time.monotonic()
-        async with self._commit_lock:
-            due = [w for w in workers if w.handled is not None and w.handled != w.committed]
-            if not due:
-                return
-            offsets = {w.tp: w.handled for w in due}
-            try:
-                await asyncio.wait_for(
-                    self._kafka.commit(offsets), self._settings.commit_timeout_ms / 1000
-                )
-            except TimeoutError:
-                log.warning("commit of %s timed out; offsets stay due", offsets)
-                return
-            except (CommitFailedError, IllegalStateError) as exc:
-                # The group moved on (rebalance); the new owner resumes from the last commit.
-                log.warning("commit of %s skipped: %s", offsets, describe_error(exc))
-                return
-            except KafkaError as exc:
-                # Coordinator moving or unreachable: the offsets stay due and are tried again.
-                log.warning("commit of %s failed, will retry: %s", offsets, describe_error(exc))
-                return
-            for w in due:
-                w.committed = offsets[w.tp]
-
-    async def _revoke(self, revoked: Iterable[TopicPartition]) -> None:
-        workers = [w for tp in revoked if (w := self._workers.pop(tp, None)) is not None]
-        await _drain(workers, self._settings.drain_timeout_ms / 1000)
-        # Still the owner until this callback returns: commit what was handled.
-        await self._commit(workers)
-        for w in workers:
-            w.cancel()
-
-    async def _close(self) -> None:
-        workers = list(self._workers.values())
-        try:
-            await _drain(workers, self._settings.drain_timeout_ms / 1000)
-            await self._commit(workers)
-        finally:
-            for w in workers:
-                w.cancel()
-            self._workers.clear()
-            await self._kafka.stop()  # leaves the group
-            if self._own_publisher:
-                await self._publisher.stop()
-
-
-async def _drain(workers: Sequence[_PartitionWorker], timeout_s: float) -> None:
-    for w in workers:
-        w.finish_current_only()
-    tasks = [w.task for w in workers if w.task is not None and not w.task.done()]
-    if tasks:
-        _, pending = await asyncio.wait(tasks, timeout=timeout_s)
-        if pending:
-            log.warning("%d partition(s) still busy after %ss", len(pending), timeout_s)
-
-
-class _PartitionWorker:
-    """Handles one partition's records in order and tracks how far it got.
-
-    Records are queued as they are fetched; the partition is paused only when
-    its backlog reaches ``backlog_limit`` (so fetching runs ahead of handling)
-    and resumed once half of that is worked off.
-    """
-
-    def __init__(self, consumer: Consumer, tp: TopicPartition, backlog_limit: int) -> None:
-        self.consumer = consumer
-        self.tp = tp
-        self.backlog_limit = backlog_limit
-        self.task: asyncio.Task[None] | None = None
-        #: Next offset to read: everything below it is handled (durably).
-        self.handled: int | None = None
-        self.committed: int | None = None
-        self.paused = False
-        #: Set on a defect: nothing after the failed record may be handled.
-        self.stalled = False
-        self._queue: deque[ConsumerRecord] = deque()
-
-    @property
-    def backlogged(self) -> bool:
-        return len(self._queue) >= self.backlog_limit
-
-    def feed(self, records: list[ConsumerRecord]) -> None:
-        if self.stalled:
-            return
-        self._queue.extend(records)
-        if self.task is None or self.task.done():
-            self.task = asyncio.create_task(self._run(), name=f"partition {self.tp}")
-
-    def finish_current_only(self) -> None:
-        """Drop records not yet started; they stay uncommitted and are read again."""
-        self._queue.clear()
-
-    def cancel(self) -> None:
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
-
-    async def _run(self) -> None:
-        batched = self.consumer._batch_handler is not None
-        while self._queue:
-            if batched:
-                take = min(len(self._queue), self.backlog_limit)
-                records = [self._queue.popleft() for _ in range(take)]
-            else:
-                records = [self._queue.popleft()]
-            first, last = records[0], records[-1]
-            try:
-                async with self.consumer._slots:
-                    if batched:
-                        await self.consumer._handle_batch(records)
-                    else:
-                        await self.consumer._handle(first)
-            except _Abandoned as exc:
-                # Shutting down: the offset stays uncommitted, the record is read again.
-                log.warning("record %s@%d left for redelivery: %s", self.tp, first.offset, exc)
-                self._queue.clear()
-                return
-            except Exception:
-                # A defect, not bad input. Skipping would lose the record, so this
-                # partition stays paused (others go on) until the process restarts.
-                log.critical(
-                    "partition %s stalled at offset %d", self.tp, first.offset, exc_info=True
-                )
-                self.stalled = True
-                self._queue.clear()
-                self.consumer._pause(self)
-                return
-            self.handled = last.offset + 1
-            if self.paused and len(self._queue) <= self.backlog_limit // 2:
-                self.consumer._resume(self)
-
-
-class _Abandoned(Exception):
-    """A record given up on shutdown, left uncommitted so that it is read again."""
-
-
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, consumer: Consumer) -> None:
-        self._consumer = consumer
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._consumer._revoke(revoked)
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> Any:
-        log.info("assigned %s", sorted(assigned))

@@ -13,6 +13,7 @@ import asyncio
 import errno
 import json
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -39,6 +40,26 @@ _REASONS = {
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail now, in one line naming the setting, if ``port`` cannot be bound: before a
+    process opens its broker and database connections, not after."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise _in_use(host, port) from None
+
+
+def _in_use(host: str, port: int) -> ConfigurationError:
+    return ConfigurationError(
+        f"port {port} on {host} is in use: set SAGA_HEALTH_PORT to a free port"
+        " (each process of a system on one machine needs its own)"
+    )
 
 
 class HealthServer:
@@ -68,10 +89,7 @@ class HealthServer:
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:
                 raise
-            raise ConfigurationError(
-                f"port {self._port} on {self._host} is in use: set SAGA_HEALTH_PORT to a free"
-                " port (each process of a system on one machine needs its own)"
-            ) from None
+            raise _in_use(self._host, self._port) from None
         log.info("health endpoint on %s:%d", self._host, self.port)
 
     async def stop(self) -> None:

@@ -12,7 +12,7 @@ OpenTelemetry messaging semantic conventions:
   consumer group and message id; the handler sees the envelope in that span's
   context, so what it emits continues the trace;
 * the coordinator's ``decide <saga type>`` per fact and ``compensate <step>`` per
-  compensation command (see :mod:`saga.coordinator.apply`).
+  compensation command (see :mod:`saga.coordinator.batch`).
 
 ``saga.id``, ``saga.type`` and ``saga.step`` are set wherever they are known.
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 import pytest
@@ -44,11 +45,15 @@ def defect(monkeypatch: pytest.MonkeyPatch) -> set[str]:
     broken: set[str] = set()
 
     def deciding(
-        state: SagaState | None, incoming: Incoming, definition: SagaDefinition, now: datetime
+        state: SagaState | None,
+        incoming: Incoming,
+        definition: SagaDefinition,
+        now: datetime,
+        **options: Any,
     ) -> Decision:
         if incoming.saga_id in broken:
             raise KeyError(f"no step for {incoming.type}")
-        return decide(state, incoming, definition, now)
+        return decide(state, incoming, definition, now, **options)
 
     monkeypatch.setattr(apply, "decide", deciding)
     return broken

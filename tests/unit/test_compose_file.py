@@ -72,6 +72,13 @@ def test_the_coordinator_and_every_example_service_run_from_the_one_dockerfile()
         assert (ROOT / f"{module}.py").exists() or (ROOT / module / "__main__.py").exists(), name
 
 
+def test_the_coordinator_is_told_where_the_example_definitions_are() -> None:
+    from services.system import DEFINITIONS
+
+    coordinator = apps()["coordinator"]
+    assert coordinator["environment"]["SAGA_DEFINITIONS"] == DEFINITIONS
+
+
 def test_every_step_service_of_the_shipped_sagas_runs_in_compose() -> None:
     from contracts.catalog import saga_definitions
 

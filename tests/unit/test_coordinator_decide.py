@@ -1,110 +1,70 @@
-"""The coordinator's pure decision function, with plain objects: no broker, no database."""
+"""The coordinator's decisions on the order saga, fact by fact: no broker, no database."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from dataclasses import replace
+from datetime import timedelta
+from typing import ClassVar
 
 import pytest
 
+from contracts.inventory import (
+    InventoryReleased,
+    InventoryReservationFailed,
+    InventoryReserved,
+    ReleaseInventory,
+)
+from contracts.notification import CustomerNotified
 from contracts.order_saga import ORDER_SAGA
-from saga.coordinator.decide import Decision, Incoming, IncomingKind, decide
-from saga.coordinator.state import SagaState
+from contracts.orders import OrderPlaced
+from contracts.payment import PaymentCharged, PaymentFailed, PaymentRefunded, RefundPayment
+from contracts.shipping import OrderShipped, ShippingFailed
+from saga import Command, CompensationFailed, Event, SagaDefinition, StepFailed
+from saga.definition.saga import OnTimeout
+from saga.testing import SagaScenario
 
-T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
-ORDER = {"order_id": "o-1", "customer_id": "c", "amount_cents": 900, "currency": "EUR"}
-RESERVED = {"order_id": "o-1", "sku": "s", "quantity": 1, "amount_cents": 900}
-CHARGED = {"order_id": "o-1", "amount_cents": 900, "charge_id": "ch-1"}
-SHIPPED = {"order_id": "o-1", "parcel_id": "p-1"}
-NOTIFIED = {"order_id": "o-1", "parcel_id": "p-1", "channel": "email", "notification_id": "n"}
-STEP_OF: dict[str, tuple[str, dict[str, Any]]] = {
-    "reserve": ("inventory", RESERVED),
-    "charge": ("payment", CHARGED),
-    "ship": ("shipping", SHIPPED),
-    "notify": ("notification", NOTIFIED),
+ORDER = OrderPlaced(order_id="o-1", customer_id="c", amount_cents=900)
+RESERVED = InventoryReserved(order_id="o-1", sku="s", quantity=1, amount_cents=900)
+CHARGED = PaymentCharged(order_id="o-1", amount_cents=900, charge_id="ch-1")
+SHIPPED = OrderShipped(order_id="o-1", parcel_id="p-1")
+NOTIFIED = CustomerNotified(order_id="o-1", parcel_id="p-1", notification_id="n")
+COMPLETIONS: dict[str, Event] = {
+    "reserve": RESERVED,
+    "charge": CHARGED,
+    "ship": SHIPPED,
+    "notify": NOTIFIED,
 }
+RELEASED = InventoryReleased(order_id="o-1", released=True)
+REFUNDED = PaymentRefunded(order_id="o-1", refunded=True)
+CONFIRMATIONS: dict[type[Command], Event] = {ReleaseInventory: RELEASED, RefundPayment: REFUNDED}
+RELEASE_FAILED = CompensationFailed(
+    command_type="inventory.ReleaseInventory", error_type="ConnectionError", attempts=20
+)
 
 
-class Saga:
-    """Feeds facts to ``decide`` and keeps the state, like the shell would."""
-
-    def __init__(self) -> None:
-        self.state: SagaState | None = None
-        self.commands: list[str] = []
-        self.timers: dict[str, datetime] = {}
-        self.n = 0
-        self.now = T0
-
-    def feed(self, kind: IncomingKind, type_: str, **extra: Any) -> Decision:
-        self.n += 1
-        self.now += timedelta(seconds=1)
-        incoming = Incoming(
-            kind=kind,
-            message_id=f"m-{self.n}",
-            type=type_,
-            saga_id="o-1",
-            saga_type="order",
-            at=self.now,
-            **extra,
-        )
-        decision = decide(self.state, incoming, ORDER_SAGA, self.now)
-        self.state = decision.state
-        self.commands += [
-            f"{c.message_type}({c.payload.get('order_id')})" for c in decision.commands
-        ]
-        for name in decision.cancel_timers:
-            self.timers.pop(name, None)
-        for timer in decision.set_timers:
-            self.timers[timer.name] = timer.due
-        return decision
-
-    def event(self, type_: str, payload: dict[str, Any], service: str | None = None) -> Decision:
-        return self.feed("event", type_, payload=payload, service=service)
-
-    def fire(self, timer: str) -> Decision:
-        return self.feed("timer", timer)
-
-    def step(self, name: str) -> str:
-        assert self.state is not None
-        return self.state.steps[name].status
-
-    def error(self, name: str) -> str | None:
-        assert self.state is not None
-        return self.state.steps[name].error
-
-    @property
-    def status(self) -> str:
-        assert self.state is not None
-        return self.state.status
-
-
-def run_until(saga: Saga, steps: list[str]) -> None:
-    saga.event("orders.OrderPlaced", ORDER)
-    completions = {
-        "reserve": "inventory.InventoryReserved",
-        "charge": "payment.PaymentCharged",
-        "ship": "shipping.OrderShipped",
-        "notify": "notification.CustomerNotified",
-    }
-    for name in steps:
-        saga.event(completions[name], STEP_OF[name][1], STEP_OF[name][0])
+def order_saga(*completed: str, definition: SagaDefinition = ORDER_SAGA) -> SagaScenario:
+    """An order saga that started, and whose ``completed`` steps completed."""
+    scenario = SagaScenario(definition, saga_id="o-1")
+    scenario.receive(ORDER)
+    for step in completed:
+        scenario.receive(COMPLETIONS[step])
+    return scenario
 
 
 def test_happy_path_completes_the_saga_and_cancels_its_timers() -> None:
-    saga = Saga()
-    run_until(saga, ["reserve", "charge", "ship", "notify"])
-    assert saga.status == "completed"
-    assert [saga.step(s) for s in ("reserve", "charge", "ship", "notify")] == ["completed"] * 4
-    assert saga.commands == []
-    assert saga.timers == {}, "no step timeout or deadline left behind"
+    scenario = order_saga("reserve", "charge", "ship", "notify")
+    assert scenario.status == "completed"
+    assert [scenario.step(s) for s in ("reserve", "charge", "ship", "notify")] == ["completed"] * 4
+    scenario.expect_commands()
+    assert scenario.timers == {}, "no step timeout or deadline left behind"
 
 
-FAILURES = {
-    "reserve": ("inventory.InventoryReservationFailed", []),
-    "charge": ("payment.PaymentFailed", ["inventory.ReleaseInventory(o-1)"]),
+FAILURES: dict[str, tuple[StepFailed, list[type[Command]]]] = {
+    "reserve": (InventoryReservationFailed(error_type="Nope", error_message="no"), []),
+    "charge": (PaymentFailed(error_type="Nope", error_message="no"), [ReleaseInventory]),
     "ship": (
-        "shipping.ShippingFailed",
-        ["payment.RefundPayment(o-1)", "inventory.ReleaseInventory(o-1)"],
+        ShippingFailed(error_type="Nope", error_message="no"),
+        [RefundPayment, ReleaseInventory],
     ),
 }
 
@@ -113,191 +73,258 @@ FAILURES = {
 def test_a_failure_at_each_step_compensates_exactly_the_completed_steps_in_reverse(
     failing: str,
 ) -> None:
-    saga = Saga()
     order = ["reserve", "charge", "ship"]
-    run_until(saga, order[: order.index(failing)])
-    failure, expected = FAILURES[failing]
-    saga.event(failure, {"error_type": "Nope", "error_message": "no", "attempts": 1})
-    confirmations = {
-        "inventory.ReleaseInventory(o-1)": (
-            "inventory.InventoryReleased",
-            {"order_id": "o-1", "released": True},
-        ),
-        "payment.RefundPayment(o-1)": (
-            "payment.PaymentRefunded",
-            {"order_id": "o-1", "refunded": True},
-        ),
-    }
-    sent = 0
-    while sent < len(saga.commands):  # confirm each compensation as it is sent
-        saga.event(*confirmations[saga.commands[sent]])
-        sent += 1
-    assert saga.commands == expected
-    assert saga.status == "compensated"
-    assert saga.step(failing) == "failed"
-    assert saga.timers == {}
+    scenario = order_saga(*order[: order.index(failing)])
+    failure, undo = FAILURES[failing]
+    scenario.receive(failure)
+    for command in undo:  # one at a time, each once the previous one is confirmed
+        [sent] = scenario.expect_commands(command)
+        assert (sent.purpose, sent.payload) == ("compensate", {"order_id": "o-1"})
+        scenario.receive(CONFIRMATIONS[command])
+    scenario.expect_commands()
+    assert scenario.status == "compensated"
+    assert scenario.step(failing) == "failed"
+    assert scenario.timers == {}
 
 
 def test_one_compensation_at_a_time_latest_completion_first() -> None:
-    saga = Saga()
-    run_until(saga, ["reserve", "charge"])
-    saga.event("shipping.ShippingFailed", {"error_type": "NoCarrier"})
-    assert saga.commands == ["payment.RefundPayment(o-1)"], "release waits for the refund"
-    saga.event("payment.PaymentRefunded", {"order_id": "o-1", "refunded": True})
-    assert saga.commands[-1] == "inventory.ReleaseInventory(o-1)"
+    scenario = order_saga("reserve", "charge")
+    scenario.receive(ShippingFailed(error_type="NoCarrier"))
+    scenario.expect_commands(RefundPayment)  # the release waits for the refund
+    scenario.receive(REFUNDED)
+    scenario.expect_commands(ReleaseInventory)
 
 
 def test_a_step_that_never_answers_times_out_and_is_compensated_with_its_start_data() -> None:
-    saga = Saga()
-    run_until(saga, ["reserve"])
-    assert "step-timeout:charge" in saga.timers
-    saga.fire("step-timeout:charge")
-    assert saga.step("charge") == "compensating"
-    assert saga.error("charge") == "timed out: outcome unknown"
+    scenario = order_saga("reserve")
+    assert scenario.timers["step-timeout:charge"] == scenario.now + timedelta(seconds=30)
+    scenario.fire("step-timeout:charge")
+    assert scenario.step("charge") == "compensating"
+    assert scenario.state.steps["charge"].error == "timed out: outcome unknown"
     # Unknown outcome: the charge is undone first (idempotently), then the reservation.
-    assert saga.commands == ["payment.RefundPayment(o-1)"]
-    saga.event("payment.PaymentRefunded", {"order_id": "o-1", "refunded": False})
-    saga.event("inventory.InventoryReleased", {"order_id": "o-1", "released": True})
-    assert saga.commands == ["payment.RefundPayment(o-1)", "inventory.ReleaseInventory(o-1)"]
-    assert saga.status == "compensated"
+    [refund] = scenario.expect_commands(RefundPayment)
+    assert refund.payload == {"order_id": "o-1"}, "built from InventoryReserved"
+    scenario.receive(PaymentRefunded(order_id="o-1", refunded=False))
+    scenario.expect_commands(ReleaseInventory)
+    scenario.receive(RELEASED)
+    assert scenario.status == "compensated"
+
+
+def test_a_timeout_is_a_call_and_advancing_the_clock_fires_what_falls_due() -> None:
+    scenario = order_saga("reserve")
+    assert scenario.advance(timedelta(seconds=29)) == []
+    assert scenario.step("charge") == "running"
+    [timed_out] = scenario.advance(timedelta(seconds=1))
+    assert "charge timed out (outcome unknown: it will be compensated)" in timed_out.notes
+    scenario.expect_commands(RefundPayment)
 
 
 def test_a_completion_after_compensation_began_is_compensated_too() -> None:
-    saga = Saga()
-    run_until(saga, ["reserve"])
-    saga.fire("step-timeout:charge")
-    saga.event("payment.PaymentRefunded", {"order_id": "o-1", "refunded": False})
-    saga.event("inventory.InventoryReleased", {"order_id": "o-1", "released": True})
-    assert saga.status == "compensated"
-    saga.event("payment.PaymentCharged", CHARGED, "payment")  # the charge happened after all
-    assert saga.status == "compensating"
-    assert saga.commands[-1] == "payment.RefundPayment(o-1)"
-    saga.event("payment.PaymentRefunded", {"order_id": "o-1", "refunded": True})
-    assert saga.status == "compensated"
+    scenario = order_saga("reserve")
+    scenario.fire("step-timeout:charge")
+    scenario.receive(PaymentRefunded(order_id="o-1", refunded=False))
+    scenario.receive(RELEASED)
+    scenario.expect_commands(RefundPayment, ReleaseInventory)
+    assert scenario.status == "compensated"
+    scenario.receive(CHARGED)  # the charge happened after all
+    assert scenario.status == "compensating"
+    scenario.expect_commands(RefundPayment)
+    scenario.receive(REFUNDED)
+    assert scenario.status == "compensated"
+
+
+def test_a_completion_while_its_compensation_is_in_flight_is_undone_once_more() -> None:
+    scenario = order_saga("reserve")
+    scenario.fire("step-timeout:charge")
+    scenario.expect_commands(RefundPayment)
+    scenario.receive(CHARGED)  # read before the refund's confirmation
+    assert scenario.state.steps["charge"].compensate_again
+    scenario.receive(REFUNDED)
+    scenario.expect_commands(RefundPayment)
+    scenario.receive(REFUNDED)
+    scenario.expect_commands(ReleaseInventory)
 
 
 def test_a_compensation_that_keeps_failing_is_retried_with_backoff_then_parked() -> None:
-    saga = Saga()
-    run_until(saga, ["reserve"])
-    saga.event("payment.PaymentFailed", {"error_type": "Declined"})
+    scenario = order_saga("reserve")
+    scenario.receive(PaymentFailed(error_type="Declined"))
+    [first] = scenario.expect_commands(ReleaseInventory)
+    assert first.attempt == 1
     tries = ORDER_SAGA.step("reserve").compensation_retry.maximum_attempts
     assert tries is not None and tries > 1
-    for attempt in range(1, tries):
-        decision = saga.event(
-            "saga.CompensationFailed",
-            {
-                "command_type": "inventory.ReleaseInventory",
-                "error_type": "ConnectionError",
-                "attempts": 20,
-            },
-            "inventory",
-        )
-        assert any(t.name == "compensation-retry:reserve" for t in decision.set_timers)
-        saga.fire("compensation-retry:reserve")
-        assert len(saga.commands) == attempt + 1
-    saga.event(
-        "saga.CompensationFailed",
-        {
-            "command_type": "inventory.ReleaseInventory",
-            "error_type": "ConnectionError",
-            "attempts": 20,
-        },
-        "inventory",
-    )
-    assert saga.status == "parked"
-    assert saga.step("reserve") == "compensation_failed"
+    delays = []
+    for attempt in range(2, tries + 1):
+        scenario.receive(RELEASE_FAILED, service="inventory")
+        delays.append(scenario.timers["compensation-retry:reserve"] - scenario.now)
+        scenario.fire("compensation-retry:reserve")
+        [again] = scenario.expect_commands(ReleaseInventory)
+        assert again.attempt == attempt
+    assert delays[0] == timedelta(seconds=2)
+    assert delays == sorted(delays) and delays[-1] > delays[0], "backing off"
+    scenario.receive(RELEASE_FAILED, service="inventory")
+    assert scenario.status == "parked"
+    assert scenario.step("reserve") == "compensation_failed"
     # The operator fixes the cause and retries: the compensation goes out again.
-    saga.feed("operator", "retry", actor="alice", reason="stock service fixed")
-    assert saga.status == "compensating"
-    assert len(saga.commands) == tries + 1
-    saga.event("inventory.InventoryReleased", {"order_id": "o-1", "released": True})
-    assert saga.status == "compensated"
+    scenario.retry(by="alice", reason="stock service fixed")
+    assert scenario.status == "compensating"
+    [fixed] = scenario.expect_commands(ReleaseInventory)
+    assert fixed.attempt == 1
+    scenario.receive(RELEASED)
+    assert scenario.status == "compensated"
+
+
+def test_a_compensation_not_confirmed_in_time_is_sent_again() -> None:
+    scenario = order_saga("reserve")
+    scenario.receive(PaymentFailed(error_type="Declined"))
+    scenario.expect_commands(ReleaseInventory)
+    scenario.fire("compensation-timeout:reserve")
+    scenario.fire("compensation-retry:reserve")
+    [again] = scenario.expect_commands(ReleaseInventory)
+    assert again.attempt == 2
 
 
 def test_operator_can_skip_a_stuck_compensation_or_resolve_the_saga() -> None:
-    saga = Saga()
-    run_until(saga, ["reserve", "charge"])
-    saga.event("shipping.ShippingFailed", {"error_type": "NoCarrier"})
-    saga.feed("operator", "skip:charge", actor="bob", reason="refunded by hand")
-    assert saga.step("charge") == "skipped"
-    assert saga.commands[-1] == "inventory.ReleaseInventory(o-1)"
-    saga.feed("operator", "resolve", actor="bob", reason="closed with the customer")
-    assert saga.status == "resolved"
-    assert (
-        saga.state is not None and saga.state.reason == "resolved by bob (closed with the customer)"
-    )
+    scenario = order_saga("reserve", "charge")
+    scenario.receive(ShippingFailed(error_type="NoCarrier"))
+    scenario.expect_commands(RefundPayment)
+    scenario.skip("charge", by="bob", reason="refunded by hand")
+    assert scenario.step("charge") == "skipped"
+    scenario.expect_commands(ReleaseInventory)
+    scenario.resolve(by="bob", reason="closed with the customer")
+    assert scenario.status == "resolved"
+    assert scenario.state.reason == "resolved by bob (closed with the customer)"
 
 
 def test_an_event_before_the_start_event_opens_the_saga() -> None:
-    saga = Saga()
-    saga.event("inventory.InventoryReserved", RESERVED, "inventory")
-    assert saga.status == "running"
-    assert saga.step("reserve") == "completed"
-    assert saga.step("charge") == "running"
-    decision = saga.event("orders.OrderPlaced", ORDER)
-    assert saga.step("reserve") == "completed"
-    assert not decision.commands
+    scenario = SagaScenario(ORDER_SAGA, saga_id="o-1")
+    scenario.receive(RESERVED)
+    assert scenario.status == "running"
+    assert scenario.step("reserve") == "completed"
+    assert scenario.step("charge") == "running"
+    scenario.receive(ORDER)
+    assert scenario.step("reserve") == "completed"
+    scenario.expect_commands()
 
 
-def test_events_and_timers_for_a_finished_saga_change_nothing() -> None:
-    saga = Saga()
-    run_until(saga, ["reserve", "charge", "ship"])
-    before = saga.state
-    assert not saga.event("payment.PaymentFailed", {"error_type": "Late"}).applied
-    assert not saga.fire("step-timeout:charge").applied
-    assert saga.state == before
+def test_events_and_timers_after_the_fact_change_nothing() -> None:
+    scenario = order_saga("reserve", "charge", "ship")
+    before = scenario.state
+    assert not scenario.receive(PaymentFailed(error_type="Late")).applied
+    assert "step-timeout:charge" not in scenario.timers
+    assert not scenario.fire("step-timeout:charge", late=True).applied
+    assert scenario.state == before
 
 
 def test_deadline_compensates_a_saga_that_takes_too_long() -> None:
-    saga = Saga()
-    run_until(saga, ["reserve"])
-    assert saga.timers["deadline"] == T0 + timedelta(seconds=1) + timedelta(minutes=10)
-    saga.fire("deadline")
-    assert saga.status == "compensating"
-    assert saga.error("charge") == "timed out: outcome unknown"
-    assert saga.commands == ["payment.RefundPayment(o-1)"]
+    scenario = order_saga("reserve")
+    assert scenario.timers["deadline"] == scenario.now + timedelta(minutes=10)
+    scenario.fire("deadline")
+    assert scenario.status == "compensating"
+    assert scenario.state.steps["charge"].error == "timed out: outcome unknown"
+    scenario.expect_commands(RefundPayment)
 
 
 def test_generic_step_failure_is_attributed_by_its_service() -> None:
-    saga = Saga()
-    run_until(saga, ["reserve"])
-    saga.event("saga.StepFailed", {"error_type": "KeyError", "error_message": "x"}, "payment")
-    assert saga.step("charge") == "failed"
-    assert saga.commands == ["inventory.ReleaseInventory(o-1)"]
+    scenario = order_saga("reserve")
+    scenario.receive(StepFailed(error_type="KeyError", error_message="x"), service="payment")
+    assert scenario.step("charge") == "failed"
+    scenario.expect_commands(ReleaseInventory)
 
 
 def test_events_read_in_reverse_still_compensate_in_causal_order() -> None:
     # One saga's events travel on different topics: the coordinator may read the
     # shipping failure before the payment (and even the order) it came after.
-    saga = Saga()
-    saga.event(
-        "shipping.ShippingFailed", {"order_id": "o-1", "error_type": "NoCarrier"}, "shipping"
-    )
-    assert saga.commands == ["payment.RefundPayment(o-1)"], "the later step is undone first"
-    saga.event("payment.PaymentCharged", CHARGED, "payment")  # arrives late: nothing new
-    saga.event("inventory.InventoryReserved", RESERVED, "inventory")
-    saga.event("orders.OrderPlaced", ORDER)
-    assert saga.commands == ["payment.RefundPayment(o-1)"]
-    saga.event("payment.PaymentRefunded", {"order_id": "o-1", "refunded": True})
-    assert saga.commands == ["payment.RefundPayment(o-1)", "inventory.ReleaseInventory(o-1)"]
-    saga.event("inventory.InventoryReleased", {"order_id": "o-1", "released": True})
-    assert saga.status == "compensated"
+    scenario = SagaScenario(ORDER_SAGA, saga_id="o-1")
+    scenario.receive(ShippingFailed(error_type="NoCarrier"))
+    assert (scenario.step("charge"), scenario.step("reserve")) == ("compensating", "completed")
+    scenario.expect_commands()  # RefundPayment needs the order id, still on its way
+    scenario.receive(CHARGED)
+    scenario.expect_commands(RefundPayment)  # the later step is undone first
+    scenario.receive(RESERVED)
+    scenario.receive(ORDER)
+    scenario.expect_commands()
+    scenario.receive(REFUNDED)
+    scenario.expect_commands(ReleaseInventory)
+    scenario.receive(RELEASED)
+    assert scenario.status == "compensated"
 
 
 def test_an_undo_waits_for_data_still_in_flight_then_parks_if_it_never_comes() -> None:
-    saga = Saga()
-    saga.event("shipping.ShippingFailed", {"error_type": "NoCarrier"}, "shipping")
-    assert saga.commands == [], "no order id yet: RefundPayment cannot be built"
-    assert saga.status == "compensating"
-    saga.event("payment.PaymentCharged", CHARGED, "payment")
-    assert saga.commands == ["payment.RefundPayment(o-1)"], "sent as soon as the data came"
+    scenario = SagaScenario(ORDER_SAGA, saga_id="o-1")
+    scenario.receive(ShippingFailed(error_type="NoCarrier"))
+    scenario.expect_commands()  # no order id yet: RefundPayment cannot be built
+    assert scenario.status == "compensating"
+    scenario.receive(CHARGED)
+    scenario.expect_commands(RefundPayment)  # sent as soon as the data came
 
-    never = Saga()
-    never.event("shipping.ShippingFailed", {"error_type": "NoCarrier"}, "shipping")
+    never = SagaScenario(ORDER_SAGA, saga_id="o-1")
+    never.receive(ShippingFailed(error_type="NoCarrier"))
     never.fire("compensation-retry:charge")
     assert never.status == "parked"
-    assert never.state is not None
     assert never.state.reason == "cannot build payment.RefundPayment: no value for order_id"
+
+
+# --- on_timeout: how a step whose outcome is unknown is undone -----------------------------
+
+
+class VoidCharge(Command):
+    """Undo a charge by the id the charge step created (only its completion has it)."""
+
+    message_type: ClassVar[str] = "payment.VoidCharge"
+    charge_id: str
+
+
+class VoidOrderCharges(Command):
+    """Undo whatever was charged for an order: what a timed-out charge is undone with."""
+
+    message_type: ClassVar[str] = "payment.VoidOrderCharges"
+    order_id: str
+
+
+def with_charge(on_timeout: OnTimeout) -> SagaDefinition:
+    """The order saga, its charge undone by the charge's id, and by ``on_timeout`` when
+    it timed out (no completion, so no id)."""
+    steps = list(ORDER_SAGA.steps)
+    steps[1] = replace(steps[1], compensation=VoidCharge, on_timeout=on_timeout)
+    return replace(ORDER_SAGA, steps=tuple(steps)).validate()
+
+
+def test_on_timeout_park_leaves_a_timed_out_step_to_an_operator() -> None:
+    scenario = order_saga("reserve", definition=with_charge(on_timeout="park"))
+    scenario.fire("step-timeout:charge")
+    assert scenario.status == "parked"
+    assert scenario.step("charge") == "timed_out"
+    assert scenario.state.reason == (
+        "step charge timed out: its outcome is unknown (on_timeout='park')"
+    )
+    scenario.expect_commands()  # nothing is undone until someone looks
+    scenario.skip("charge", by="carol", reason="the bank says it never charged")
+    scenario.expect_commands(ReleaseInventory)
+    scenario.receive(RELEASED)
+    assert scenario.status == "compensated"
+
+
+def test_on_timeout_park_still_undoes_a_completed_step_the_usual_way() -> None:
+    scenario = order_saga("reserve", "charge", definition=with_charge(on_timeout="park"))
+    scenario.receive(ShippingFailed(error_type="NoCarrier"))
+    [void] = scenario.expect_commands(VoidCharge)
+    assert void.payload == {"charge_id": "ch-1"}
+
+
+def test_on_timeout_command_undoes_a_timed_out_step_with_what_its_trigger_carried() -> None:
+    scenario = order_saga("reserve", definition=with_charge(on_timeout=VoidOrderCharges))
+    scenario.fire("step-timeout:charge")
+    [void] = scenario.expect_commands(VoidOrderCharges)
+    assert (void.purpose, void.payload) == ("compensate", {"order_id": "o-1"})
+    scenario.receive(PaymentRefunded(order_id="o-1", refunded=False))
+    scenario.expect_commands(ReleaseInventory)
+
+
+def test_on_timeout_command_is_not_used_once_the_completion_came() -> None:
+    scenario = order_saga("reserve", "charge", definition=with_charge(on_timeout=VoidOrderCharges))
+    scenario.receive(ShippingFailed(error_type="NoCarrier"))
+    [void] = scenario.expect_commands(VoidCharge)
+    assert void.payload == {"charge_id": "ch-1"}
 
 
 def test_evolve_copies_a_state_with_changes_and_refuses_unknown_fields() -> None:

@@ -126,6 +126,12 @@ def test_subpackage_exports() -> None:
         "require_https",
     ]
     assert saga.dev.__all__ == ["DevStack", "LocalSystem", "StackInfo"]
+    assert saga.testing.__all__ == [
+        "InMemorySagaSystem",
+        "InMemoryTransport",
+        "SagaScenario",
+        "ServiceTestKit",
+    ]
     assert saga.coordinator.__all__ == ["SagaState", "StepState", "render_timeline"]
 
 

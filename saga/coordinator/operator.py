@@ -1,0 +1,72 @@
+"""An operator's actions on a saga: ``retry`` a parked compensation, ``skip:<step>``,
+``approve:<step>`` or ``reject:<step>`` a task, ``resolve`` the saga by hand.
+"""
+
+from __future__ import annotations
+
+from saga.coordinator import approvals, compensate
+from saga.coordinator.decision import Builder, Incoming
+from saga.coordinator.state import evolve
+from saga.coordinator.timer_keys import (
+    COMPENSATION_RETRY,
+    COMPENSATION_TIMEOUT,
+    DEADLINE,
+    STEP_TIMEOUT,
+    TimerKey,
+)
+
+
+def on_operator(b: Builder, incoming: Incoming) -> None:
+    who = f"{incoming.actor or 'unknown'}" + (f" ({incoming.reason})" if incoming.reason else "")
+    action, _, name = incoming.type.partition(":")
+    if action == "retry":
+        if b.state.status != "parked":
+            b.note(f"retry by {who}: nothing to do, saga is {b.state.status}")
+            return
+        b.state = evolve(b.state, status="compensating")
+        b.note(f"retry by {who}")
+        for step in b.definition.steps:
+            if b.step(step.name).status == "compensation_failed":
+                b.update(step.name, status="completed", compensation_attempts=0)
+        compensate.advance(b)
+    elif action == "skip":
+        step = b.definition.step(name)
+        if b.step(name).status not in (
+            "compensation_failed",
+            "compensating",
+            "completed",
+            "timed_out",
+        ):
+            b.note(f"skip {name} by {who}: nothing to do, step is {b.step(name).status}")
+            return
+        b.update(name, status="skipped", error=f"skipped by {who}")
+        b.cancel(TimerKey(COMPENSATION_TIMEOUT, name), TimerKey(COMPENSATION_RETRY, name))
+        b.note(f"{step.name} skipped by {who}")
+        if b.state.status == "parked":
+            b.state = evolve(b.state, status="compensating")
+        if b.state.status == "compensating":
+            compensate.advance(b)
+    elif action in ("approve", "reject"):
+        step = b.definition.step(name)
+        if step.approval is None or b.step(name).status != "running":
+            b.note(f"{action} {name} by {who}: nothing to do, step is {b.step(name).status}")
+            return
+        approvals.decide_task(
+            b,
+            step,
+            approved=action == "approve",
+            by=incoming.actor or "unknown",
+            reason=incoming.reason,
+        )
+    elif action == "resolve":
+        b.state = evolve(b.state, status="resolved", finished_at=b.now, reason=f"resolved by {who}")
+        b.cancel(TimerKey(DEADLINE))
+        for step in b.definition.steps:
+            b.cancel(
+                TimerKey(STEP_TIMEOUT, step.name),
+                TimerKey(COMPENSATION_TIMEOUT, step.name),
+                TimerKey(COMPENSATION_RETRY, step.name),
+            )
+        b.note(f"resolved by {who}")
+    else:
+        b.note(f"unknown operator action {incoming.type!r}")

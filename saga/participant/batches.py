@@ -1,0 +1,158 @@
+"""Where a partition's deliveries share transactions (``SAGA_DELIVERY_BATCH``).
+
+Every delivery gets its first attempt in a shared transaction (its own
+savepoint), and their events are published together after the commit. A
+delivery whose first attempt fails and may be retried ends the transaction
+before it: it is retried alone, with its backoff, and the ones after it start a
+new transaction. Steps with a connection, a fault verdict other than failing,
+and a batch of one run alone too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from opentelemetry import trace
+from opentelemetry.trace import Span
+
+from saga.messages.base import Message
+from saga.messages.envelope import Envelope
+from saga.outbox.send_order import Written
+from saga.outbox.store import BatchStore, Claim, DeliveryBatch
+from saga.participant.outcomes import Outcome, describe_step, reported
+from saga.participant.service import Service, Step
+from saga.participant.transactions import guarded
+from saga.resilience.faults import Verdict
+
+
+@dataclass(frozen=True)
+class Alone:
+    """A delivery of a batch that runs by itself: its fault verdict, and the error of
+    its first attempt when that was made in the batch."""
+
+    verdict: Verdict
+    error: Exception | None
+
+
+class FirstAttempt(Protocol):
+    """One delivery's first attempt within ``batch``: its outcome, or ``(None, error)``
+    when it failed and is to be retried alone."""
+
+    async def __call__(
+        self,
+        batch: DeliveryBatch,
+        step: Step,
+        envelope: Envelope[Message],
+        span: Span,
+        verdict: Verdict,
+        *,
+        last: bool,
+    ) -> tuple[Outcome | None, Exception | None]: ...
+
+
+class Batches:
+    """Runs deliveries of ``service`` in shared transactions, with the runner's parts:
+    ``verdict`` (what ``SAGA_FAULTS`` does to a delivery), ``first_attempt`` (in a
+    batch), ``alone`` (a delivery by itself, retries included), ``duplicate`` (the
+    outcome of one the inbox already holds) and ``publish`` (after the commit)."""
+
+    def __init__(
+        self,
+        service: Service,
+        *,
+        verdict: Callable[[Step | None, Envelope[Message]], Awaitable[Verdict]],
+        first_attempt: FirstAttempt,
+        alone: Callable[[Envelope[Message], Span, Alone], Awaitable[Outcome]],
+        duplicate: Callable[[Envelope[Message]], Outcome],
+        publish: Callable[[Sequence[Envelope[Message]], list[Written]], Awaitable[None]],
+    ) -> None:
+        self._service = service
+        self._verdict = verdict
+        self._first_attempt = first_attempt
+        self._alone = alone
+        self._duplicate = duplicate
+        self._publish = publish
+        self._slot = asyncio.Lock()
+
+    async def handle(
+        self, store: BatchStore, deliveries: Sequence[tuple[Envelope[Message], Span]]
+    ) -> list[Outcome]:
+        """Handle ``deliveries`` in order, as many as can be in one transaction each time;
+        their outcomes, in order."""
+        outcomes = []
+        pending = list(deliveries)
+        verdicts: dict[str, Verdict] = {}  # a fault's delay is slept once per delivery
+        while pending:
+            done, alone = await self._first_attempts(store, pending, verdicts)
+            outcomes.extend(done)
+            pending = pending[len(done) :]
+            if alone is not None:
+                envelope, span = pending.pop(0)
+                with trace.use_span(span, end_on_exit=False):
+                    outcomes.append(await self._alone(envelope, span, alone))
+        return outcomes
+
+    async def _first_attempts(
+        self,
+        store: BatchStore,
+        deliveries: Sequence[tuple[Envelope[Message], Span]],
+        known: dict[str, Verdict],
+    ) -> tuple[list[Outcome], Alone | None]:
+        """One transaction over a prefix of ``deliveries``: their outcomes, and how the
+        delivery after them runs alone (``None`` when none is left). ``known``: fault
+        verdicts already taken, by message id."""
+        verdicts: list[Verdict] = []
+        alone: Alone | None = None
+        for envelope, _ in deliveries:
+            step = self._service.steps.get(envelope.type)
+            if envelope.id not in known:
+                known[envelope.id] = await self._verdict(step, envelope)
+            verdict = known[envelope.id]
+            if step is None or _needs_token(step, envelope) or verdict == "never_answer":
+                alone = Alone(verdict, None)
+                break
+            verdicts.append(verdict)
+        if len(verdicts) == 1 and alone is None:
+            return [], Alone(verdicts[0], None)  # one alone needs no savepoint
+        if not verdicts:
+            return [], alone
+        runs = deliveries[: len(verdicts)]
+        outcomes: list[Outcome] = []
+        claims = [Claim(e.id, e.type, e.saga_id) for e, _ in runs]
+        # One batch transaction at a time in this process: handlers hold their row
+        # locks until the batch commits, and two batches taking the same rows in
+        # different orders would deadlock.
+        async with self._slot, guarded(store.batch(claims)) as batch:
+            first = set(batch.claimed)
+            for index, (envelope, span) in enumerate(runs):
+                if envelope.id not in first:
+                    outcomes.append(reported(span, self._duplicate(envelope)))
+                    continue
+                first.discard(envelope.id)
+                step = self._service.steps[envelope.type]
+                describe_step(span, step, envelope)
+                with trace.use_span(span, end_on_exit=False):
+                    outcome, error = await self._first_attempt(
+                        batch, step, envelope, span, verdicts[index], last=index == len(runs) - 1
+                    )
+                if outcome is None:
+                    # Retried alone; what follows it waits for it, as the partition's order
+                    # says. Their inbox claims (not those handled here) are handed back.
+                    batch.give_back([envelope.id, *first])
+                    alone = Alone(verdicts[index], error)
+                    break
+                outcomes.append(reported(span, outcome))
+        await self._publish([], batch.written)
+        return outcomes, alone
+
+
+def _needs_token(step: Step, envelope: Envelope[Message]) -> bool:
+    """The step resolves a connection token for this message (see :mod:`saga.security.vault`)."""
+    if step.connection is None:
+        return False
+    return step.connection.required or bool(
+        getattr(envelope.payload, step.connection.handle_field, None)
+    )

@@ -1,0 +1,1 @@
+"""The signup system's messages, step contracts and saga."""

@@ -1,0 +1,1 @@
+"""The signup system's services, each run with ``saga run services.<name>``."""
