@@ -1,7 +1,7 @@
 # One image for the coordinator and every example service; the command picks which.
 #   docker build -t kafka-saga .
 #   docker run kafka-saga services.payment        # a step service
-#   docker run kafka-saga saga.cli coordinator    # the coordinator
+#   docker run -e SAGA_DEFINITIONS=contracts.catalog:saga_definitions kafka-saga saga.cli coordinator
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -146,7 +146,7 @@ class Settings(BaseSettings):
         ),
     )
     health_port: int | None = Field(
-        default=8080, ge=0, description="HTTP health endpoint port (0: any free port; unset: off)."
+        default=8080, ge=0, description="HTTP health endpoint port (0: any free port)."
     )
     health_host: str = Field(default="0.0.0.0", description="Address the health endpoint binds.")
     delivery_batch: int = Field(

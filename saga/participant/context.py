@@ -33,7 +33,7 @@ class StepContext:
         if self._connection_token is None:
             raise NoDatabase(
                 "no connection token: the step declares no connection"
-                " (@service.on(..., connection=...)) or the message carried no handle"
+                " (@service.step(..., connection=...)) or the message carried no handle"
             )
         return self._connection_token
 

@@ -10,8 +10,9 @@ Outcomes:
 * ``failed``: :class:`~saga.participant.service.StepFailure`, a non-retryable error, or
   retries exhausted: the step's failure event is emitted (error type and
   message, attempts) instead.
-* ``compensation_failed``: a compensation ran out of retries:
-  :class:`~saga.messages.steps.CompensationFailed` is emitted for an operator.
+* ``compensation_failed``: a compensation failed (it is attempted once per command):
+  :class:`~saga.messages.steps.CompensationFailed` is emitted, and the coordinator
+  sends the command again per the saga's compensation retry policy, or parks the saga.
 * ``duplicate``: the inbox already holds this message id: nothing runs, nothing
   is emitted again.
 * ``ignored``: no step handles this type.

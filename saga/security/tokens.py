@@ -6,7 +6,7 @@ identity. The same provider serves Kafka (SASL OAUTHBEARER, through
 
     bank_token = ClientCredentials.from_env("BANK")   # BANK_TOKEN_URL, BANK_CLIENT_ID, ...
 
-    @service.on(InventoryReserved, fails_with=PaymentFailed)
+    @service.step(CHARGE)
     async def charge(reserved: InventoryReserved, ctx: StepContext) -> PaymentCharged:
         token = await bank_token.token()
         response = await call_bank(reserved, authorization=f"Bearer {token}")

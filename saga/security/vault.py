@@ -4,8 +4,8 @@ A user connects their bank (or mailbox, or CRM) once; the access and refresh
 tokens go into the vault and the saga carries only the opaque handle. A step
 declares the connection it needs::
 
-    @service.on(OrderPlaced, connection=Connection("bank", handle_field="bank_connection"))
-    async def charge(order: OrderPlaced, ctx: StepContext) -> PaymentCharged:
+    @service.step(CHARGE, connection=Connection("bank", handle_field="bank_connection"))
+    async def charge(reserved: InventoryReserved, ctx: StepContext) -> PaymentCharged:
         token = ctx.connection_token          # resolved just before the handler ran
 
 Just before the handler runs, the SDK resolves the handle: a token that would

@@ -10,34 +10,32 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import cast
+
+from opentelemetry.trace import INVALID_SPAN
 
 from saga.coordinator.decide import (
-    CommandToSend,
     Decision,
-    EventToPublish,
     Incoming,
     TaskChange,
     decide,
 )
+from saga.coordinator.outgoing import SOURCE, Outgoing
 from saga.coordinator.state import SagaState
 from saga.definition.saga import DefinitionError, SagaDefinition, SagaMode
 from saga.messages.base import Message
-from saga.messages.codec import EncodedRecord, encode
+from saga.messages.codec import EncodedRecord
 from saga.messages.envelope import Envelope
-from saga.messages.lifecycle import SagaFinished, SagaOutcome, TaskEscalated, TaskOpened
+from saga.messages.lifecycle import SagaFinished, TaskEscalated, TaskOpened
 from saga.messages.registry import MessageRegistry
 from saga.messages.topics import (
     COORDINATOR_OWNER,
-    commands_topic,
     events_topic,
-    owner_of,
     topic_for_type,
 )
 
 #: Where the coordinator publishes its own events and the sagas' outcomes.
 COORDINATOR_EVENTS = events_topic(COORDINATOR_OWNER)
-COORDINATOR_SOURCE = "/coordinator"
+COORDINATOR_SOURCE = SOURCE
 _OUTCOMES = frozenset({"completed", "compensated", "parked", "resolved"})
 
 
@@ -83,6 +81,8 @@ class InMemoryCoordinator:
             for message_type in definition.message_types():
                 self.by_type.setdefault(message_type, []).append(definition)
 
+        #: The shell's own record builder: the same envelopes as the real coordinator.
+        self._outgoing = Outgoing(self.registry, prefix="")
         self.states: dict[str, SagaState] = {}
         self.timers: dict[tuple[str, str], datetime] = {}
         self.tasks: dict[str, list[TaskChange]] = {}
@@ -131,7 +131,7 @@ class InMemoryCoordinator:
         if after is not None and decision.applied:
             self.states[saga_id] = after
             if after.status in _OUTCOMES and (before is None or before.status != after.status):
-                self._announce(incoming, after)
+                self._publish(*self._outgoing.announce(incoming, INVALID_SPAN, after))
         for name in decision.cancel_timers:
             self.timers.pop((saga_id, name), None)
         for timer in decision.set_timers:
@@ -139,49 +139,10 @@ class InMemoryCoordinator:
         if decision.tasks:
             self.tasks.setdefault(saga_id, []).extend(decision.tasks)
         for event in decision.events:
-            self._send_event(incoming, event)
+            self._publish(*self._outgoing.event(incoming, INVALID_SPAN, event))
         for command in decision.commands:
-            self._send_command(incoming, command)
+            self._publish(*self._outgoing.command(incoming, INVALID_SPAN, command))
         return decision
-
-    def _announce(self, incoming: Incoming, state: SagaState) -> None:
-        outcome = SagaFinished(
-            saga_type=state.saga_type,
-            status=cast(SagaOutcome, state.status),
-            reason=state.reason,
-        )
-        self._from_coordinator(incoming, outcome, COORDINATOR_EVENTS, step=None)
-
-    def _send_event(self, incoming: Incoming, event: EventToPublish) -> None:
-        model = self.registry.model_for(event.message_type)
-        payload = model.model_validate(event.payload)
-        self._from_coordinator(incoming, payload, COORDINATOR_EVENTS, step=event.step)
-
-    def _send_command(self, incoming: Incoming, command: CommandToSend) -> None:
-        model = self.registry.model_for(command.message_type)
-        payload = model.model_validate(command.payload)
-        topic = commands_topic(command.service or owner_of(command.message_type))
-        self._from_coordinator(incoming, payload, topic, step=command.step, attempt=command.attempt)
-
-    def _from_coordinator(
-        self,
-        incoming: Incoming,
-        payload: Message,
-        topic: str,
-        *,
-        step: str | None,
-        attempt: int = 1,
-    ) -> None:
-        envelope: Envelope[Message] = Envelope(
-            payload=payload,
-            saga_id=incoming.saga_id,
-            saga_type=incoming.saga_type,
-            source=COORDINATOR_SOURCE,
-            step=step,
-            causation_id=incoming.message_id,
-            attempt=attempt,
-        )
-        self._publish(topic, encode(envelope))
 
     def definition_of(self, state: SagaState) -> SagaDefinition:
         """The definition a saga started with (the latest if that version is gone)."""

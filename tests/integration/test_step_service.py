@@ -76,15 +76,21 @@ class Deployment:
         return envelope
 
     async def events(self, count: int, timeout_s: float = 60) -> list[Envelope[Message]]:
+        """The first ``count`` distinct events (by message id, as consumers count them: the
+        relay may send a row again when its first publish is slow to be marked sent)."""
         topic = self.topic(f"{self.name}.events")
-        records = await read_records(self.settings, topic, count, timeout_s=timeout_s)
         registry = default_registry()
-        return [
-            decode(
-                RawRecord(topic, r.partition, r.offset, r.key, r.value, list(r.headers)), registry
-            )
-            for r in records
-        ]
+        wanted = count
+        while True:
+            records = await read_records(self.settings, topic, wanted, timeout_s=timeout_s)
+            distinct: dict[str, Envelope[Message]] = {}
+            for r in records:
+                raw = RawRecord(topic, r.partition, r.offset, r.key, r.value, list(r.headers))
+                envelope = decode(raw, registry)
+                distinct.setdefault(envelope.id, envelope)
+            if len(distinct) >= count:
+                return list(distinct.values())[:count]
+            wanted += count - len(distinct)
 
     async def records(self) -> list[Any]:
         return await read_available(self.settings, self.topic(f"{self.name}.events"))
