@@ -1,7 +1,7 @@
 # One image for the coordinator and every example service; the command picks which.
 #   docker build -t kafka-saga .
 #   docker run kafka-saga services.payment        # a step service
-#   docker run -e SAGA_DEFINITIONS=contracts.catalog:saga_definitions kafka-saga saga.cli coordinator
+#   docker run kafka-saga saga.cli coordinator    # the coordinator of the example's sagas
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -18,7 +18,8 @@ RUN pip install '.[otlp]' \
     && useradd --system --uid 10001 --no-create-home saga
 
 USER saga
-ENV SAGA_HEALTH_PORT=8080
+ENV SAGA_HEALTH_PORT=8080 \
+    SAGA_DEFINITIONS=contracts.catalog:saga_definitions
 EXPOSE 8080
 # Ready once the process consumes its topics (GET /readyz); no curl in slim images.
 HEALTHCHECK --interval=5s --timeout=3s --start-period=30s --retries=5 \

@@ -24,7 +24,9 @@ from saga.definition.saga import (
     Approval,
     DefinitionError,
     Join,
+    OnTimeout,
     SagaDefinition,
+    SagaMode,
     Step,
     StepDefinition,
 )
@@ -32,8 +34,10 @@ from saga.errors import (
     ConfigurationError,
     DevStackError,
     IdempotenceUnsupported,
+    InvalidMessageModel,
     MessageTooLarge,
     SagaError,
+    ServiceMisconfigured,
 )
 from saga.kafka.consumer import Consumer, Handler
 from saga.kafka.dead_letter import DeadLetter
@@ -60,12 +64,12 @@ from saga.messages.lifecycle import (
 )
 from saga.messages.registry import MessageRegistry
 from saga.messages.steps import CompensationFailed, StepFailed
-from saga.messages.topics import commands_topic, dead_letter_topic, events_topic
+from saga.messages.topics import commands_topic, dead_letter_topic, events_topic, prefixed
 from saga.participant.context import NoDatabase, StepContext
 from saga.participant.routes import BadRequest, HttpRequest, HttpResponse, RequestContext
 from saga.participant.runtime import ServiceRuntime, run_service
 from saga.participant.service import ContractMismatch, Service, StepFailure
-from saga.participant.step_runner import Outcome, StepTimeout
+from saga.participant.step_runner import Outcome, StepTimeout, StoreUnavailable
 from saga.resilience.circuit import CircuitBreaker, CircuitOpen, CircuitState
 from saga.resilience.faults import FaultRule
 from saga.resilience.retry import NonRetryableError, RetryPolicy
@@ -98,6 +102,7 @@ __all__ = [
     "IdempotenceUnsupported",
     "InvalidHeader",
     "InvalidMessage",
+    "InvalidMessageModel",
     "Join",
     "Message",
     "MessageRegistry",
@@ -106,6 +111,7 @@ __all__ = [
     "NoDatabase",
     "NonRetryableError",
     "NotJson",
+    "OnTimeout",
     "Outcome",
     "PayloadValidationFailed",
     "Published",
@@ -115,8 +121,10 @@ __all__ = [
     "SagaDefinition",
     "SagaError",
     "SagaFinished",
+    "SagaMode",
     "SagaOutcome",
     "Service",
+    "ServiceMisconfigured",
     "ServiceRuntime",
     "Settings",
     "Step",
@@ -126,6 +134,7 @@ __all__ = [
     "StepFailed",
     "StepFailure",
     "StepTimeout",
+    "StoreUnavailable",
     "TaskApproved",
     "TaskEscalated",
     "TaskOpened",
@@ -139,5 +148,6 @@ __all__ = [
     "ensure_topics",
     "events_topic",
     "new_message_id",
+    "prefixed",
     "run_service",
 ]

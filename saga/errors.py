@@ -6,7 +6,9 @@
     ├── ConfigurationError             a setting or a definition does not fit; the message names it
     │   ├── IdempotenceUnsupported     the broker rejected the idempotent producer
     │   ├── DefinitionError            a saga definition is inconsistent (every problem listed)
-    │   └── ContractMismatch           a handler does not fit the step contract it is bound to
+    │   ├── ContractMismatch           a handler does not fit the step contract it is bound to
+    │   ├── ServiceMisconfigured       a service's handlers, store or routes do not fit together
+    │   └── InvalidMessageModel        a message class cannot be registered
     ├── MessageTooLarge                a record exceeds SAGA_MAX_MESSAGE_BYTES (never sent)
     ├── DevStackError                  the embedded broker or PostgreSQL could not be run
     ├── InvalidMessage                 a record is not a valid enveloped message: dead-lettered
@@ -59,6 +61,14 @@ class IdempotenceUnsupported(ConfigurationError):
         )
 
 
+class ServiceMisconfigured(ConfigurationError, ValueError):
+    """A service's handlers, store or routes do not fit together; the message says how."""
+
+
+class InvalidMessageModel(ConfigurationError, TypeError):
+    """A message class cannot be registered (no type name, a bad schema version, ...)."""
+
+
 class MessageTooLarge(SagaError, ValueError):
     """A record is larger than the configured limit; it was not sent."""
 
@@ -93,7 +103,7 @@ def import_named(module: str, setting: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as exc:
-        if exc.name is None or not module.startswith(exc.name):
+        if exc.name is None or not (module == exc.name or module.startswith(exc.name + ".")):
             raise  # the module exists; something it imports is missing
         raise ConfigurationError(
             f"{setting}: no module named {module!r} (from {os.getcwd()}): run it from the"

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
+
+from saga.errors import SagaError
 
 if TYPE_CHECKING:
     from saga.settings import Settings
@@ -60,7 +63,8 @@ def run_process(serve: Callable[[], Coroutine[Any, Any, None]], settings: Settin
     trimmed every ``memory_trim_interval_ms``, its socket reads limited to
     ``socket_read_bytes``: :mod:`saga.observability.memory`), an exit code.
 
-    1 when the graceful stop was cut short (logged), else 0.
+    1 when the graceful stop was cut short (logged), or when a setting does not fit
+    (:class:`~saga.errors.SagaError`: one line on stderr, e.g. a port in use), else 0.
     """
     from saga.observability import telemetry
     from saga.observability.health import check_port_free
@@ -74,17 +78,21 @@ def run_process(serve: Callable[[], Coroutine[Any, Any, None]], settings: Settin
         finally:
             trimming.cancel()
 
-    if settings.health_port:
-        check_port_free(settings.health_host, settings.health_port)
-    configure_logging()
-    limit_socket_reads(settings.socket_read_bytes)
-    exporting = telemetry.configure(settings)
     try:
-        asyncio.run(serve_trimmed())
-    except asyncio.CancelledError:
+        if settings.health_port:
+            check_port_free(settings.health_host, settings.health_port)
+        configure_logging()
+        limit_socket_reads(settings.socket_read_bytes)
+        exporting = telemetry.configure(settings)
+        try:
+            asyncio.run(serve_trimmed())
+        except asyncio.CancelledError:
+            return 1
+        finally:
+            exporting.shutdown()
+    except SagaError as exc:
+        print(f"saga: error: {exc}", file=sys.stderr)
         return 1
-    finally:
-        exporting.shutdown()
     return 0
 
 

@@ -59,9 +59,7 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--postgres-port", type=int, default=5432, help=f"preferred ({taken})")
         sub.set_defaults(run=run)
 
-    service = commands.add_parser(
-        "run", help="run a step service, e.g. `saga run services.inventory`"
-    )
+    service = commands.add_parser("run", help="run a step service, e.g. `saga run myapp.payment`")
     service.add_argument("module", help="module with a `service = Service(...)` attribute")
     service.set_defaults(run=_run)
 

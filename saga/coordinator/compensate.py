@@ -65,6 +65,15 @@ def advance(b: Builder) -> None:
         b.note("saga compensated")
         return
     step = max(due, key=lambda s: b.step(s.name).order or 0)
+    if b.step(step.name).status == "timed_out" and step.on_timeout == "park":
+        # Its outcome is unknown and the definition says not to guess: an operator
+        # retries (undo it) or skips (nothing to undo). Reached from every timeout:
+        # the step's own, and the saga's deadline.
+        why = f"step {step.name} timed out: its outcome is unknown (on_timeout='park')"
+        b.update(step.name, status="compensation_failed", error=why)
+        b.state = evolve(b.state, status="parked", reason=why)
+        b.note(f"{why}: saga parked for an operator")
+        return
     b.update(
         step.name, status="compensating", compensation_attempts=0, compensation_started_at=b.now
     )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from saga.coordinator import approvals, branches, compensate
 from saga.coordinator.decision import Builder, Incoming
-from saga.coordinator.state import evolve
 from saga.coordinator.timer_keys import (
     APPROVAL_DEADLINE,
     APPROVAL_SLA,
@@ -48,11 +47,7 @@ def on_timer(b: Builder, incoming: Incoming) -> None:
             approvals.decide_task(b, step, approved=False, by="deadline", reason="deadline passed")
     elif key.kind == STEP_TIMEOUT and current.status == "running":
         _time_out(b, step)
-        if step.on_timeout == "park" and step.needs_compensation:
-            why = f"step {step.name} timed out: its outcome is unknown (on_timeout='park')"
-            b.state = evolve(b.state, status="parked", reason=why)
-            b.note(f"{why}: saga parked for an operator")
-        elif b.state.status == "running":
+        if b.state.status == "running":
             branches.after_failure(b, step, f"step {step.name} timed out", timed_out=True)
         else:
             compensate.advance(b)  # a branch in flight settled: compensation goes on

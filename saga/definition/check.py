@@ -94,6 +94,19 @@ def _step_problems(
         found.append(f"{where} can complete but has no compensation and is not marked irreversible")
     if s.compensation is not None:
         found += _compensation_problems(d, s)
+    on_timeout = s.on_timeout
+    if not (
+        on_timeout in ("compensate", "park")
+        or (
+            isinstance(on_timeout, type)
+            and issubclass(on_timeout, Message)
+            and on_timeout.kind == "command"
+        )
+    ):
+        found.append(
+            f"{where}: on_timeout is {on_timeout!r}: give 'compensate', 'park' or a command"
+            " class of the step's service"
+        )
     return found
 
 
@@ -136,7 +149,7 @@ def _compensation_problems(d: SagaDefinition, s: StepDefinition) -> list[str]:
             f" carries. Say how to undo it then: on_timeout='park' (an operator decides),"
             f" or on_timeout=<a command of {s.service!r} built from {triggers}>"
         )
-    if isinstance(s.on_timeout, type):
+    if isinstance(s.on_timeout, type) and s.on_timeout.kind == "command":
         undo = s.on_timeout
         if owner_of(undo.message_type) != s.service:
             found.append(

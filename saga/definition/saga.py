@@ -1,10 +1,5 @@
 """Saga definitions: declarative data the coordinator executes, read in the order it runs.
 
->>> from datetime import timedelta
->>> from contracts.order_saga import ORDER_SAGA
->>> [step.name for step in ORDER_SAGA.steps]
-['reserve', 'charge', 'ship', 'notify']
-
 A definition lists its steps in the order they run. Each step binds a
 :class:`~saga.definition.contract.StepContract` (its trigger, completion,
 failure, compensation command and the event confirming it) and adds what only
@@ -27,8 +22,8 @@ to the start event); the saga ends with the last step's completion unless
 ``irreversible``.
 
 Compensation commands are built from data the saga saw: each field is taken
-from the step's completion event, its trigger, or earlier events of the saga,
-so a command can carry the id the step created (``charge_id``). When the step
+from the step's completion event or its trigger, so a command can carry the id
+the step created (``charge_id``). When the step
 timed out there is no completion: ``on_timeout`` says how it is undone then
 (``"compensate"``: the compensation built from what the saga has; a command
 type: that command instead; ``"park"``: an operator decides). The checks of
@@ -208,7 +203,12 @@ class SagaDefinition:
             if not step.started_by:
                 step = replace(step, started_by=previous)
             steps.append(step)
-            previous = step.completed_by or previous
+            if any(m.kind == "command" for m in step.started_by):
+                # An alternative, run instead of the step before it: what follows is
+                # started by whichever of the two completed.
+                previous = (*previous, *step.completed_by)
+            else:
+                previous = step.completed_by or previous
         object.__setattr__(self, "steps", tuple(steps))
         if self.ends_with is None and steps and steps[-1].completed_by:
             object.__setattr__(self, "ends_with", steps[-1].completed_by[0])

@@ -5,14 +5,14 @@ the saga extensions (saga id, saga type, step, causation id, attempt, schema
 version) around one payload. On Kafka it is a record whose key is the saga id,
 so all messages of one saga stay on one partition, in order.
 
->>> from contracts.orders import OrderPlaced
->>> placed = Envelope(
-...     payload=OrderPlaced(order_id="o-1", customer_id="c-1", amount_cents=1250),
-...     saga_id="o-1",
-...     source="/services/orders",
-... )
+>>> from typing import ClassVar
+>>> from saga import Event
+>>> class OrderPlaced(Event):
+...     message_type: ClassVar[str] = "orders.OrderPlaced"
+...     order_id: str
+>>> placed = Envelope(payload=OrderPlaced(order_id="o-1"), saga_id="o-1", source="/orders")
 >>> placed.type, placed.schema_version, placed.attempt
-('orders.OrderPlaced', 2, 1)
+('orders.OrderPlaced', 1, 1)
 """
 
 from __future__ import annotations
@@ -77,13 +77,16 @@ class Envelope(Generic[P]):
     def caused(self, payload: Q, *, source: str, step: str | None = None) -> Envelope[Q]:
         """A new message in the same saga and trace, caused by this one.
 
-        >>> from contracts.orders import OrderPlaced
-        >>> from contracts.inventory import InventoryReserved
+        >>> from typing import ClassVar
+        >>> from saga import Event
+        >>> class OrderPlaced(Event):
+        ...     message_type: ClassVar[str] = "orders.OrderPlaced"
+        >>> class StockReserved(Event):
+        ...     message_type: ClassVar[str] = "inventory.StockReserved"
         >>> placed = Envelope(
-        ...     payload=OrderPlaced(order_id="o-1", customer_id="c-1", amount_cents=1),
-        ...     saga_id="o-1", source="/services/orders", saga_type="order")
-        >>> reserved = InventoryReserved(order_id="o-1", sku="s", quantity=1, amount_cents=1)
-        >>> confirmed = placed.caused(reserved, source="/services/inventory")
+        ...     payload=OrderPlaced(), saga_id="o-1", source="/orders", saga_type="order"
+        ... )
+        >>> confirmed = placed.caused(StockReserved(), source="/services/inventory")
         >>> confirmed.causation_id == placed.id, confirmed.saga_type
         (True, 'order')
         """

@@ -5,10 +5,17 @@ time, by the model's ``upcasters`` before validation, so handlers only ever see
 the current shape. A version newer than the model's, or an old one with a gap
 in the upcaster chain, is an :class:`~saga.messages.errors.UnknownSchemaVersion`.
 
->>> from contracts.orders import OrderPlaced
+>>> from typing import ClassVar
+>>> from saga import Event
+>>> class OrderPlaced(Event):
+...     message_type: ClassVar[str] = "orders.OrderPlaced"
+...     schema_version: ClassVar[int] = 2
+...     upcasters = {1: lambda v1: {"order_id": v1["order_id"], "cents": v1["amount"] * 100}}
+...     order_id: str
+...     cents: int
 >>> registry = MessageRegistry([OrderPlaced])
->>> registry.load("orders.OrderPlaced", 1, {"order_id": "o-1", "customer_id": "c-1", "amount": 5})
-OrderPlaced(order_id='o-1', customer_id='c-1', amount_cents=500, currency='EUR')
+>>> registry.load("orders.OrderPlaced", 1, {"order_id": "o-1", "amount": 5})
+OrderPlaced(order_id='o-1', cents=500)
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from saga.errors import InvalidMessageModel
 from saga.messages.base import Message
 from saga.messages.errors import PayloadValidationFailed, UnknownMessageType, UnknownSchemaVersion
 
@@ -34,18 +42,18 @@ class MessageRegistry:
         """Add ``model``; usable as a class decorator. Checks its upcaster chain."""
         message_type = getattr(model, "message_type", None)
         if not isinstance(message_type, str) or not message_type:
-            raise TypeError(f"{model.__name__} must declare a non-empty message_type")
+            raise InvalidMessageModel(f"{model.__name__} must declare a non-empty message_type")
         if model.schema_version < 1:
-            raise TypeError(f"{model.__name__}.schema_version must be >= 1")
+            raise InvalidMessageModel(f"{model.__name__}.schema_version must be >= 1")
         for version in model.upcasters:
             if not 1 <= version < model.schema_version:
-                raise TypeError(
+                raise InvalidMessageModel(
                     f"{model.__name__} has an upcaster from version {version}, "
                     f"outside 1..{model.schema_version - 1}"
                 )
         existing = self._models.get(message_type)
         if existing is not None and existing is not model:
-            raise TypeError(
+            raise InvalidMessageModel(
                 f"message type {message_type!r} is already registered to {existing.__name__}"
             )
         self._models[message_type] = model

@@ -45,14 +45,26 @@ _REASONS = {
 def check_port_free(host: str, port: int) -> None:
     """Fail now, in one line naming the setting, if ``port`` cannot be bound: before a
     process opens its broker and database connections, not after."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            if exc.errno != errno.EADDRINUSE:
-                raise
-            raise _in_use(host, port) from None
+    try:
+        found = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise ConfigurationError(
+            f"SAGA_HEALTH_HOST={host!r} is not an address of this machine ({exc.strerror})"
+        ) from None
+    for family, kind, protocol, _, address in found:
+        with socket.socket(family, kind, protocol) as probe:
+            # As asyncio's server binds: address reuse, and IPv6 sockets for IPv6 only.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                raise _in_use(host, port) from None
 
 
 def _in_use(host: str, port: int) -> ConfigurationError:

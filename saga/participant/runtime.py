@@ -16,6 +16,7 @@ from typing import Any
 
 from opentelemetry.trace import Span
 
+from saga.errors import ServiceMisconfigured
 from saga.kafka.consumer import Consumer
 from saga.kafka.provisioning import ensure_topics
 from saga.kafka.publisher import Publisher, usable_record_bytes
@@ -43,7 +44,7 @@ class ServiceRuntime:
 
     def __init__(self, service: Service, settings: Settings) -> None:
         if not service.steps and not service.routes:
-            raise ValueError(f"service {service.name!r} has no steps and no routes")
+            raise ServiceMisconfigured(f"service {service.name!r} has no steps and no routes")
         self.service = service
         self.settings = settings
         prefix = settings.topic_prefix
@@ -53,7 +54,9 @@ class ServiceRuntime:
         self.publisher = Publisher(settings, client_id=f"{service.name}-producer")
         needs_vault = any(step.connection is not None for step in service.steps.values())
         if needs_vault and service.store != "postgres":
-            raise ValueError(f"{service.name}: steps with a connection need store='postgres'")
+            raise ServiceMisconfigured(
+                f"{service.name}: steps with a connection need store='postgres'"
+            )
         self.store = (
             PostgresServiceStore(
                 settings.database_url.get_secret_value(),

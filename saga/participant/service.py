@@ -34,6 +34,7 @@ handler for a message without a contract (an event outside any saga step).
 
 from __future__ import annotations
 
+import inspect
 import typing
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from saga.definition.contract import StepContract
-from saga.errors import ConfigurationError
+from saga.errors import ConfigurationError, ServiceMisconfigured
 from saga.messages.base import Command, Event, Message
 from saga.messages.registry import MessageRegistry
 from saga.messages.steps import CompensationFailed, StepFailed
@@ -165,7 +166,7 @@ class Service:
             reads = _first_parameter(handler)
             trigger = contract.trigger or reads
             where = f"{self.name}: handler {handler.__name__}"
-            if trigger is None or (reads is not None and reads is not trigger):
+            if trigger is None or (reads is not None and not issubclass(trigger, reads)):
                 raise ContractMismatch(
                     f"{where} reads {_name(reads)}, but its step is started by "
                     f"{_name(trigger)}: annotate the first parameter with the trigger"
@@ -207,7 +208,7 @@ class Service:
         def bind(handler: StepHandler[C]) -> StepHandler[C]:
             where = f"{self.name}: compensation {handler.__name__}"
             reads = _first_parameter(handler)
-            if reads is not None and reads is not command:
+            if reads is not None and not issubclass(command, reads):
                 raise ContractMismatch(
                     f"{where} reads {_name(reads)}, but the step's compensation command is "
                     f"{command.__name__}"
@@ -252,7 +253,7 @@ class Service:
         ``outputs``: events it may return beyond those its return annotation names.
         """
         if connection is not None and connection.handle_field not in message.model_fields:
-            raise ValueError(
+            raise ServiceMisconfigured(
                 f"{message.message_type} has no field {connection.handle_field!r} "
                 "for the connection handle"
             )
@@ -289,7 +290,7 @@ class Service:
         retries). It must be idempotent: undoing what never happened (or was undone
         already) succeeds and says so in its event."""
         if owner_of(command.message_type) != self.name:
-            raise ValueError(
+            raise ServiceMisconfigured(
                 f"{self.name} can only carry out its own commands, not "
                 f"{command.message_type!r} (commands travel on <owner>.commands)"
             )
@@ -335,12 +336,12 @@ class Service:
     def _add(self, step: Step) -> None:
         message_type = step.message.message_type
         if message_type in self.steps:
-            raise ValueError(f"{self.name} already handles {message_type!r}")
+            raise ServiceMisconfigured(f"{self.name} already handles {message_type!r}")
         if step.fails_with is not None:
             try:  # the SDK builds it by itself when a step fails: make sure it can
                 step.fails_with(error_type="Check", error_message="", attempts=1)
             except ValueError as exc:
-                raise TypeError(
+                raise ContractMismatch(
                     f"{step.fails_with.__name__} must be buildable from error_type, "
                     "error_message and attempts alone (give other fields defaults)"
                 ) from exc
@@ -364,18 +365,22 @@ def _hints(handler: Callable[..., Any]) -> dict[str, Any]:
 
 
 def _first_parameter(handler: Callable[..., Any]) -> type[Message] | None:
-    """The message type a handler's first parameter is annotated with, if any."""
-    code = getattr(handler, "__code__", None)
-    if code is None or code.co_argcount == 0:
+    """The message type a handler's first parameter is annotated with, if any (through
+    ``functools.wraps`` decorators; a bound method's ``self`` is not a parameter)."""
+    try:
+        parameters = list(inspect.signature(handler).parameters.values())
+    except (TypeError, ValueError):  # a callable whose signature cannot be read
         return None
-    hint = _hints(handler).get(code.co_varnames[0])
+    if not parameters:
+        return None
+    hint = _hints(inspect.unwrap(handler)).get(parameters[0].name)
     return hint if isinstance(hint, type) and issubclass(hint, Message) else None
 
 
 def _returned(handler: Callable[..., Any]) -> list[type[Message]]:
     """The message types a handler's return annotation names (``A``, ``A | B``, ``list[A]``)."""
     found: list[type[Message]] = []
-    pending: list[Any] = [_hints(handler).get("return")]
+    pending: list[Any] = [_hints(inspect.unwrap(handler)).get("return")]
     while pending:
         hint = pending.pop()
         if isinstance(hint, type) and issubclass(hint, Message):

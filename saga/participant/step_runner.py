@@ -201,7 +201,7 @@ class StepRunner:
                 raise injected()
             ctx = StepContext(envelope, step.name, 1, logger, span, batch.connection, None)
             result = await call(step, self.service.timeout_for(step), envelope.payload, ctx)
-            emitted = [self._caused(envelope, event, step, 1) for event in events(result)]
+            emitted = [self._caused(envelope, e, step, 1) for e in self._events(result)]
             records = [self._encode(out) for out in emitted]
             try:
                 await batch.end(last)
@@ -257,7 +257,7 @@ class StepRunner:
                     envelope, step.name, number, logger, span, delivery.connection, token
                 )
                 result = await call(step, timeout, envelope.payload, ctx)
-                emitted = [self._caused(envelope, event, step, number) for event in events(result)]
+                emitted = [self._caused(envelope, e, step, number) for e in self._events(result)]
                 for out in emitted:
                     delivery.emit(self.events_topic, self._encode(out))
                 if delivery.connection is not None and not delivery.outgoing:
@@ -298,7 +298,7 @@ class StepRunner:
 
     def _logger(self, step: Step, envelope: Envelope[Message]) -> Logger:
         return logging.LoggerAdapter(
-            logging.getLogger(f"saga.participant.service.{self.service.name}"),
+            logging.getLogger(f"saga.service.{self.service.name}"),
             {"saga_id": envelope.saga_id, "step": step.name},
         )
 
@@ -350,6 +350,15 @@ class StepRunner:
                     str(MessageTooLarge(self.events_topic, out.type, size, self._max_record_bytes))
                 )
         return record
+
+    def _events(self, result: object) -> list[Event]:
+        """The events a handler returned; their types join the service's registry, which
+        names what the service reads and writes (an event its annotations did not name)."""
+        found = events(result)
+        for event in found:
+            if event.message_type not in self.service.registry:
+                self.service.registry.register(type(event))
+        return found
 
     def _caused(
         self, incoming: Envelope[Message], event: Event, step: Step, attempt: int

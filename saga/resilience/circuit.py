@@ -12,8 +12,8 @@ States: **closed** (calls go through; failures within ``window`` are counted),
 later instead of hammering the dependency), **half-open** once
 ``reset_timeout`` has passed (one probe call goes through: success closes the
 circuit, failure opens it again). Transitions are logged and counted in the
-``saga.resilience.circuit.transitions`` metric; the current state is the
-``saga.resilience.circuit.state`` gauge (0 closed, 1 half-open, 2 open).
+``saga.circuit.transitions`` metric; the current state is the
+``saga.circuit.state`` gauge (0 closed, 1 half-open, 2 open).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from saga.errors import SagaError
 log = logging.getLogger(__name__)
 _meter = metrics.get_meter("saga")
 _transitions = _meter.create_counter(
-    "saga.resilience.circuit.transitions", description="Circuit breaker state changes"
+    "saga.circuit.transitions", description="Circuit breaker state changes"
 )
 
 
@@ -210,7 +210,7 @@ def _observe(options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
 
 
 _meter.create_observable_gauge(
-    "saga.resilience.circuit.state",
+    "saga.circuit.state",
     callbacks=[_observe],
     description="Circuit breaker state: 0 closed, 1 half-open, 2 open",
 )

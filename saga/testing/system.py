@@ -59,6 +59,7 @@ from saga.definition.saga import SagaDefinition, SagaMode
 from saga.messages.base import Message
 from saga.messages.codec import EncodedRecord, RawRecord, decode, encode
 from saga.messages.envelope import Envelope
+from saga.messages.errors import UnknownMessageType
 from saga.messages.registry import MessageRegistry
 from saga.messages.topics import (
     owner_of,
@@ -321,9 +322,15 @@ class InMemorySagaSystem:
         return list(dict.fromkeys([service.commands_topic, *own]))
 
     def _published(self, topic: str, record: EncodedRecord) -> None:
-        envelope = decode(
-            RawRecord(topic, 0, 0, record.key, record.value, record.headers), self._registry
-        )
+        raw = RawRecord(topic, 0, 0, record.key, record.value, record.headers)
+        try:
+            envelope = decode(raw, self._registry)
+        except UnknownMessageType:  # returned by a handler whose annotations did not name it
+            for kit in self._kits.values():
+                for model in kit.service.registry:
+                    if model.message_type not in self._registry:
+                        self._registry.register(model)
+            envelope = decode(raw, self._registry)
         self._messages.append(envelope)
         self._pending.append((topic, record, envelope))
 

@@ -293,7 +293,7 @@ def test_on_timeout_park_leaves_a_timed_out_step_to_an_operator() -> None:
     scenario = order_saga("reserve", definition=with_charge(on_timeout="park"))
     scenario.fire("step-timeout:charge")
     assert scenario.status == "parked"
-    assert scenario.step("charge") == "timed_out"
+    assert scenario.step("charge") == "compensation_failed", "its undo waits for an operator"
     assert scenario.state.reason == (
         "step charge timed out: its outcome is unknown (on_timeout='park')"
     )
@@ -302,6 +302,21 @@ def test_on_timeout_park_leaves_a_timed_out_step_to_an_operator() -> None:
     scenario.expect_commands(ReleaseInventory)
     scenario.receive(RELEASED)
     assert scenario.status == "compensated"
+
+
+def test_on_timeout_park_holds_at_the_saga_deadline_too() -> None:
+    steps = list(with_charge(on_timeout="park").steps)
+    steps[1] = replace(steps[1], reply_timeout=None)  # only the saga's deadline times it out
+    definition = replace(ORDER_SAGA, steps=tuple(steps)).validate()
+    scenario = order_saga("reserve", definition=definition)
+    scenario.fire("deadline")
+    assert scenario.status == "parked"
+    scenario.expect_commands()
+    # The operator found it was charged after all: retry sends its undo (which then
+    # cannot be built without the charge's id, so it parks again, saying why).
+    scenario.retry(by="carol", reason="charged after all")
+    assert scenario.status == "parked"
+    assert "no value for charge_id" in (scenario.state.reason or "")
 
 
 def test_on_timeout_park_still_undoes_a_completed_step_the_usual_way() -> None:

@@ -56,6 +56,7 @@ def test_saga_exports() -> None:
         "IdempotenceUnsupported",
         "InvalidHeader",
         "InvalidMessage",
+        "InvalidMessageModel",
         "Join",
         "Message",
         "MessageRegistry",
@@ -64,6 +65,7 @@ def test_saga_exports() -> None:
         "NoDatabase",
         "NonRetryableError",
         "NotJson",
+        "OnTimeout",
         "Outcome",
         "PayloadValidationFailed",
         "Published",
@@ -73,8 +75,10 @@ def test_saga_exports() -> None:
         "SagaDefinition",
         "SagaError",
         "SagaFinished",
+        "SagaMode",
         "SagaOutcome",
         "Service",
+        "ServiceMisconfigured",
         "ServiceRuntime",
         "Settings",
         "Step",
@@ -84,6 +88,7 @@ def test_saga_exports() -> None:
         "StepFailed",
         "StepFailure",
         "StepTimeout",
+        "StoreUnavailable",
         "TaskApproved",
         "TaskEscalated",
         "TaskOpened",
@@ -97,6 +102,7 @@ def test_saga_exports() -> None:
         "ensure_topics",
         "events_topic",
         "new_message_id",
+        "prefixed",
         "run_service",
     ]
 
@@ -127,10 +133,14 @@ def test_subpackage_exports() -> None:
     ]
     assert saga.dev.__all__ == ["DevStack", "LocalSystem", "StackInfo"]
     assert saga.testing.__all__ == [
+        "CommandToSend",
+        "Decision",
+        "EventToPublish",
         "InMemorySagaSystem",
         "InMemoryTransport",
         "SagaScenario",
         "ServiceTestKit",
+        "TaskChange",
     ]
     assert saga.coordinator.__all__ == ["SagaState", "StepState", "render_timeline"]
 

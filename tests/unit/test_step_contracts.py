@@ -93,3 +93,97 @@ def test_a_contract_checks_itself() -> None:
         "contract of OrderShipped: a compensation command and the event confirming it go"
         " together (give both or neither)",
     ]
+
+
+def test_the_step_after_an_alternative_is_started_by_either_completion() -> None:
+    from tests.trips.messages import (
+        BookHostel,
+        CancelHostel,
+        CancelHotel,
+        HostelBooked,
+        HostelCancelled,
+        HostelFailed,
+        HotelBooked,
+        HotelCancelled,
+        HotelFailed,
+        PointsAwarded,
+        PointsFailed,
+        TripRequested,
+    )
+
+    hotel = StepContract(
+        trigger=TripRequested,
+        completion=HotelBooked,
+        failure=HotelFailed,
+        compensation=CancelHotel,
+        compensated=HotelCancelled,
+    )
+    hostel = StepContract(
+        trigger=BookHostel,
+        completion=HostelBooked,
+        failure=HostelFailed,
+        compensation=CancelHostel,
+        compensated=HostelCancelled,
+    )
+    points = StepContract(completion=PointsAwarded, failure=PointsFailed)
+    saga = SagaDefinition(
+        "stay",
+        starts_with=TripRequested,
+        steps=[
+            Step("hotel", hotel, alternative="hostel"),
+            Step("hostel", hostel),
+            Step("points", points, irreversible=True),
+        ],
+    )
+    assert saga.step("points").started_by == (HotelBooked, HostelBooked)
+    assert saga.problems() == []
+
+
+def test_an_on_timeout_that_is_no_choice_is_refused() -> None:
+    from dataclasses import replace
+
+    steps = list(ORDER_SAGA.steps)
+    steps[1] = replace(steps[1], on_timeout="parked")  # type: ignore[arg-type]
+    steps[2] = replace(steps[2], on_timeout=OrderShipped)  # type: ignore[arg-type]
+    problems = replace(ORDER_SAGA, steps=tuple(steps)).problems()
+    assert problems == [
+        "step 'charge': on_timeout is 'parked': give 'compensate', 'park' or a command class"
+        " of the step's service",
+        "step 'ship': on_timeout is <class 'contracts.shipping.OrderShipped'>: give"
+        " 'compensate', 'park' or a command class of the step's service",
+    ]
+
+
+def test_a_decorated_handler_and_a_base_class_annotation_bind_too() -> None:
+    import functools
+    from collections.abc import Awaitable, Callable
+    from typing import Any
+
+    from saga import Event
+
+    def logged(handler: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        @functools.wraps(handler)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return await handler(*args, **kwargs)
+
+        return wrapper
+
+    service = Service("payment")
+
+    @service.step(CHARGE)
+    @logged
+    async def charge(reserved: InventoryReserved, ctx: StepContext) -> PaymentCharged:
+        return PaymentCharged(order_id="o", amount_cents=1, charge_id="c")
+
+    @service.compensation(CHARGE)
+    async def refund(command: RefundPayment, ctx: StepContext) -> Event:
+        return PaymentRefunded(order_id="o", refunded=True)
+
+    assert set(service.steps) == {"inventory.InventoryReserved", "payment.RefundPayment"}
+
+    with pytest.raises(ContractMismatch, match="reads OrderPlaced"):
+
+        @service.step(CHARGE)
+        @logged
+        async def wrapped_wrong(order: OrderPlaced, ctx: StepContext) -> PaymentCharged:
+            raise NotImplementedError

@@ -376,3 +376,16 @@ def test_a_failure_event_the_sdk_cannot_build_is_refused_at_registration() -> No
         @service.on(InventoryReserved, fails_with=NeedsMore)
         async def charge(reserved: InventoryReserved, ctx: StepContext) -> None:
             return None
+
+
+async def test_the_kit_reads_back_an_event_the_handler_did_not_annotate() -> None:
+    service = payment()
+
+    @service.on(InventoryReserved)
+    async def charge(reserved: InventoryReserved, ctx: StepContext):  # type: ignore[no-untyped-def]
+        return PaymentCharged(order_id=reserved.order_id, amount_cents=1, charge_id="c")
+
+    kit = ServiceTestKit(service)
+    reserved = InventoryReserved(order_id="o-1", sku="s", quantity=1, amount_cents=1)
+    assert (await kit.send(reserved, saga_id="o-1")).kind == "completed"
+    assert [e.type for e in kit.emitted()] == ["payment.PaymentCharged"]

@@ -14,7 +14,7 @@ SIGNUP = SagaDefinition(
     starts_with=SignupRequested,
     steps=[
         Step("account", OPEN_ACCOUNT, reply_timeout=timedelta(seconds=10)),
-        Step("charge", CHARGE, reply_timeout=timedelta(seconds=2), on_timeout=VoidCharges),
+        Step("charge", CHARGE, reply_timeout=timedelta(seconds=5), on_timeout=VoidCharges),
         Step("welcome", WELCOME, irreversible=True),
     ],
 )

@@ -7,7 +7,7 @@ the account id) with the ``SAGA_*`` settings of the environment.
 import asyncio
 import sys
 
-from saga import Envelope, Publisher, Settings, events_topic
+from saga import Envelope, Publisher, Settings, events_topic, prefixed
 
 from contracts.web import SignupRequested
 
@@ -21,7 +21,7 @@ async def signup(account_id: str, email: str, plan: str) -> None:
         source="/web",
     )
     async with Publisher(settings) as publisher:
-        await publisher.publish(settings.topic_prefix + events_topic("web"), envelope)
+        await publisher.publish(prefixed(settings.topic_prefix, events_topic("web")), envelope)
 
 
 if __name__ == "__main__":
