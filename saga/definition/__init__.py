@@ -1,0 +1,1 @@
+"""The saga definition DSL: step contracts, saga definitions, their checks and renderings."""

@@ -1,0 +1,2 @@
+"""Kafka transport: the publisher, the consumer loop (intake, partitions, commits,
+rebalances), dead letters and topic provisioning."""

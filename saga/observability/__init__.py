@@ -1,0 +1,1 @@
+"""Observability: tracing over OTLP, metrics, logs, memory, and the health endpoints."""

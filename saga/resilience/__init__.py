@@ -1,0 +1,1 @@
+"""Resilience: retry policies, circuit breakers and fault injection rules."""
