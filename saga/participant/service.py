@@ -190,20 +190,26 @@ class Service:
         self,
         contract: StepContract,
         *,
+        command: type[Command] | None = None,
         name: str | None = None,
         attempt_timeout: timedelta | None = None,
         uses: Sequence[CircuitBreaker] = (),
     ) -> Callable[[StepHandler[C]], StepHandler[C]]:
         """Run the undo of ``contract``'s step: the handler reads its compensation command
         and returns the confirming event. It must be idempotent: undoing what never
-        happened (or was undone already) succeeds and says so in its event."""
+        happened (or was undone already) succeeds and says so in its event.
+
+        ``command``: another command of this service that undoes the step the same way
+        (the saga's ``on_timeout`` command, sent when the step timed out), bound to the
+        same confirmation."""
         self._owns(contract)
         if contract.compensation is None or contract.compensated is None:
             raise ContractMismatch(
                 f"{self.name}: the step completed by {contract.completion.__name__} has no"
                 " compensation in its contract (an irreversible step has nothing to bind)"
             )
-        command, confirmation = contract.compensation, contract.compensated
+        command = command or contract.compensation
+        confirmation = contract.compensated
 
         def bind(handler: StepHandler[C]) -> StepHandler[C]:
             where = f"{self.name}: compensation {handler.__name__}"

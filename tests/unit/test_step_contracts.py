@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import ClassVar
 
 import pytest
 
@@ -11,7 +12,7 @@ from contracts.order_saga import ORDER_SAGA
 from contracts.orders import OrderPlaced
 from contracts.payment import CHARGE, PaymentCharged, PaymentFailed, PaymentRefunded, RefundPayment
 from contracts.shipping import SHIP, OrderShipped
-from saga import ContractMismatch, SagaDefinition, Service, Step, StepContext, StepContract
+from saga import Command, ContractMismatch, SagaDefinition, Service, Step, StepContext, StepContract
 
 
 def test_a_definition_takes_each_steps_messages_from_its_contract() -> None:
@@ -186,4 +187,27 @@ def test_a_decorated_handler_and_a_base_class_annotation_bind_too() -> None:
         @service.step(CHARGE)
         @logged
         async def wrapped_wrong(order: OrderPlaced, ctx: StepContext) -> PaymentCharged:
+            raise NotImplementedError
+
+
+class VoidOrderCharges(Command):
+    """Undo whatever was charged for an order: the undo of a charge that timed out."""
+
+    message_type: ClassVar[str] = "payment.VoidOrderCharges"
+    order_id: str
+
+
+def test_the_undo_of_a_timed_out_step_binds_to_the_same_contract() -> None:
+    service = Service("payment")
+
+    @service.compensation(CHARGE, command=VoidOrderCharges)
+    async def void(command: VoidOrderCharges, ctx: StepContext) -> PaymentRefunded:
+        return PaymentRefunded(order_id=command.order_id, refunded=False)
+
+    assert service.steps["payment.VoidOrderCharges"].compensation
+
+    with pytest.raises(ContractMismatch, match="returns OrderShipped, but its contract says"):
+
+        @service.compensation(CHARGE, command=VoidOrderCharges)
+        async def wrong(command: VoidOrderCharges, ctx: StepContext) -> OrderShipped:
             raise NotImplementedError

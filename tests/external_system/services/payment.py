@@ -23,7 +23,7 @@ async def refund(command: RefundCharge, ctx: StepContext) -> ChargeRefunded:
     return ChargeRefunded(account_id=command.account_id, refunded=refunded)
 
 
-@service.compensate(VoidCharges)
+@service.compensation(CHARGE, command=VoidCharges)
 async def void(command: VoidCharges, ctx: StepContext) -> ChargeRefunded:
     refunded = charged.pop(command.account_id, None) is not None
     return ChargeRefunded(account_id=command.account_id, refunded=refunded)
