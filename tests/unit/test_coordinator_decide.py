@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import timedelta
-from typing import ClassVar
 
 import pytest
 
@@ -22,6 +21,7 @@ from contracts.shipping import OrderShipped, ShippingFailed
 from saga import Command, CompensationFailed, Event, SagaDefinition, StepFailed
 from saga.definition.saga import OnTimeout
 from saga.testing import SagaScenario
+from tests.payment_undo import VoidCharge, VoidOrderCharges
 
 ORDER = OrderPlaced(order_id="o-1", customer_id="c", amount_cents=900)
 RESERVED = InventoryReserved(order_id="o-1", sku="s", quantity=1, amount_cents=900)
@@ -265,20 +265,6 @@ def test_an_undo_waits_for_data_still_in_flight_then_parks_if_it_never_comes() -
 
 
 # --- on_timeout: how a step whose outcome is unknown is undone -----------------------------
-
-
-class VoidCharge(Command):
-    """Undo a charge by the id the charge step created (only its completion has it)."""
-
-    message_type: ClassVar[str] = "payment.VoidCharge"
-    charge_id: str
-
-
-class VoidOrderCharges(Command):
-    """Undo whatever was charged for an order: what a timed-out charge is undone with."""
-
-    message_type: ClassVar[str] = "payment.VoidOrderCharges"
-    order_id: str
 
 
 def with_charge(on_timeout: OnTimeout) -> SagaDefinition:

@@ -13,6 +13,7 @@ from contracts.orders import OrderPlaced
 from contracts.payment import PaymentCharged
 from saga.definition.saga import DefinitionError
 from saga.messages.base import Command
+from tests.payment_undo import VoidCharge, VoidOrderCharges
 
 
 def test_the_shipped_order_saga_is_valid() -> None:
@@ -56,20 +57,6 @@ def test_compensation_fields_must_be_fillable_from_saga_data() -> None:
         "step 'reserve': ReleaseBin needs 'bin_code', which neither its completion nor its"
         " trigger carries (InventoryReserved, OrderPlaced)"
     ) in problems
-
-
-class VoidCharge(Command):
-    """Undo a charge by the id the charge step created."""
-
-    message_type: ClassVar[str] = "payment.VoidCharge"
-    charge_id: str
-
-
-class VoidOrderCharges(Command):
-    """Undo whatever was charged for an order (when the charge's id never came back)."""
-
-    message_type: ClassVar[str] = "payment.VoidOrderCharges"
-    order_id: str
 
 
 def test_a_compensation_may_take_the_id_the_step_created_if_it_says_how_to_undo_a_timeout() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import ClassVar
 
 import pytest
 
@@ -12,7 +11,8 @@ from contracts.order_saga import ORDER_SAGA
 from contracts.orders import OrderPlaced
 from contracts.payment import CHARGE, PaymentCharged, PaymentFailed, PaymentRefunded, RefundPayment
 from contracts.shipping import SHIP, OrderShipped
-from saga import Command, ContractMismatch, SagaDefinition, Service, Step, StepContext, StepContract
+from saga import ContractMismatch, SagaDefinition, Service, Step, StepContext, StepContract
+from tests.payment_undo import VoidOrderCharges
 
 
 def test_a_definition_takes_each_steps_messages_from_its_contract() -> None:
@@ -188,13 +188,6 @@ def test_a_decorated_handler_and_a_base_class_annotation_bind_too() -> None:
         @logged
         async def wrapped_wrong(order: OrderPlaced, ctx: StepContext) -> PaymentCharged:
             raise NotImplementedError
-
-
-class VoidOrderCharges(Command):
-    """Undo whatever was charged for an order: the undo of a charge that timed out."""
-
-    message_type: ClassVar[str] = "payment.VoidOrderCharges"
-    order_id: str
 
 
 def test_the_undo_of_a_timed_out_step_binds_to_the_same_contract() -> None:
