@@ -18,13 +18,40 @@ from typing import Any
 from saga.messages import headers as h
 from saga.messages.base import Message
 from saga.messages.envelope import Envelope
-from saga.messages.errors import InvalidHeader, InvalidMessage, MissingHeader, NotJson
+from saga.messages.errors import (
+    InvalidHeader,
+    InvalidMessage,
+    MissingHeader,
+    NotJson,
+    PayloadValidationFailed,
+)
 from saga.messages.registry import MessageRegistry
 
 Headers = Sequence[tuple[str, bytes | None]]
 
 # ASCII digits only (str.isdigit accepts "²"), and short enough for int().
 _POSITIVE_INT = re.compile(r"[1-9][0-9]{0,8}")
+# C0 and C1 control characters and DEL: never part of an id, a type, a time or a
+# trace context; a NUL among them is what PostgreSQL refuses to store.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: The headers that become the envelope's fields: each is checked for control characters.
+_ENVELOPE_HEADERS = (
+    h.ID,
+    h.SOURCE,
+    h.SPECVERSION,
+    h.TYPE,
+    h.TIME,
+    h.CONTENT_TYPE,
+    h.SUBJECT,
+    h.SAGA_ID,
+    h.SAGA_TYPE,
+    h.SAGA_STEP,
+    h.CAUSATION_ID,
+    h.ATTEMPT,
+    h.SCHEMA_VERSION,
+    h.TRACEPARENT,
+    h.TRACESTATE,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +117,10 @@ def decode(record: RawRecord, registry: MessageRegistry) -> Envelope[Message]:
     problem) for a record that is not a valid message.
     """
     found = _text_headers(record.headers)
+    for name in _ENVELOPE_HEADERS:
+        bad = _CONTROL.search(found.get(name, ""))
+        if bad is not None:
+            raise InvalidHeader(name, f"holds a control character (U+{ord(bad.group()):04X})")
     for name in h.REQUIRED:
         if not found.get(name):
             raise MissingHeader(name)
@@ -139,11 +170,31 @@ def _json(value: bytes | None) -> Any:
     except UnicodeDecodeError:
         raise NotJson("record value is not UTF-8 text") from None
     try:
-        return json.loads(text)
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise NotJson(f"record value is not JSON: {exc.msg} at position {exc.pos}") from None
     except RecursionError:
         raise NotJson("record value is JSON nested too deeply to read") from None
+    if "\\u0000" in text and _holds_nul(data):
+        # Valid JSON and maybe a valid payload, but no database can store it: refused
+        # here, once, rather than by every transaction that would try.
+        raise PayloadValidationFailed("a string of the payload holds a NUL character (U+0000)")
+    return data
+
+
+def _holds_nul(data: Any) -> bool:
+    pending = [data]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
 
 
 def _positive_int(found: dict[str, str], name: str) -> int:

@@ -291,3 +291,46 @@ async def test_operators_skip_a_stuck_compensation_and_resolve_a_saga_with_an_au
         history = running.cli("history", resolved).stdout
         assert "operator" in history and "alice" in history
         assert "resolved by alice (settled with the customer)" in history
+
+
+async def test_a_nul_in_a_saga_id_or_a_payload_is_dead_lettered_once_and_the_partition_goes_on(
+    full: System,
+) -> None:
+    import json
+
+    from contracts.orders import OrderPlaced
+    from saga.kafka.publisher import Publisher
+    from saga.messages import headers as h
+    from saga.messages.codec import encode
+    from saga.messages.envelope import Envelope
+
+    [after] = ids("after-poison", 1)
+    template = encode(
+        Envelope(
+            payload=OrderPlaced(order_id=after, customer_id="c", amount_cents=900),
+            saga_id=after,
+            saga_type="order",
+            source="/services/orders",
+        )
+    )
+    nul_id = [(n, v + b"\x00" if n == h.SAGA_ID else v) for n, v in template.headers]
+    nul_payload = json.dumps({"order_id": after, "customer_id": "c\u0000", "amount_cents": 9})
+    topic = f"{full.prefix}orders.events"
+    async with Publisher(full.settings) as publisher:
+        # Keyed as the saga that follows: the same partition, read first.
+        await publisher.publish_raw(topic, key=after.encode(), value=template.value, headers=nul_id)
+        await publisher.publish_raw(
+            topic, key=after.encode(), value=nul_payload.encode(), headers=template.headers
+        )
+    await full.place(after, 900)
+    await until(full, [after], "completed")
+
+    letters = await read_available(full.settings, f"{topic}.dlq")
+    readers = {
+        (dict(r.headers)[h.DLQ_GROUP].decode(), dict(r.headers)[h.DLQ_ERROR_TYPE].decode())
+        for r in letters
+    }
+    groups = {group for group, _ in readers}
+    assert {g.removeprefix(full.prefix) for g in groups} == {"inventory", "saga-coordinator"}
+    assert {kind for _, kind in readers} == {"InvalidHeader", "PayloadValidationFailed"}
+    assert len(letters) == 4, "each consumer dead-letters each record once, at once"

@@ -73,6 +73,20 @@ async def test_each_kind_of_bad_record_is_dead_lettered_and_the_next_good_one_ha
             "UnknownSchemaVersion",
             "schema version 9: newer than the newest known version 2",
         ),
+        (
+            "a NUL in the saga id",
+            base.value,
+            replaced(base.headers, h.SAGA_ID, SAGA.encode() + b"\x00"),
+            "InvalidHeader",
+            "invalid header 'ce_sagaid': holds a control character (U+0000)",
+        ),
+        (
+            "a NUL in a payload string",
+            json.dumps({"order_id": SAGA, "customer_id": "c\u0000", "amount_cents": 5}).encode(),
+            base.headers,
+            "PayloadValidationFailed",
+            "a string of the payload holds a NUL character (U+0000)",
+        ),
     ]
     handled: list[Envelope[Message]] = []
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -208,3 +209,43 @@ def test_key_must_be_the_saga_id_so_ordering_holds() -> None:
 
 def test_first_of_repeated_headers_wins() -> None:
     assert header_map([("a", b"1"), ("a", b"2")]) == {"a": b"1"}
+
+
+@pytest.mark.parametrize(
+    ("header", "value", "character"),
+    [
+        (h.SAGA_ID, b"o-1\x00", "U+0000"),
+        (h.ID, b"id\nforged", "U+000A"),
+        (h.SOURCE, b"/services/\x1borders", "U+001B"),
+        (h.SAGA_STEP, "re\u0085serve".encode(), "U+0085"),
+        (h.TRACESTATE, b"vendor=1\x7f", "U+007F"),
+    ],
+)
+def test_an_id_or_header_value_with_a_control_character_is_refused(
+    header: str, value: bytes, character: str
+) -> None:
+    record = as_raw(placed())
+    headers = [(k, value if k == header else v) for k, v in record.headers]
+    key = value if header == h.SAGA_ID else record.key
+    expected = re.escape(f"invalid header '{header}': holds a control character ({character})")
+    with pytest.raises(InvalidHeader, match=expected):
+        decode(raw(key, record.value, headers), REGISTRY)
+
+
+def test_a_payload_string_holding_a_nul_is_refused_at_decode() -> None:
+    record = as_raw(placed())
+    for poisoned in (
+        {"order_id": "o-1", "customer_id": "c\u0000", "amount_cents": 1250},
+        {"order_id": "o-1", "customer_id": "c", "amount_cents": 1250, "sku": "\u0000"},
+    ):
+        value = json.dumps(poisoned).encode()
+        assert b"\\u0000" in value
+        with pytest.raises(PayloadValidationFailed, match="holds a NUL character"):
+            decode(raw(record.key, value, list(record.headers)), REGISTRY)
+
+
+def test_a_payload_that_only_spells_a_nul_escape_is_read() -> None:
+    record = as_raw(placed())
+    value = json.dumps({"order_id": "o-1", "customer_id": "\\u0000", "amount_cents": 5})
+    envelope = decode(raw(record.key, value.encode(), list(record.headers)), REGISTRY)
+    assert envelope.payload.customer_id == "\\u0000"  # type: ignore[attr-defined]
