@@ -19,6 +19,9 @@ from saga.coordinator.timer_keys import (
 def on_operator(b: Builder, incoming: Incoming) -> None:
     who = f"{incoming.actor or 'unknown'}" + (f" ({incoming.reason})" if incoming.reason else "")
     action, _, name = incoming.type.partition(":")
+    if name and name not in {s.name for s in b.definition.steps}:
+        b.note(f"{action} {name} by {who}: saga {b.state.saga_type} has no step {name!r}")
+        return
     if action == "retry":
         if b.state.status != "parked":
             b.note(f"retry by {who}: nothing to do, saga is {b.state.status}")
@@ -59,6 +62,10 @@ def on_operator(b: Builder, incoming: Incoming) -> None:
             reason=incoming.reason,
         )
     elif action == "resolve":
+        if b.state.finished:
+            # Its outcome is known and announced: a resolve would rewrite it.
+            b.note(f"resolve by {who}: nothing to do, saga is {b.state.status} already")
+            return
         b.state = evolve(b.state, status="resolved", finished_at=b.now, reason=f"resolved by {who}")
         b.cancel(TimerKey(DEADLINE))
         for step in b.definition.steps:

@@ -76,18 +76,23 @@ class Deployment:
         return envelope
 
     async def events(self, count: int, timeout_s: float = 60) -> list[Envelope[Message]]:
-        """The first ``count`` distinct events (by message id, as consumers count them: the
-        relay may send a row again when its first publish is slow to be marked sent)."""
+        """The first ``count`` records of the service's events topic, duplicates included."""
         topic = self.topic(f"{self.name}.events")
+        records = await read_records(self.settings, topic, count, timeout_s=timeout_s)
         registry = default_registry()
+        return [
+            decode(
+                RawRecord(topic, r.partition, r.offset, r.key, r.value, list(r.headers)), registry
+            )
+            for r in records
+        ]
+
+    async def distinct_events(self, count: int) -> list[Envelope[Message]]:
+        """The first ``count`` distinct events, by message id, as consumers count them: the
+        relay may send a row again when its first publish is slow to be marked sent."""
         wanted = count
         while True:
-            records = await read_records(self.settings, topic, wanted, timeout_s=timeout_s)
-            distinct: dict[str, Envelope[Message]] = {}
-            for r in records:
-                raw = RawRecord(topic, r.partition, r.offset, r.key, r.value, list(r.headers))
-                envelope = decode(raw, registry)
-                distinct.setdefault(envelope.id, envelope)
+            distinct = {e.id: e for e in await self.events(wanted)}
             if len(distinct) >= count:
                 return list(distinct.values())[:count]
             wanted += count - len(distinct)
@@ -272,7 +277,7 @@ async def test_circuit_opens_fails_fast_while_open_and_closes_after_a_good_probe
             what="reset timeout to pass",
         )
         await steps.send(order("cb-2", "downstream"), "cb-2")
-        events = await steps.events(2)
+        events = await steps.distinct_events(2)
         assert isinstance(events[1].payload, InventoryReserved)
         assert dependency.hits == 4, "one probe, which closed the circuit"
         assert steps.status()[1]["circuits"] == {"downstream": "closed"}

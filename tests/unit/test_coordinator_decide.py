@@ -195,6 +195,23 @@ def test_operator_can_skip_a_stuck_compensation_or_resolve_the_saga() -> None:
     assert scenario.state.reason == "resolved by bob (closed with the customer)"
 
 
+def test_a_finished_saga_is_not_resolved_and_an_unknown_step_is_named() -> None:
+    scenario = order_saga("reserve", "charge", "ship", "notify")
+    decision = scenario.resolve(by="mallory", reason="rewrite history")
+    assert (scenario.status, decision.applied) == ("completed", False)
+    assert decision.notes == [
+        "resolve by mallory (rewrite history): nothing to do, saga is completed already"
+    ]
+
+    parked = order_saga("reserve")
+    decision = parked.skip("teleport", by="bob")
+    assert (parked.status, decision.applied) == ("running", False)
+    assert decision.notes == ["skip teleport by bob: saga order has no step 'teleport'"]
+    parked.resolve(by="bob")
+    again = parked.resolve(by="bob")
+    assert (parked.status, again.applied) == ("resolved", False), "resolved once, not twice"
+
+
 def test_an_event_before_the_start_event_opens_the_saga() -> None:
     scenario = SagaScenario(ORDER_SAGA, saga_id="o-1")
     scenario.receive(RESERVED)
