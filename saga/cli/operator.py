@@ -26,7 +26,7 @@ from saga.cli.actions import (
 )
 from saga.cli.database import connect
 from saga.cli.definitions import diff_definitions, list_definitions, show_definition
-from saga.cli.sagas import list_sagas, saga_history, show_saga
+from saga.cli.sagas import age, limit, list_sagas, saga_history, show_saga
 from saga.cli.vault import new_key, revoke_connection, rotate_keys
 from saga.coordinator.apply import COORDINATOR
 from saga.coordinator.runtime import load_definitions
@@ -63,8 +63,8 @@ def register(commands: Any) -> None:
     ls = commands.add_parser("list", help="list sagas")
     ls.add_argument("--state", help="running, completed, compensating, compensated, parked")
     ls.add_argument("--type", help="saga type")
-    ls.add_argument("--older-than", help="age, e.g. 90s, 10m, 2h, 1d")
-    ls.add_argument("--limit", type=int, default=50)
+    ls.add_argument("--older-than", type=age, help="age, e.g. 90s, 10m, 2h, 1d")
+    ls.add_argument("--limit", type=limit, default=50, help="rows, 1 to 100000 (50)")
     ls.set_defaults(run=list_sagas)
 
     for name, run, text in (

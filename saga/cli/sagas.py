@@ -29,7 +29,7 @@ def list_sagas(args: argparse.Namespace) -> int:
                 params.append(args.type)
                 clauses.append(f"saga_type = ${len(params)}")
             if args.older_than:
-                params.append(_age(args.older_than))
+                params.append(args.older_than)
                 clauses.append(f"created_at < now() - ${len(params)}::interval")
             params.append(args.limit)
             # Only fixed clause texts with numbered parameters are joined here.
@@ -108,8 +108,24 @@ def saga_history(args: argparse.Namespace) -> int:
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
-def _age(text: str) -> timedelta:
-    match = re.fullmatch(r"(\d+)([smhd])", text.strip())
+#: No saga is older than this: a longer age is a typo, not a filter.
+_OLDEST = timedelta(days=3660)
+
+
+def age(text: str) -> timedelta:
+    """``90s``, ``10m``, ``2h``, ``1d`` as a duration (an ``argparse`` type: a bad one is
+    a one-line usage error)."""
+    match = re.fullmatch(r"(\d{1,9})([smhd])", text.strip())
     if not match:
-        raise SystemExit(f"saga: error: age {text!r}: use e.g. 90s, 10m, 2h, 1d")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+        raise argparse.ArgumentTypeError(f"{text!r}: use e.g. 90s, 10m, 2h, 1d")
+    found = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    if found > _OLDEST:
+        raise argparse.ArgumentTypeError(f"{text!r}: longer than ten years")
+    return found
+
+
+def limit(text: str) -> int:
+    """How many rows to show: 1 to 100,000 (an ``argparse`` type)."""
+    if not re.fullmatch(r"\d{1,6}", text.strip()) or not 1 <= int(text) <= 100_000:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number from 1 to 100000")
+    return int(text)
