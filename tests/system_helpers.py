@@ -86,15 +86,7 @@ class System:
         return envelope
 
     async def sagas(self, saga_ids: list[str]) -> dict[str, dict[str, Any]]:
-        connection = await asyncpg.connect(self.database_url)
-        try:
-            rows = await connection.fetch(
-                "SELECT saga_id, state FROM saga_instances WHERE saga_id = ANY($1::text[])",
-                saga_ids,
-            )
-        finally:
-            await connection.close()
-        return {r["saga_id"]: json.loads(r["state"]) for r in rows}
+        return await saga_states(self.database_url, saga_ids)
 
     async def statuses(self, saga_ids: list[str]) -> dict[str, str]:
         return {k: v["status"] for k, v in (await self.sagas(saga_ids)).items()}
@@ -102,20 +94,7 @@ class System:
     async def commands_sent(self, saga_id: str, purpose: str = "compensate") -> list[str]:
         """Types of the commands the coordinator sent: compensations, or (``"start"``)
         the triggers it sent to run steps."""
-        connection = await asyncpg.connect(self.database_url)
-        try:
-            rows = await connection.fetch(
-                "SELECT detail FROM saga_log WHERE saga_id = $1 AND kind = 'decision' ORDER BY id",
-                saga_id,
-            )
-        finally:
-            await connection.close()
-        return [
-            c["type"]
-            for r in rows
-            for c in json.loads(r["detail"])["commands"]
-            if c.get("purpose", "compensate") == purpose
-        ]
+        return await commands_sent(self.database_url, saga_id, purpose)
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -127,6 +106,38 @@ class System:
             timeout=60,
             check=False,
         )
+
+
+async def saga_states(database_url: str, saga_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The coordinator's state of each saga of ``saga_ids`` it knows, by saga id."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        rows = await connection.fetch(
+            "SELECT saga_id, state FROM saga_instances WHERE saga_id = ANY($1::text[])",
+            saga_ids,
+        )
+    finally:
+        await connection.close()
+    return {r["saga_id"]: json.loads(r["state"]) for r in rows}
+
+
+async def commands_sent(database_url: str, saga_id: str, purpose: str = "compensate") -> list[str]:
+    """Types of the commands the coordinator sent for ``saga_id``, in order, from its saga
+    log: compensations, or (``"start"``) the triggers it sent to run steps."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        rows = await connection.fetch(
+            "SELECT detail FROM saga_log WHERE saga_id = $1 AND kind = 'decision' ORDER BY id",
+            saga_id,
+        )
+    finally:
+        await connection.close()
+    return [
+        c["type"]
+        for r in rows
+        for c in json.loads(r["detail"])["commands"]
+        if c.get("purpose", "compensate") == purpose
+    ]
 
 
 def fresh_database(server_url: str) -> str:

@@ -27,15 +27,14 @@ from saga.coordinator import intake, refusals, saga_log, store
 from saga.coordinator.batch import Batch
 from saga.coordinator.decide import decide
 from saga.coordinator.decision import Decision, Incoming
+from saga.coordinator.definitions import LoadedDefinitions
 from saga.coordinator.outgoing import COORDINATOR, LIFECYCLE_TOPIC, Outgoing
 from saga.coordinator.refusals import REFUSE_AFTER_S, DecisionError
 from saga.coordinator.state import SagaState, evolve
-from saga.definition.saga import DefinitionError, SagaDefinition, SagaMode
+from saga.definition.saga import SagaDefinition, SagaMode
 from saga.messages.base import Message
 from saga.messages.envelope import Envelope
-from saga.messages.lifecycle import TaskEscalated, TaskOpened
-from saga.messages.registry import MessageRegistry
-from saga.messages.topics import COORDINATOR_OWNER, events_topic, prefixed, topic_for_type
+from saga.messages.topics import prefixed
 from saga.outbox.send_order import Written
 from saga.outbox.store import PostgresServiceStore
 
@@ -79,33 +78,15 @@ class Coordinator:
         mode: SagaMode = "choreography",
         cached_sagas: int = KNOWN_SAGAS,
     ) -> None:
-        #: name -> version -> definition; a saga keeps the version it started with.
-        self.versions: dict[str, dict[int, SagaDefinition]] = {}
-        for definition in definitions:
-            definition = definition.validate()
-            by_version = self.versions.setdefault(definition.name, {})
-            if definition.version in by_version:
-                raise DefinitionError(
-                    f"saga {definition.name!r} version {definition.version} is loaded twice"
-                )
-            by_version[definition.version] = definition
+        self.loaded = LoadedDefinitions(definitions)
         #: The latest version of each saga: what new sagas start with.
-        self.definitions = {name: by[max(by)] for name, by in self.versions.items()}
+        self.definitions = self.loaded.latest
+        self.registry = self.loaded.registry
+        self.definition_of = self.loaded.definition_of
+        self.definition_for = self.loaded.definition_for
         self.mode = mode
         self.outbox = outbox
         self.prefix = topic_prefix
-        self.registry = MessageRegistry()
-        self.registry.register(TaskOpened)
-        self.registry.register(TaskEscalated)
-        self._by_type: dict[str, list[SagaDefinition]] = {}
-        for by_version in self.versions.values():
-            for definition in by_version.values():
-                for model in definition.models():
-                    if model.message_type not in self.registry:
-                        self.registry.register(model)
-        for definition in self.definitions.values():
-            for message_type in definition.message_types():
-                self._by_type.setdefault(message_type, []).append(definition)
         self._outgoing = Outgoing(self.registry, topic_prefix)
         #: Running sagas as last saved here, oldest first: loading one still at that
         #: version (no other instance or operator changed it) skips its state.
@@ -115,45 +96,13 @@ class Coordinator:
         self.refuse_after_s = REFUSE_AFTER_S
         self.known_limit = cached_sagas
 
-    def definition_of(self, state: SagaState) -> SagaDefinition:
-        """The definition a saga started with (the latest if that version is gone)."""
-        by_version = self.versions[state.saga_type]
-        found = by_version.get(state.definition_version)
-        if found is None:
-            log.warning(
-                "saga %s started on %s version %d, which is not loaded: using version %d",
-                state.saga_id,
-                state.saga_type,
-                state.definition_version,
-                max(by_version),
-            )
-            return self.definitions[state.saga_type]
-        return found
-
     @property
     def pool(self) -> Any:
         return self.outbox.pool
 
     def topics(self) -> list[str]:
         """Every events topic the loaded sagas listen to (prefixed)."""
-        names: list[str] = []
-        for by_version in self.versions.values():
-            for definition in by_version.values():
-                start = definition.starts_with
-                names.append(topic_for_type(start.message_type, start.kind))
-                names.extend(
-                    events_topic(service)
-                    for service in definition.services
-                    if service != COORDINATOR_OWNER  # its own events: decided on at once
-                )
-        return [prefixed(self.prefix, n) for n in dict.fromkeys(names)]
-
-    def definition_for(self, saga_type: str | None, message_type: str) -> SagaDefinition | None:
-        if saga_type:
-            # Named: that saga or none (never a guess from the event type).
-            return self.definitions.get(saga_type)
-        candidates = self._by_type.get(message_type, [])
-        return candidates[0] if len(candidates) == 1 else None
+        return [prefixed(self.prefix, name) for name in self.loaded.topics()]
 
     # --- the three kinds of facts -----------------------------------------------------
 
@@ -222,7 +171,7 @@ class Coordinator:
             ids: list[str] = []
             for saga_id, name, due in fired:
                 state = batch.states.get(saga_id)
-                if state is None or state.saga_type not in self.versions:
+                if state is None or state.saga_type not in self.definitions:
                     continue
                 definition = self.definition_of(state)
                 incoming = intake.from_timer(saga_id, state.saga_type, name, due, now)

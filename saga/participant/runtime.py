@@ -16,6 +16,7 @@ from typing import Any
 
 from opentelemetry.trace import Span
 
+from saga.definition.saga import SagaMode
 from saga.errors import ServiceMisconfigured
 from saga.kafka.consumer import Consumer
 from saga.kafka.provisioning import ensure_topics
@@ -48,7 +49,7 @@ class ServiceRuntime:
         self.service = service
         self.settings = settings
         prefix = settings.topic_prefix
-        self.topics = [prefixed(prefix, topic) for topic in _consumed(service, settings)]
+        self.topics = [prefixed(prefix, t) for t in consumed_topics(service, settings.mode)]
         self.events_topic = prefixed(prefix, service.events_topic)
         self.commands_topic = prefixed(prefix, service.commands_topic)
         self.publisher = Publisher(settings, client_id=f"{service.name}-producer")
@@ -212,10 +213,10 @@ def _vault(service: Service) -> Vault | None:
     return None
 
 
-def _consumed(service: Service, settings: Settings) -> list[str]:
+def consumed_topics(service: Service, mode: SagaMode) -> list[str]:
     """Topics the service reads: in orchestration mode only what the coordinator sends
     (its commands topic, and the coordinator's own events), never other services' events."""
-    if settings.mode != "orchestration":
+    if mode != "orchestration":
         return service.topics
     own = events_topic(COORDINATOR_OWNER)
     return list(dict.fromkeys([service.commands_topic, *(t for t in service.topics if t == own)]))

@@ -13,24 +13,23 @@ from datetime import datetime
 
 from opentelemetry.trace import INVALID_SPAN
 
+from saga.coordinator import intake
 from saga.coordinator.decide import (
     Decision,
     Incoming,
     TaskChange,
     decide,
 )
+from saga.coordinator.definitions import LoadedDefinitions
 from saga.coordinator.outgoing import SOURCE, Outgoing
 from saga.coordinator.state import SagaState
-from saga.definition.saga import DefinitionError, SagaDefinition, SagaMode
+from saga.definition.saga import SagaDefinition, SagaMode
 from saga.messages.base import Message
 from saga.messages.codec import EncodedRecord
 from saga.messages.envelope import Envelope
-from saga.messages.lifecycle import SagaFinished, TaskEscalated, TaskOpened
-from saga.messages.registry import MessageRegistry
 from saga.messages.topics import (
     COORDINATOR_OWNER,
     events_topic,
-    topic_for_type,
 )
 
 #: Where the coordinator publishes its own events and the sagas' outcomes.
@@ -54,33 +53,11 @@ class InMemoryCoordinator:
         self.mode: SagaMode = mode
         self._publish = publish
         self._clock = clock
-        #: name -> version -> definition; a saga keeps the version it started with.
-        self.versions: dict[str, dict[int, SagaDefinition]] = {}
-        for definition in definitions:
-            by_version = self.versions.setdefault(definition.name, {})
-            if definition.version in by_version:
-                raise DefinitionError(
-                    f"saga {definition.name!r} version {definition.version} is given twice"
-                )
-            by_version[definition.version] = definition.validate()
-        self.latest = {name: by[max(by)] for name, by in self.versions.items()}
-        #: Every type the coordinator reads and writes.
-        self.registry = MessageRegistry([SagaFinished, TaskOpened, TaskEscalated])
-        self.by_type: dict[str, list[SagaDefinition]] = {}
-        self.topics: set[str] = set()
-        for by_version in self.versions.values():
-            for definition in by_version.values():
-                for model in definition.models():
-                    self.registry.register(model)
-                start_event = definition.starts_with
-                self.topics.add(topic_for_type(start_event.message_type, start_event.kind))
-                self.topics.update(
-                    events_topic(s) for s in definition.services if s != COORDINATOR_OWNER
-                )
-        for definition in self.latest.values():
-            for message_type in definition.message_types():
-                self.by_type.setdefault(message_type, []).append(definition)
-
+        #: The shell's own bookkeeping of definitions, versions, types and topics.
+        self.loaded = LoadedDefinitions(definitions)
+        self.registry = self.loaded.registry
+        self.topics = set(self.loaded.topics())
+        self.definition_of = self.loaded.definition_of
         #: The shell's own record builder: the same envelopes as the real coordinator.
         self._outgoing = Outgoing(self.registry, prefix="")
         self.states: dict[str, SagaState] = {}
@@ -95,31 +72,13 @@ class InMemoryCoordinator:
         if envelope.id in self.decided or envelope.type not in self.registry:
             return  # read before, or a type the coordinator skips unread
         self.decided.add(envelope.id)
-        state = self.states.get(envelope.saga_id)
-        if envelope.saga_type:
-            definition = self.latest.get(envelope.saga_type)
-        else:
-            candidates = self.by_type.get(envelope.type, [])
-            definition = candidates[0] if len(candidates) == 1 else None
+        definition = self.loaded.definition_for(envelope.saga_type, envelope.type)
         if definition is None:
             return  # no saga of ours: recorded and ignored
+        state = self.states.get(envelope.saga_id)
         if state is not None:
             definition = self.definition_of(state)
-        source = envelope.source
-        incoming = Incoming(
-            kind="event",
-            message_id=envelope.id,
-            type=envelope.type,
-            saga_id=envelope.saga_id,
-            saga_type=definition.name,
-            at=self._clock(),
-            service=source.rsplit("/", 1)[-1] if source.startswith("/services/") else None,
-            step_hint=envelope.step,
-            attempt=envelope.attempt,
-            payload=envelope.payload.model_dump(mode="json"),
-            traceparent=envelope.traceparent,
-            tracestate=envelope.tracestate,
-        )
+        incoming = intake.from_event(envelope, definition, self._clock())
         self.decide(incoming, definition)
 
     def decide(self, incoming: Incoming, definition: SagaDefinition) -> Decision:
@@ -143,8 +102,3 @@ class InMemoryCoordinator:
         for command in decision.commands:
             self._publish(*self._outgoing.command(incoming, INVALID_SPAN, command))
         return decision
-
-    def definition_of(self, state: SagaState) -> SagaDefinition:
-        """The definition a saga started with (the latest if that version is gone)."""
-        by_version = self.versions[state.saga_type]
-        return by_version.get(state.definition_version) or self.latest[state.saga_type]

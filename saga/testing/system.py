@@ -49,6 +49,7 @@ from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 
+from saga.coordinator import intake
 from saga.coordinator.decide import (
     Decision,
     Incoming,
@@ -60,13 +61,15 @@ from saga.messages.base import Message
 from saga.messages.codec import EncodedRecord, RawRecord, decode, encode
 from saga.messages.envelope import Envelope
 from saga.messages.errors import UnknownMessageType
+from saga.messages.lifecycle import SagaFinished
 from saga.messages.registry import MessageRegistry
 from saga.messages.topics import (
     owner_of,
     topic_for_type,
 )
+from saga.participant.runtime import consumed_topics
 from saga.participant.service import Service
-from saga.testing.coordinator import COORDINATOR_EVENTS, COORDINATOR_SOURCE, InMemoryCoordinator
+from saga.testing.coordinator import COORDINATOR_SOURCE, InMemoryCoordinator
 from saga.testing.service_kit import ServiceTestKit
 from saga.testing.transport import InMemoryTransport
 
@@ -103,7 +106,9 @@ class InMemorySagaSystem:
         self._coordinator = InMemoryCoordinator(
             definitions, mode=mode, publish=self._from_coordinator, clock=lambda: self._now
         )
-        self._registry = MessageRegistry(self._coordinator.registry)
+        #: Every type published in the system: what the coordinator reads and writes,
+        #: its outcome announcements, and (below) what the services read and write.
+        self._registry = MessageRegistry([*self._coordinator.registry, SagaFinished])
         self.transport: InMemoryTransport = _Topics(self)
         self._database_url = database_url
         self._kits: dict[str, ServiceTestKit] = {}
@@ -117,7 +122,7 @@ class InMemorySagaSystem:
                 transport=self.transport,
             )
             self._kits[service.name] = kit
-            for topic in self._consumed(service):
+            for topic in consumed_topics(service, mode):
                 self._readers.setdefault(topic, []).append(kit)
             for model in service.registry:
                 self._registry.register(model)
@@ -152,7 +157,7 @@ class InMemorySagaSystem:
         """Publish ``event``, the start event of a saga, as its owning service would."""
         starting = [
             d
-            for d in self._coordinator.latest.values()
+            for d in self._coordinator.loaded.latest.values()
             if d.starts_with.message_type == event.message_type
         ]
         if saga_type is None:
@@ -248,14 +253,7 @@ class InMemorySagaSystem:
             state = self._coordinator.states.get(saga_id)
             if state is None:
                 continue
-            incoming = Incoming(
-                kind="timer",
-                message_id=f"timer:{saga_id}:{name}:{due.isoformat()}",
-                type=name,
-                saga_id=saga_id,
-                saga_type=state.saga_type,
-                at=self._now,
-            )
+            incoming = intake.from_timer(saga_id, state.saga_type, name, due, self._now)
             self._coordinator.decide(incoming, self._coordinator.definition_of(state))
             fired += 1
             await self.run_until_quiet()
@@ -312,14 +310,6 @@ class InMemorySagaSystem:
         self.transport.publish(topic, record)
 
     # --- the topics ----------------------------------------------------------------------
-
-    def _consumed(self, service: Service) -> list[str]:
-        """The topics ``service`` reads: in orchestration mode only its commands and the
-        coordinator's events, as its runtime subscribes."""
-        if self.mode != "orchestration":
-            return service.topics
-        own = [t for t in service.topics if t == COORDINATOR_EVENTS]
-        return list(dict.fromkeys([service.commands_topic, *own]))
 
     def _published(self, topic: str, record: EncodedRecord) -> None:
         raw = RawRecord(topic, 0, 0, record.key, record.value, record.headers)

@@ -29,7 +29,7 @@ import pytest
 from saga.dev import LocalSystem
 from tests.conftest import Infra
 from tests.kafka_helpers import eventually
-from tests.system_helpers import fresh_database
+from tests.system_helpers import commands_sent, fresh_database, saga_states
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "external_system"
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -64,28 +64,20 @@ class Signups:
         )
 
     async def sagas(self, ids: list[str]) -> dict[str, dict[str, Any]]:
-        connection = await asyncpg.connect(self.database_url)
-        try:
-            rows = await connection.fetch(
-                "SELECT saga_id, state FROM saga_instances WHERE saga_id = ANY($1::text[])", ids
-            )
-        finally:
-            await connection.close()
-        return {r["saga_id"]: json.loads(r["state"]) for r in rows}
+        return await saga_states(self.database_url, ids)
 
     async def sent(self, saga_id: str) -> list[str]:
         """Types of the compensation commands the coordinator sent for ``saga_id``."""
+        return await commands_sent(self.database_url, saga_id)
+
+    async def accounts(self) -> dict[str, bool]:
+        """Whether each account of the accounts service's own table is open."""
         connection = await asyncpg.connect(self.database_url)
         try:
-            rows = await connection.fetch(
-                "SELECT detail FROM saga_log WHERE saga_id = $1 AND kind = 'decision' ORDER BY id",
-                saga_id,
-            )
-            accounts = await connection.fetch("SELECT account_id, open FROM accounts")
+            rows = await connection.fetch("SELECT account_id, open FROM accounts")
         finally:
             await connection.close()
-        self.accounts = {r["account_id"]: r["open"] for r in accounts}
-        return [c["type"] for r in rows for c in json.loads(r["detail"])["commands"]]
+        return {r["account_id"]: r["open"] for r in rows}
 
 
 @pytest.fixture
@@ -149,17 +141,18 @@ async def test_a_system_of_its_own_completes_compensates_and_undoes_a_timeout(
     # Its own payment.PaymentCharged (account_id, plan, charge_ref) was read as its own.
     assert sagas[gold]["steps"]["charge"]["data"]["charge_ref"].startswith("ch-")
     assert {s["status"] for s in sagas[gold]["steps"].values()} == {"completed"}
+    accounts = await signups.accounts()
     assert await signups.sent(gold) == []
-    assert signups.accounts[gold] is True
+    assert accounts[gold] is True
 
     assert sagas[declined]["steps"]["charge"]["status"] == "failed"
     assert await signups.sent(declined) == ["accounts.CloseAccount"]
-    assert signups.accounts[declined] is False
+    assert accounts[declined] is False
 
     # The charge never answered: undone by the command its definition names for a timeout.
     assert "timed out" in (sagas[slow]["steps"]["charge"]["error"] or "")
     assert await signups.sent(slow) == ["payment.VoidCharges", "accounts.CloseAccount"]
-    assert signups.accounts[slow] is False
+    assert accounts[slow] is False
     assert sagas[slow]["steps"]["welcome"]["status"] == "pending", "never sent"
 
 
