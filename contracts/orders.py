@@ -1,4 +1,5 @@
-"""Contracts of the orders service: the event that opens an order saga."""
+"""Contracts of the orders service: the event that opens an order saga, and the one that
+cancels it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from saga import Event, Upcaster
+from saga import CancelRequested, Event, Upcaster
 
 
 def _order_placed_v1_to_v2(v1: dict[str, Any]) -> dict[str, Any]:
@@ -34,3 +35,12 @@ class OrderPlaced(Event):
     #: Pay from the customer's bank account: the handle of their bank connection in
     #: the payment service's vault (never the token itself). None: pay by card.
     payment_connection: str | None = Field(default=None, min_length=1, max_length=100)
+
+
+class OrderCancelled(CancelRequested):
+    """The customer cancels their order: its saga is compensated, unless it got so far
+    that it only goes forward (the confirmation is on its way)."""
+
+    message_type: ClassVar[str] = "orders.OrderCancelled"
+
+    order_id: str = Field(min_length=1)

@@ -55,6 +55,8 @@ from saga.messages.errors import (
     UnknownSchemaVersion,
 )
 from saga.messages.lifecycle import (
+    CancelRefused,
+    CancelRequested,
     SagaFinished,
     SagaOutcome,
     TaskApproved,
@@ -81,6 +83,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Approval",
     "BadRequest",
+    "CancelRefused",
+    "CancelRequested",
     "CircuitBreaker",
     "CircuitOpen",
     "CircuitState",

@@ -55,17 +55,31 @@ def advance(b: Builder) -> None:
         # A parallel branch still running: its outcome decides what to undo.
         b.note(f"waiting for {', '.join(in_flight)} (in flight) before compensating further")
         return
+    d = b.definition
     due = [
         s
         for s in steps
-        if b.step(s.name).status in ("completed", "timed_out") and s.needs_compensation
+        if b.step(s.name).status in ("completed", "timed_out")
+        and s.needs_compensation
+        and not d.forward_only(s)
     ]
     if not due:
+        stays = [s.name for s in steps if d.forward_only(s) and b.step(s.name).completed_late]
+        if stays:
+            # Never "compensated" with an effect that stays: an operator sees it, and
+            # decides what it needs (an apology, a refund by hand), then resolves.
+            why = (
+                f"{', '.join(stays)} cannot be undone and completed after compensation began"
+                f" ({b.state.reason}): its effect stays, the other steps are compensated"
+            )
+            b.state = evolve(b.state, status="parked", reason=why)
+            b.note(f"{why}: saga parked for an operator")
+            return
         b.state = evolve(b.state, status="compensated", finished_at=b.now)
         b.note("saga compensated")
         return
     step = max(due, key=lambda s: b.step(s.name).order or 0)
-    if b.step(step.name).status == "timed_out" and step.on_timeout == "park":
+    if b.step(step.name).status == "timed_out" and b.definition.timeout_rule(step) == "park":
         # Its outcome is unknown and the definition says not to guess: an operator
         # retries (undo it) or skips (nothing to undo). Reached from every timeout:
         # the step's own, and the saga's deadline.
@@ -95,9 +109,10 @@ def send(b: Builder, step: StepDefinition) -> None:
         b.set_timer(TimerKey(COMPENSATION_RETRY, step.name), due)
         b.note(f"{step.name}: waiting for its events to build {command.message_type}")
         return
-    if missing and isinstance(step.on_timeout, type):
+    rule = b.definition.timeout_rule(step)
+    if missing and isinstance(rule, type):
         # No completion seen (it timed out): undo it the way the definition says.
-        command = step.on_timeout
+        command = rule
         payload, missing = build(command, current.data)
     if missing:
         why = f"cannot build {command.message_type}: no value for {', '.join(missing)}"

@@ -9,8 +9,8 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from saga.coordinator import approvals, branches, compensate
-from saga.coordinator.decision import Builder, CommandToSend, EventToPublish, Incoming
+from saga.coordinator import approvals, branches, cancel, compensate, forward
+from saga.coordinator.decision import Builder, EventToPublish, Incoming
 from saga.coordinator.state import evolve
 from saga.coordinator.timer_keys import (
     COMPENSATION_RETRY,
@@ -46,6 +46,11 @@ def on_event(b: Builder, incoming: Incoming) -> None:
         if failing is not None:
             matched = True
             _failed(b, failing, incoming)
+    cancelled_by = d.cancelled_by
+    if cancelled_by is not None and kind == cancelled_by.message_type:
+        matched = True
+        who = incoming.payload.get("requested_by") or incoming.service or "its starter"
+        cancel.request(b, by=str(who), reason=incoming.payload.get("reason"), announce=True)
     if kind == CompensationFailed.message_type:
         undoing = _step_of(b, incoming, want=("compensating",))
         if undoing is not None:
@@ -90,21 +95,25 @@ def _started(b: Builder, step: StepDefinition, incoming: Incoming) -> None:
     if b.state.status != "running":
         b.note(f"{step.name}: not started, the saga is {b.state.status}")
         return
-    b.update(step.name, status="running", started_at=incoming.at, data=dict(incoming.payload))
+    b.update(
+        step.name,
+        status="running",
+        started_at=incoming.at,
+        data=dict(incoming.payload),
+        trigger=incoming.type,
+    )
     b.note(f"{step.name} started")
     if step.approval is not None:
         approvals.open_task(b, step)
         return
     if step.reply_timeout is not None:
         b.set_timer(TimerKey(STEP_TIMEOUT, step.name), incoming.at + step.reply_timeout)
-    if b.mode == "orchestration" and owner_of(incoming.type) != COORDINATOR_OWNER:
-        # Central control: the service hears of its step from the coordinator only.
-        b.commands.append(
-            CommandToSend(
-                step.name, incoming.type, dict(incoming.payload), 1, "start", step.service
-            )
-        )
-        b.note(f"sent {incoming.type} to {step.service} to run {step.name}")
+    if step.started_by_coordinator or (
+        b.mode == "orchestration" and owner_of(incoming.type) != COORDINATOR_OWNER
+    ):
+        # Central control (orchestration), or a step that cannot be undone: its service
+        # hears of it from the coordinator only, which has just checked that the saga runs.
+        forward.start(b, step, incoming.type, incoming.payload)
 
 
 def _infer_predecessors(b: Builder, step: StepDefinition, incoming: Incoming) -> None:
@@ -157,7 +166,17 @@ def _completed(b: Builder, step: StepDefinition, incoming: Incoming) -> None:
     elif current.status in ("pending", "running"):
         b.update(step.name, status="completed", order=b.next_order(), **fields)
         b.note(f"{step.name} completed")
-        if b.state.status in ("compensating", "compensated", "parked"):
+        if b.state.status in ("compensating", "compensated", "parked") and (
+            b.definition.forward_only(step)
+        ):
+            b.update(step.name, completed_late=True)
+            b.note(
+                f"{step.name} cannot be undone and completed after compensation began:"
+                " its effect stays"
+            )
+            compensate.reopen(b)
+            compensate.advance(b)
+        elif b.state.status in ("compensating", "compensated", "parked"):
             b.note(f"{step.name} completed after compensation began: it is undone too")
             compensate.reopen(b)
             compensate.advance(b)
@@ -166,6 +185,8 @@ def _completed(b: Builder, step: StepDefinition, incoming: Incoming) -> None:
         elif b.state.status == "running":
             branches.check_joins(b)
             branches.maybe_complete(b)
+    elif current.status in ("timed_out", "failed") and b.definition.forward_only(step):
+        forward.late_answer(b, step, fields)
     elif current.status == "timed_out":
         # The late answer to a step already being undone: the undo covers it.
         b.update(step.name, **fields)
@@ -190,7 +211,8 @@ def _failed(b: Builder, step: StepDefinition, incoming: Incoming) -> None:
         return
     error = _error(incoming)
     b.cancel(TimerKey(STEP_TIMEOUT, step.name))
-    timed_out = current.status == "timed_out"
+    # A step being undone after its timeout stays so; one that cannot be undone failed.
+    timed_out = current.status == "timed_out" and not b.definition.forward_only(step)
     b.update(
         step.name,
         status="timed_out" if timed_out else "failed",
@@ -200,7 +222,11 @@ def _failed(b: Builder, step: StepDefinition, incoming: Incoming) -> None:
         started_at=current.started_at or incoming.at,
     )
     b.note(f"{step.name} failed: {error}")
-    branches.after_failure(b, step, f"step {step.name} failed: {error}", timed_out=timed_out)
+    reason = f"step {step.name} failed: {error}"
+    forward_only = b.definition.forward_only(step) and b.state.status in ("running", "parked")
+    if forward_only and forward.failed(b, step, reason):
+        return
+    branches.after_failure(b, step, reason, timed_out=timed_out)
 
 
 def _compensated(b: Builder, step: StepDefinition, incoming: Incoming) -> None:

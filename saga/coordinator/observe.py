@@ -25,6 +25,8 @@ def observe(before: SagaState | None, after: SagaState | None) -> None:
             counter.add(1, saga)
     for name, step in after.steps.items():
         old = before.steps.get(name) if before is not None else None
+        if step.completed_late and not (old is not None and old.completed_late):
+            metrics.steps_completed_late.add(1, {**saga, "saga.step": name})
         if old is not None and old.status == step.status:
             continue
         if step.status in _FINISHED_STEP and step.started_at and step.finished_at:

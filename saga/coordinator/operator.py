@@ -1,16 +1,18 @@
-"""An operator's actions on a saga: ``retry`` a parked compensation, ``skip:<step>``,
-``approve:<step>`` or ``reject:<step>`` a task, ``resolve`` the saga by hand.
+"""An operator's actions on a saga: ``retry`` a parked compensation (or a parked step
+after the pivot), ``skip:<step>``, ``approve:<step>`` or ``reject:<step>`` a task,
+``cancel`` a running saga, ``resolve`` the saga by hand.
 """
 
 from __future__ import annotations
 
-from saga.coordinator import approvals, compensate
+from saga.coordinator import approvals, branches, cancel, compensate, forward
 from saga.coordinator.decision import Builder, Incoming
 from saga.coordinator.state import evolve
 from saga.coordinator.timer_keys import (
     COMPENSATION_RETRY,
     COMPENSATION_TIMEOUT,
     DEADLINE,
+    STEP_RETRY,
     STEP_TIMEOUT,
     TimerKey,
 )
@@ -26,6 +28,18 @@ def on_operator(b: Builder, incoming: Incoming) -> None:
         if b.state.status != "parked":
             b.note(f"retry by {who}: nothing to do, saga is {b.state.status}")
             return
+        waiting = forward.waiting_to_start(b)
+        if waiting:
+            # Parked past the pivot: the saga goes forward, its steps start again.
+            b.note(f"retry by {who}: starting {', '.join(s.name for s in waiting)} again")
+            for step in waiting:
+                # One more attempt each: failing again parks again.
+                b.cancel(TimerKey(STEP_RETRY, step.name))
+                forward.start_again(b, step)
+            return
+        if not any(b.step(s.name).status == "compensation_failed" for s in b.definition.steps):
+            b.note(f"retry by {who}: nothing to retry ({b.state.reason})")
+            return
         b.state = evolve(b.state, status="compensating")
         b.note(f"retry by {who}")
         for step in b.definition.steps:
@@ -39,12 +53,22 @@ def on_operator(b: Builder, incoming: Incoming) -> None:
             "compensating",
             "completed",
             "timed_out",
+            "failed",
         ):
             b.note(f"skip {name} by {who}: nothing to do, step is {b.step(name).status}")
             return
         b.update(name, status="skipped", error=f"skipped by {who}")
-        b.cancel(TimerKey(COMPENSATION_TIMEOUT, name), TimerKey(COMPENSATION_RETRY, name))
+        b.cancel(
+            TimerKey(COMPENSATION_TIMEOUT, name),
+            TimerKey(COMPENSATION_RETRY, name),
+            TimerKey(STEP_RETRY, name),
+        )
         b.note(f"{step.name} skipped by {who}")
+        if b.definition.forward_only(step) and b.state.status in ("parked", "running"):
+            # Counted done: the saga goes forward without it.
+            b.state = evolve(b.state, status="running", reason=None)
+            branches.maybe_complete(b)
+            return
         if b.state.status == "parked":
             b.state = evolve(b.state, status="compensating")
         if b.state.status == "compensating":
@@ -61,6 +85,8 @@ def on_operator(b: Builder, incoming: Incoming) -> None:
             by=incoming.actor or "unknown",
             reason=incoming.reason,
         )
+    elif action == "cancel":
+        cancel.request(b, by=incoming.actor or "unknown", reason=incoming.reason, announce=False)
     elif action == "resolve":
         if b.state.finished:
             # Its outcome is known and announced: a resolve would rewrite it.
@@ -71,6 +97,7 @@ def on_operator(b: Builder, incoming: Incoming) -> None:
         for step in b.definition.steps:
             b.cancel(
                 TimerKey(STEP_TIMEOUT, step.name),
+                TimerKey(STEP_RETRY, step.name),
                 TimerKey(COMPENSATION_TIMEOUT, step.name),
                 TimerKey(COMPENSATION_RETRY, step.name),
             )

@@ -68,6 +68,12 @@ class StepState:
     #: Approval steps: who has the task now, and how often it was escalated.
     assignee: str | None = None
     escalations: int = 0
+    #: The type of the event that started it (what starting it again sends).
+    trigger: str | None = None
+    #: How often the coordinator sent it its trigger (a step it starts, a retry).
+    starts: int = 0
+    #: It cannot be undone and completed after compensation began: its effect stays.
+    completed_late: bool = False
 
     def to_json(self) -> dict[str, Any]:
         # Shallow on purpose: dataclasses.asdict deep-copies every payload (the

@@ -12,6 +12,7 @@ from typing import Final, Literal, cast, get_args
 
 TimerKind = Literal[
     "step-timeout",
+    "step-retry",
     "compensation-timeout",
     "compensation-retry",
     "deadline",
@@ -21,6 +22,8 @@ TimerKind = Literal[
 
 #: A step's answer is due (its ``reply_timeout``), or the data a waiting alternative needs.
 STEP_TIMEOUT: Final = "step-timeout"
+#: A step that must go forward (the pivot, a step after it) is started again.
+STEP_RETRY: Final = "step-retry"
 #: The confirmation of a step's compensation is due.
 COMPENSATION_TIMEOUT: Final = "compensation-timeout"
 #: A step's compensation is sent again (after a failure, or once its data may be there).

@@ -1,12 +1,13 @@
 """What a firing timer does: the deadline or a step timeout fails the saga (an outcome
-unknown is compensated too), an approval's SLA escalates it, a compensation is retried.
+unknown is compensated too, before the pivot), an approval's SLA escalates it, a
+compensation is retried, a step that must go forward is started again.
 
 A timer firing after the fact (the saga finished, the step moved on) does nothing.
 """
 
 from __future__ import annotations
 
-from saga.coordinator import approvals, branches, compensate
+from saga.coordinator import approvals, branches, compensate, forward
 from saga.coordinator.decision import Builder, Incoming
 from saga.coordinator.timer_keys import (
     APPROVAL_DEADLINE,
@@ -14,6 +15,7 @@ from saga.coordinator.timer_keys import (
     COMPENSATION_RETRY,
     COMPENSATION_TIMEOUT,
     DEADLINE,
+    STEP_RETRY,
     STEP_TIMEOUT,
     TimerKey,
 )
@@ -30,7 +32,13 @@ def on_timer(b: Builder, incoming: Incoming) -> None:
         b.note(f"timer {incoming.type}: not a timer this coordinator knows, nothing to do")
         return
     if key.kind == DEADLINE:
-        if b.state.status == "running":
+        pivot = forward.pivot_started(b)
+        if b.state.status == "running" and pivot is not None:
+            b.note(
+                f"saga deadline passed after the pivot {pivot.name} started: nothing is"
+                " undone, the saga goes forward"
+            )
+        elif b.state.status == "running":
             b.note("saga deadline passed")
             for step in b.definition.steps:
                 if b.step(step.name).status == "running":
@@ -47,10 +55,17 @@ def on_timer(b: Builder, incoming: Incoming) -> None:
             approvals.decide_task(b, step, approved=False, by="deadline", reason="deadline passed")
     elif key.kind == STEP_TIMEOUT and current.status == "running":
         _time_out(b, step)
-        if b.state.status == "running":
+        if b.state.status == "running" and b.definition.forward_only(step) and not step.optional:
+            forward.timed_out(b, step)
+        elif b.state.status == "running":
             branches.after_failure(b, step, f"step {step.name} timed out", timed_out=True)
         else:
             compensate.advance(b)  # a branch in flight settled: compensation goes on
+    elif key.kind == STEP_RETRY and current.status in ("timed_out", "failed"):
+        if b.state.status == "running":
+            forward.start_again(b, step)
+        else:
+            b.note(f"{step.name}: not started again, the saga is {b.state.status}")
     elif key.kind == COMPENSATION_TIMEOUT and current.status == "compensating":
         compensate.retry_or_park(b, step, f"no confirmation of {step.name}'s compensation in time")
     elif key.kind == COMPENSATION_RETRY and current.status == "compensating":
@@ -70,4 +85,7 @@ def _time_out(b: Builder, step: StepDefinition) -> None:
         order=b.next_order(),
         error="timed out: outcome unknown",
     )
-    b.note(f"{step.name} timed out (outcome unknown: it will be compensated)")
+    if b.definition.forward_only(step):
+        b.note(f"{step.name} timed out (outcome unknown: it cannot be undone)")
+    else:
+        b.note(f"{step.name} timed out (outcome unknown: it will be compensated)")

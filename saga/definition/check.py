@@ -36,6 +36,14 @@ def problems(d: SagaDefinition) -> list[str]:
     roles: dict[str, str] = {}
     for s in d.steps:
         found += _step_problems(d, s, produced, alternatives, roles)
+    if d.cancelled_by is not None and owner_of(d.cancelled_by.message_type) in (
+        COORDINATOR_OWNER,
+        *(s.service for s in d.steps),
+    ):
+        found.append(
+            f"cancelled_by {d.cancelled_by.message_type!r} must be an event of the service"
+            " that starts the saga (named <service>.<Name>), not of the coordinator or a step's"
+        )
     if d.ends_with is None:
         return found
     if d.ends_with.message_type not in {m.message_type for s in d.steps for m in s.completed_by}:
@@ -94,9 +102,9 @@ def _step_problems(
         found.append(f"{where} can complete but has no compensation and is not marked irreversible")
     if s.compensation is not None:
         found += _compensation_problems(d, s)
-    on_timeout = s.on_timeout
+    on_timeout = d.timeout_rule(s)
     if not (
-        on_timeout in ("compensate", "park")
+        on_timeout in ("compensate", "park", "retry")
         or (
             isinstance(on_timeout, type)
             and issubclass(on_timeout, Message)
@@ -104,8 +112,43 @@ def _step_problems(
         )
     ):
         found.append(
-            f"{where}: on_timeout is {on_timeout!r}: give 'compensate', 'park' or a command"
-            " class of the step's service"
+            f"{where}: on_timeout is {on_timeout!r}: give 'compensate', 'park', 'retry' or a"
+            " command class of the step's service"
+        )
+    found += _pivot_problems(d, s)
+    return found
+
+
+def _pivot_problems(d: SagaDefinition, s: StepDefinition) -> list[str]:
+    """A step that cannot be undone, and the steps after it, only go forward."""
+    where = f"step {s.name!r}"
+    found: list[str] = []
+    if s.irreversible and s.approval is None and not s.from_contract:
+        found.append(
+            f"{where} cannot be undone, so its service must start it only on the"
+            " coordinator's command: bind it to a StepContract without a compensation"
+            " (the service binds the same contract with service.step)"
+        )
+    if not d.forward_only(s):
+        return found
+    pivot = d.pivot
+    assert pivot is not None
+    rule = d.timeout_rule(s)
+    if rule == "compensate" or isinstance(rule, type):
+        what = (
+            "cannot be undone"
+            if s.name == pivot.name
+            else f"comes after the pivot {pivot.name!r} and is never compensated"
+        )
+        found.append(
+            f"{where} {what}: when it times out it may have run, so on_timeout must be"
+            " 'park' (an operator decides) or 'retry' (started again until it completes),"
+            f" not {rule if isinstance(rule, str) else rule.__name__!r}"
+        )
+    if s.name != pivot.name and (s.optional or s.alternative):
+        found.append(
+            f"{where} comes after the pivot {pivot.name!r}: it is retried until it completes,"
+            " so it can be neither optional nor replaced by an alternative"
         )
     return found
 
@@ -140,7 +183,7 @@ def _compensation_problems(d: SagaDefinition, s: StepDefinition) -> list[str]:
                 f" its trigger carries ({carriers})"
             )
     can_time_out = s.reply_timeout is not None or d.deadline is not None
-    if only_in_completion and can_time_out and s.on_timeout == "compensate":
+    if only_in_completion and can_time_out and d.timeout_rule(s) == "compensate":
         names = ", ".join(repr(n) for n in only_in_completion)
         triggers = " or ".join(m.__name__ for m in s.started_by) or "its trigger"
         found.append(

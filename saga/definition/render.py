@@ -33,8 +33,10 @@ def describe(d: SagaDefinition) -> str:
                 f"       approval      by {' > '.join(a.assignees)}, SLA {a.sla} each,"
                 f" deadline {a.deadline}"
             )
+        elif d.pivot is not None and s.name == d.pivot.name:
+            lines.append("       pivot         (cannot be undone: the saga goes forward after it)")
         elif s.irreversible:
-            lines.append("       irreversible  (pivot: never compensated)")
+            lines.append("       irreversible  (after the pivot: retried, never compensated)")
         else:
             assert s.compensation is not None
             lines.append(
@@ -44,8 +46,9 @@ def describe(d: SagaDefinition) -> str:
             )
         if s.reply_timeout:
             lines.append(f"       reply timeout {s.reply_timeout}")
-            if s.needs_compensation and s.on_timeout != "compensate":
-                undo = s.on_timeout if isinstance(s.on_timeout, str) else s.on_timeout.message_type
+            rule = d.timeout_rule(s)
+            if rule != "compensate":
+                undo = rule if isinstance(rule, str) else rule.message_type
                 lines.append(f"       on timeout    {undo}")
         if s.optional:
             lines.append("       optional      (its failure does not fail the saga)")

@@ -42,6 +42,9 @@ Beyond a chain of steps:
   ``optional`` step's failure does not fail the saga.
 * **Versions**: ``version`` tells definitions of the same name apart; a saga
   keeps the version it started with.
+* **Cancellation**: ``cancelled_by`` names the event with which whoever started a
+  saga cancels it; its completed steps are compensated in reverse order. Once the
+  pivot (the first step that cannot be undone) started, a cancel is refused.
 
 Whether services react to each other's events (choreography) or the coordinator
 sends each step its trigger (orchestration) is a setting of the whole system,
@@ -58,6 +61,7 @@ from typing import Literal
 from saga.definition.contract import StepContract
 from saga.errors import ConfigurationError
 from saga.messages.base import Command, Event, Message
+from saga.messages.lifecycle import CancelRefused, CancelRequested
 from saga.messages.steps import CompensationFailed, StepFailed
 from saga.messages.topics import owner_of
 from saga.resilience.retry import RetryPolicy
@@ -75,9 +79,21 @@ COMPENSATION_RETRY = RetryPolicy(
 
 SagaMode = Literal["choreography", "orchestration"]
 
+#: How the coordinator starts again a step that must go forward (the pivot whose
+#: ``on_timeout`` is ``"retry"``, a step after the pivot that failed or timed out):
+#: the step's trigger sent to its service again after the delay, durably (a timer
+#: row); the saga parks for an operator when attempts run out.
+FORWARD_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    maximum_interval=timedelta(minutes=5),
+    maximum_attempts=10,
+)
+
 #: What a step's timeout means when its outcome is unknown: compensate it with
-#: what the saga knows, send this command instead, or park the saga for an operator.
-OnTimeout = Literal["compensate", "park"] | type[Command]
+#: what the saga knows, send this command instead, park the saga for an
+#: operator, or start the step again (``"retry"``: for a step that must go forward).
+#: ``None``: by the step's place in the saga (see :class:`StepDefinition`).
+OnTimeout = Literal["compensate", "park", "retry"] | type[Command]
 
 
 def required_fields(model: type[Message]) -> list[str]:
@@ -137,9 +153,16 @@ class StepDefinition:
     compensated_by: tuple[type[Event], ...] = ()
     #: How long the coordinator waits for the step's answer before it acts (``on_timeout``).
     reply_timeout: timedelta | None = None
-    #: When the reply timeout passes with the outcome unknown.
-    on_timeout: OnTimeout = "compensate"
+    #: When the reply timeout passes with the outcome unknown. By default a step that
+    #: can be undone is compensated; the pivot parks the saga (it may have run, and it
+    #: cannot be undone); a step after the pivot is started again (``retry``).
+    on_timeout: OnTimeout | None = None
     compensation_retry: RetryPolicy = COMPENSATION_RETRY
+    #: How a step that must go forward is started again (see ``FORWARD_RETRY``).
+    retry: RetryPolicy = FORWARD_RETRY
+    #: It cannot be undone (its contract has no compensation). The first such step is
+    #: the saga's pivot; its service starts it only on the coordinator's command, sent
+    #: once the coordinator has checked that the saga still goes forward.
     irreversible: bool = False
     #: Its failure (or timeout) does not fail the saga.
     optional: bool = False
@@ -147,9 +170,12 @@ class StepDefinition:
     alternative: str | None = None
     #: Run by the coordinator as a human task (service ``"saga"``, no compensation).
     approval: Approval | None = None
+    #: Set when built from a contract (which its service binds too); not given by hand.
+    from_contract: bool = field(default=False, repr=False)
 
     def __post_init__(self, contract: StepContract | None) -> None:
         if contract is not None:
+            object.__setattr__(self, "from_contract", True)
             given = {
                 "started_by": (contract.trigger,) if contract.trigger is not None else (),
                 "completed_by": (contract.completion,),
@@ -161,14 +187,30 @@ class StepDefinition:
             for name, value in given.items():
                 if not getattr(self, name):
                     object.__setattr__(self, name, value)
-            if self.compensation is None and not self.irreversible:
+            if self.irreversible and contract.compensation is not None:
+                raise DefinitionError(
+                    f"step {self.name!r} is marked irreversible, but its contract has a"
+                    f" compensation ({contract.compensation.__name__}), so its service would"
+                    " start it from its trigger event: give it a contract without one"
+                )
+            if self.compensation is None:
                 object.__setattr__(self, "compensation", contract.compensation)
+            if not contract.reversible and self.approval is None:
+                # The contract says it: nothing undoes it (its service knows it too).
+                object.__setattr__(self, "irreversible", True)
         if not self.service and self.completed_by:
             object.__setattr__(self, "service", owner_of(self.completed_by[0].message_type))
 
     @property
     def needs_compensation(self) -> bool:
         return not self.irreversible and self.approval is None
+
+    @property
+    def started_by_coordinator(self) -> bool:
+        """Its service runs it on the coordinator's command only, in choreography too:
+        a step that cannot be undone must not start for a saga that no longer goes
+        forward (compensating, cancelled, finished)."""
+        return self.irreversible and self.approval is None
 
     def fields_for_compensation(self) -> list[str]:
         """Required fields of the compensation command (filled from saga data)."""
@@ -194,6 +236,9 @@ class SagaDefinition:
     description: str = ""
     joins: tuple[Join, ...] = ()
     version: int = 1
+    #: The event (a :class:`~saga.messages.lifecycle.CancelRequested`) with which
+    #: whoever started a saga asks to cancel it; operators cancel with ``saga cancel``.
+    cancelled_by: type[CancelRequested] | None = None
     _by_name: dict[str, StepDefinition] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -225,6 +270,37 @@ class SagaDefinition:
         return self._by_name[name]
 
     @property
+    def pivot(self) -> StepDefinition | None:
+        """The first step that cannot be undone: once it started, the saga only goes
+        forward (the steps after it are retried, never compensated; a cancel is refused)."""
+        return next((s for s in self.steps if s.started_by_coordinator), None)
+
+    def forward_only(self, step: StepDefinition) -> bool:
+        """``step`` is the pivot or comes after it: it is never compensated."""
+        pivot = self.pivot
+        if pivot is None:
+            return False
+        names = [s.name for s in self.steps]
+        return names.index(step.name) >= names.index(pivot.name)
+
+    def timeout_rule(self, step: StepDefinition) -> OnTimeout:
+        """What ``step``'s timeout does: its ``on_timeout``, or by its place in the saga.
+
+        Before the pivot a timeout is compensated; the pivot's outcome is not guessed
+        (the saga parks for an operator); after it the saga only goes forward (the
+        step is started again)."""
+        if step.on_timeout is not None:
+            return step.on_timeout
+        if self.after_pivot(step):
+            return "retry"
+        return "park" if step.started_by_coordinator else "compensate"
+
+    def after_pivot(self, step: StepDefinition) -> bool:
+        """``step`` comes after the pivot: it is retried until it completes."""
+        pivot = self.pivot
+        return self.forward_only(step) and pivot is not None and step.name != pivot.name
+
+    @property
     def services(self) -> list[str]:
         return list(dict.fromkeys(s.service for s in self.steps))
 
@@ -235,6 +311,8 @@ class SagaDefinition:
             for model in (*s.started_by, *s.completed_by, *s.failed_by, *s.compensated_by):
                 types.add(model.message_type)
         types |= {j.event.message_type for j in self.joins}
+        if self.cancelled_by is not None:
+            types.add(self.cancelled_by.message_type)
         return types
 
     def models(self) -> list[type[Message]]:
@@ -250,6 +328,9 @@ class SagaDefinition:
                     found[command.message_type] = command
         for join in self.joins:
             found[join.event.message_type] = join.event
+        if self.cancelled_by is not None:
+            found[self.cancelled_by.message_type] = self.cancelled_by
+            found[CancelRefused.message_type] = CancelRefused
         found[StepFailed.message_type] = StepFailed
         found[CompensationFailed.message_type] = CompensationFailed
         return list(found.values())

@@ -13,6 +13,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import ClassVar, Literal
 
+from pydantic import Field
+
 from saga.messages.base import Event
 
 SagaOutcome = Literal["completed", "compensated", "parked", "resolved"]
@@ -71,3 +73,31 @@ class TaskRejected(Event):
     task_id: str
     decided_by: str
     reason: str | None = None
+
+
+class CancelRequested(Event):
+    """Base of the event that asks to cancel a saga: the saga's definition names it
+    (``cancelled_by``), the service that started the saga publishes it on its own
+    events topic (``ctx.cancel_saga``), in the saga (its envelope's saga id)::
+
+        class OrderCancelled(CancelRequested):
+            message_type: ClassVar[str] = "orders.OrderCancelled"
+            order_id: str
+    """
+
+    message_type: ClassVar[str] = "saga.CancelRequested"
+
+    reason: str = Field(min_length=1, max_length=1000)
+    #: The person who asked (the signed-in customer or clerk), for the saga log.
+    requested_by: str | None = Field(default=None, max_length=200)
+
+
+class CancelRefused(Event):
+    """A cancel came too late: the saga finished, is compensating, or its pivot started
+    (it only goes forward). Published for whoever asked, on ``saga.events``."""
+
+    message_type: ClassVar[str] = "saga.CancelRefused"
+
+    saga_type: str
+    reason: str
+    requested_by: str | None = None

@@ -32,6 +32,11 @@ sagas_compensated = _meter.create_counter(
 sagas_parked = _meter.create_counter(
     "saga.parked", unit="{saga}", description="Sagas parked for an operator"
 )
+steps_completed_late = _meter.create_counter(
+    "saga.step.completed_late",
+    unit="{step}",
+    description="Steps that cannot be undone and completed after compensation began",
+)
 step_duration = _meter.create_histogram(
     "saga.step.duration", unit="s", description="From a step's start to its outcome"
 )

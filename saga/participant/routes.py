@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from saga.errors import SagaError
 from saga.messages.base import Event, Message
 from saga.messages.envelope import Envelope
+from saga.messages.lifecycle import CancelRequested
 from saga.participant.context import NoDatabase
 
 if TYPE_CHECKING:
@@ -103,6 +104,19 @@ class RequestContext:
         )
         self.started.append(envelope)
         return envelope
+
+    def cancel_saga(
+        self, saga_type: str, event: CancelRequested, *, saga_id: str
+    ) -> Envelope[Message]:
+        """Ask the coordinator to cancel saga ``saga_id`` with ``event`` (the definition's
+        ``cancelled_by``): published once the request commits. A saga whose pivot
+        started is not cancelled: ``saga.CancelRefused`` says so on ``saga.events``."""
+        if not isinstance(event, CancelRequested):
+            raise TypeError(
+                f"{type(event).__name__} is not a CancelRequested: a saga is cancelled by the"
+                " event its definition names in cancelled_by"
+            )
+        return self.start_saga(saga_type, event, saga_id=saga_id)
 
 
 RouteHandler = Callable[[HttpRequest, RequestContext], Awaitable[HttpResponse]]

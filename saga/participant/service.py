@@ -28,6 +28,12 @@ the coordinator, which sends the command again per the saga's compensation
 retry policy (one owner for compensation retries) and parks the saga when
 attempts run out.
 
+A step whose contract has no compensation cannot be undone: its handler reads the
+same trigger, but the service takes it from its commands topic only, where the
+coordinator sends it once it has checked that the saga still goes forward. So
+it never runs for a saga that is compensating, cancelled or finished, in
+choreography too, with the handler unchanged.
+
 ``@service.on(Message)`` and ``@service.compensate(Command)`` register a
 handler for a message without a contract (an event outside any saga step).
 """
@@ -37,7 +43,7 @@ from __future__ import annotations
 import inspect
 import typing
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
@@ -103,6 +109,9 @@ class Step:
     uses: tuple[CircuitBreaker, ...]
     fails_with: type[StepFailed] | None
     connection: Connection | None = None
+    #: Its trigger comes on the service's commands topic only, sent by the coordinator
+    #: once it checked that the saga still goes forward (a step that cannot be undone).
+    by_coordinator: bool = False
 
     @property
     def topic(self) -> str:
@@ -143,8 +152,17 @@ class Service:
 
     @property
     def topics(self) -> list[str]:
-        """Topics this service consumes, in registration order."""
-        return list(dict.fromkeys(step.topic for step in self.steps.values()))
+        """Topics this service consumes, in registration order: a step's trigger topic, or
+        the commands topic for a step the coordinator starts. The commands topic is read
+        whenever the service has a step: the coordinator sends on it a step that must go
+        forward again (after the pivot)."""
+        topics = [
+            self.commands_topic if step.by_coordinator else step.topic
+            for step in self.steps.values()
+        ]
+        if self.steps:
+            topics.append(self.commands_topic)
+        return list(dict.fromkeys(topics))
 
     # --- binding to step contracts --------------------------------------------------
 
@@ -182,6 +200,11 @@ class Service:
                 connection=connection,
                 outputs=(contract.completion,),
             )(cast("StepHandler[Any]", handler))
+            if not contract.reversible:
+                # Nothing undoes it: it runs only on the coordinator's go, never for a
+                # saga that is compensating, cancelled or finished.
+                key = trigger.message_type
+                self.steps[key] = replace(self.steps[key], by_coordinator=True)
             return handler
 
         return bind

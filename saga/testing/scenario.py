@@ -171,6 +171,10 @@ class SagaScenario:
         """An operator skips ``step``'s compensation (undone by hand, say)."""
         return self._operate(f"skip:{step}", by, reason)
 
+    def cancel(self, *, by: str, reason: str | None = None) -> Decision:
+        """An operator cancels the saga (``saga cancel``)."""
+        return self._operate("cancel", by, reason)
+
     def resolve(self, *, by: str, reason: str | None = None) -> Decision:
         """An operator closes the saga as it is."""
         return self._operate("resolve", by, reason)

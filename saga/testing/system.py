@@ -57,6 +57,7 @@ from saga.coordinator.decide import (
 )
 from saga.coordinator.state import SagaState
 from saga.definition.saga import SagaDefinition, SagaMode
+from saga.errors import ServiceMisconfigured
 from saga.messages.base import Message
 from saga.messages.codec import EncodedRecord, RawRecord, decode, encode
 from saga.messages.envelope import Envelope
@@ -126,6 +127,7 @@ class InMemorySagaSystem:
                 self._readers.setdefault(topic, []).append(kit)
             for model in service.registry:
                 self._registry.register(model)
+        _check_started_by_coordinator(definitions, services)
         self._started = database_url is None
         self._stores = AsyncExitStack()
 
@@ -200,8 +202,8 @@ class InMemorySagaSystem:
     async def operate(
         self, saga_id: str, action: str, *, actor: str, reason: str | None = None
     ) -> Decision:
-        """An operator's ``retry``, ``skip:<step>``, ``resolve``, ``approve:<step>`` or
-        ``reject:<step>`` on saga ``saga_id``."""
+        """An operator's ``retry``, ``skip:<step>``, ``resolve``, ``approve:<step>``,
+        ``reject:<step>``, ``cancel`` on saga ``saga_id``."""
         state = self.state(saga_id)
         incoming = Incoming(
             kind="operator",
@@ -329,3 +331,27 @@ class InMemorySagaSystem:
             raise RuntimeError(
                 "services with a database are started by `async with InMemorySagaSystem(...)`"
             )
+
+
+def _check_started_by_coordinator(
+    definitions: Sequence[SagaDefinition], services: Sequence[Service]
+) -> None:
+    """A step that cannot be undone runs on the coordinator's command only: a service
+    that binds its trigger otherwise (``service.on``) would run it twice, once for the
+    event and once for the command, and for sagas that no longer go forward."""
+    by_name = {service.name: service for service in services}
+    for definition in definitions:
+        for step in definition.steps:
+            service = by_name.get(step.service)
+            if service is None or not step.started_by_coordinator:
+                continue
+            for trigger in step.started_by:
+                bound = service.steps.get(trigger.message_type)
+                if bound is not None and not bound.by_coordinator:
+                    raise ServiceMisconfigured(
+                        f"{service.name}: step {step.name!r} of saga {definition.name!r}"
+                        f" cannot be undone, but its handler {bound.name!r} is bound with"
+                        f" service.on({trigger.__name__}): bind it with"
+                        " service.step(<its contract>) so that it runs on the coordinator's"
+                        " command only"
+                    )

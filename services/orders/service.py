@@ -9,6 +9,8 @@ with different data is refused with 409).
 The coordinator announces each saga's outcome on ``saga.events``; this service
 turns it into the order's status: ``confirmed``, ``cancelled`` (compensated),
 ``needs attention`` (parked for an operator) or ``resolved``.
+``POST /orders/{order_id}/cancel`` asks the coordinator to cancel a pending order's
+saga (``OrderCancelled``); once the confirmation is on its way it is refused.
 """
 
 import uuid
@@ -16,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts.orders import OrderPlaced
+from contracts.orders import OrderCancelled, OrderPlaced
 from saga import HttpRequest, HttpResponse, RequestContext, SagaFinished, Service, StepContext
 
 SCHEMA = """
@@ -97,6 +99,31 @@ async def place(request: HttpRequest, ctx: RequestContext) -> HttpResponse:
         return HttpResponse(200, existing)
     ctx.start_saga("order", OrderPlaced(**order.model_dump()), saga_id=order.order_id)
     return HttpResponse(202, {**order.model_dump(), "status": "pending", "saga_id": order.order_id})
+
+
+class CancelOrder(BaseModel):
+    """The body of ``POST /orders/{order_id}/cancel``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+@service.route("POST", "/orders/{order_id}/cancel")
+async def cancel(request: HttpRequest, ctx: RequestContext) -> HttpResponse:
+    """Ask for the order's saga to be cancelled; its outcome arrives as usual (a refused
+    cancel is announced as ``saga.CancelRefused``, and the order goes on)."""
+    body = CancelOrder.model_validate(request.json())
+    found = await _order(ctx, request.params["order_id"])
+    if found is None:
+        return HttpResponse(404, {"error": "no such order"})
+    if found["status"] != "pending":
+        return HttpResponse(409, {"error": f"order is {found['status']} already"})
+    order_id = found["order_id"]
+    ctx.cancel_saga(
+        "order", OrderCancelled(order_id=order_id, reason=body.reason), saga_id=order_id
+    )
+    return HttpResponse(202, {**found, "cancel": "requested"})
 
 
 @service.route("GET", "/orders/{order_id}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from saga.definition.contract import StepContract
 from saga.messages.base import Command, Event
 from saga.messages.lifecycle import TaskApproved, TaskRejected
 from saga.messages.steps import StepFailed
@@ -134,3 +135,7 @@ class PointsAwarded(Event):
 
 class PointsFailed(StepFailed):
     message_type: ClassVar[str] = "loyalty.PointsFailed"
+
+
+#: Points once awarded stay awarded: the trip's pivot, started on the coordinator's go.
+POINTS = StepContract(trigger=TravellerCharged, completion=PointsAwarded, failure=PointsFailed)

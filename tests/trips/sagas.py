@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from saga.definition.saga import Approval, Join, SagaDefinition, StepDefinition
 from tests.trips.messages import (
+    POINTS,
     BookHostel,
     CancelFlight,
     CancelHostel,
@@ -22,7 +23,6 @@ from tests.trips.messages import (
     HotelCancelled,
     HotelFailed,
     PointsAwarded,
-    PointsFailed,
     RefundTraveller,
     TravellerCharged,
     TravellerRefunded,
@@ -92,12 +92,8 @@ TRIP_V1 = SagaDefinition(
             reply_timeout=15 * SECONDS,
         ),
         StepDefinition(
-            name="points",
-            service="loyalty",
-            started_by=(TravellerCharged,),
-            completed_by=(PointsAwarded,),
-            failed_by=(PointsFailed,),
-            irreversible=True,
+            "points",
+            POINTS,
             optional=True,
             reply_timeout=15 * SECONDS,
         ),

@@ -14,6 +14,7 @@ import uuid
 from saga import run_service
 from saga.participant.service import Service, StepContext, StepFailure
 from tests.trips.messages import (
+    POINTS,
     BookHostel,
     CancelFlight,
     CancelHostel,
@@ -29,7 +30,6 @@ from tests.trips.messages import (
     HotelCancelled,
     HotelFailed,
     PointsAwarded,
-    PointsFailed,
     RefundTraveller,
     TravellerCharged,
     TravellerRefunded,
@@ -123,7 +123,7 @@ async def refund(command: RefundTraveller, ctx: StepContext) -> TravellerRefunde
     return TravellerRefunded(trip_id=command.trip_id)
 
 
-@loyalty.on(TravellerCharged, step="points", fails_with=PointsFailed)
+@loyalty.step(POINTS, name="points")
 async def award(charged: TravellerCharged, ctx: StepContext) -> PointsAwarded:
     await book(ctx, charged.trip_id, "points")
     return PointsAwarded(trip_id=charged.trip_id, points=charged.amount_cents // 100)

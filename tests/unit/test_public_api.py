@@ -35,6 +35,8 @@ def test_saga_exports() -> None:
     assert saga.__all__ == [
         "Approval",
         "BadRequest",
+        "CancelRefused",
+        "CancelRequested",
         "CircuitBreaker",
         "CircuitOpen",
         "CircuitState",

@@ -148,10 +148,10 @@ def test_an_on_timeout_that_is_no_choice_is_refused() -> None:
     steps[2] = replace(steps[2], on_timeout=OrderShipped)  # type: ignore[arg-type]
     problems = replace(ORDER_SAGA, steps=tuple(steps)).problems()
     assert problems == [
-        "step 'charge': on_timeout is 'parked': give 'compensate', 'park' or a command class"
-        " of the step's service",
+        "step 'charge': on_timeout is 'parked': give 'compensate', 'park', 'retry' or a"
+        " command class of the step's service",
         "step 'ship': on_timeout is <class 'contracts.shipping.OrderShipped'>: give"
-        " 'compensate', 'park' or a command class of the step's service",
+        " 'compensate', 'park', 'retry' or a command class of the step's service",
     ]
 
 

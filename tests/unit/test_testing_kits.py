@@ -20,6 +20,7 @@ from contracts.payment import PaymentFailed
 from saga import CompensationFailed, Service, StepContext, StepFailure
 from saga.testing import InMemorySagaSystem, SagaScenario
 from tests.trips.messages import (
+    POINTS,
     BookHostel,
     CancelFlight,
     CancelHostel,
@@ -211,7 +212,7 @@ class Trips:
             self.done.append("refund")
             return TravellerRefunded(trip_id=command.trip_id)
 
-        @loyalty.on(TravellerCharged, step="points")
+        @loyalty.step(POINTS, name="points")
         async def points(charged: TravellerCharged, ctx: StepContext) -> PointsAwarded | None:
             return PointsAwarded(trip_id=charged.trip_id, points=5) if act("points") else None
 
