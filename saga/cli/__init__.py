@@ -17,6 +17,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from saga.errors import SagaError
 
 DEFAULT_DEV_DIR = Path(".saga")
@@ -34,9 +36,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SagaError as exc:
         print(f"saga: error: {exc}", file=sys.stderr)
         return 1
+    except ValidationError as exc:
+        if exc.title != "Settings":
+            raise
+        print(f"saga: error: {settings_errors(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return code
+
+
+def settings_errors(exc: ValidationError) -> str:
+    """What is wrong with the ``SAGA_*`` settings, in one line (never their values)."""
+    found = []
+    for error in exc.errors(include_input=False, include_url=False):
+        names = [str(part) for part in error["loc"]]
+        where = f"SAGA_{'_'.join(names).upper()}: " if names else ""
+        text = " ".join(error["msg"].split()).removeprefix("Value error, ")
+        found.append(where + text)
+    return "invalid settings: " + "; ".join(found)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,8 +1,16 @@
 """``saga retry|skip|resolve|dry-run``: an operator acts on a saga, or sees what would happen.
 
-An action runs the coordinator's own logic on its database, is appended to the
-saga log with the operator's name and reason, and what it sends is published
-(the coordinator's relay would, too). ``dry-run`` changes nothing.
+An action runs the coordinator's own logic on its database in one transaction: the
+saga's new state, the saga-log entries with the operator's name and reason, and what
+the decision sends (compensation commands, the ``saga.SagaFinished`` announcement) as
+rows of the coordinator's outbox. The command publishes nothing itself: the running
+coordinator's outbox relay does, signed with the coordinator's key, so an operator
+needs access to the coordinator's database and no signing key. ``dry-run`` changes
+nothing.
+
+Exit status: 0 when the action was taken; 1 when the coordinator's logic refused it
+(nothing to do, the saga finished already), with the reason on one line; 2 when the
+arguments name no saga or no step of it.
 """
 
 from __future__ import annotations
@@ -11,10 +19,13 @@ import argparse
 import asyncio
 import getpass
 import os
-from collections.abc import Awaitable, Callable
-from dataclasses import replace
+import re
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from saga.cli.database import load_saga
 from saga.cli.definitions import definition_of, loaded_definitions
@@ -23,24 +34,28 @@ from saga.coordinator.decide import Incoming, decide
 from saga.coordinator.runtime import open_store
 from saga.coordinator.state import SagaState
 from saga.definition.saga import SagaDefinition
-from saga.kafka.publisher import Publisher
-from saga.outbox.relay import OutboxRelay
 from saga.outbox.send_order import Written
 from saga.settings import Settings
 
 T = TypeVar("T")
 
 
+#: How long an action waits, by default, to see the coordinator publish what it decided.
+WAIT_S = 5.0
+
+
 def retry(args: argparse.Namespace) -> int:
-    return _operate(args.saga_id, "retry", None)
+    return operate_command(args.saga_id, "retry", None, wait_s=args.wait)
 
 
 def skip(args: argparse.Namespace) -> int:
-    return _operate(args.saga_id, f"skip:{args.step}", args.reason)
+    return operate_command(
+        args.saga_id, f"skip:{args.step}", args.reason, step=args.step, wait_s=args.wait
+    )
 
 
 def resolve(args: argparse.Namespace) -> int:
-    return _operate(args.saga_id, "resolve", args.reason)
+    return operate_command(args.saga_id, "resolve", args.reason, wait_s=args.wait)
 
 
 def dry_run(args: argparse.Namespace) -> int:
@@ -112,9 +127,12 @@ def operator_name() -> str:
     return os.environ.get("SAGA_OPERATOR") or getpass.getuser()
 
 
-async def with_coordinator(work: Callable[[Coordinator], Awaitable[tuple[T, list[Written]]]]) -> T:
-    """Run ``work`` with the coordinator's logic on its database; publish what it wrote
-    to the outbox (the coordinator's relay would, too, if this fails)."""
+async def with_coordinator(work: Callable[[Coordinator], Awaitable[T]]) -> T:
+    """Run ``work`` with the coordinator's logic on its database.
+
+    What ``work`` writes to the coordinator's outbox is not published here: the running
+    coordinator's relay publishes it, signed with the coordinator's key
+    (:func:`wait_published` tells whether it did)."""
     settings = Settings()
     store = open_store(settings)
     await store.start()
@@ -122,29 +140,129 @@ async def with_coordinator(work: Callable[[Coordinator], Awaitable[tuple[T, list
         coordinator = Coordinator(
             loaded_definitions(), store, topic_prefix=settings.topic_prefix, mode=settings.mode
         )
-        result, written = await work(coordinator)
-        if written:
-            async with Publisher(settings) as publisher:
-                await OutboxRelay(store, publisher).publish(written)
-        return result
+        return await work(coordinator)
     finally:
         await store.stop()
 
 
-def _operate(saga_id: str, action: str, reason: str | None) -> int:
-    actor = operator_name()
+async def wait_published(pool: Any, written: Sequence[Written], wait_s: float) -> int:
+    """Wait up to ``wait_s`` for the coordinator to publish ``written``; how many are
+    still unsent (0: all went out)."""
+    ids = [row.id for row in written]
+    deadline = time.monotonic() + wait_s
+    while True:
+        unsent: int = await pool.fetchval(
+            "SELECT count(*) FROM saga_outbox WHERE id = ANY($1::bigint[])"
+            " AND sent_at IS NULL AND parked_reason IS NULL",
+            ids,
+        )
+        if not unsent or time.monotonic() >= deadline:
+            return unsent
+        await asyncio.sleep(0.1)
 
-    async def act(coordinator: Coordinator) -> tuple[tuple[str | None, list[str]], list[Written]]:
-        decision, written = await coordinator.operate(saga_id, action, actor=actor, reason=reason)
-        if decision is None or decision.state is None:
-            return (None, []), written
-        return (decision.state.status, decision.notes), written
 
-    status, notes = asyncio.run(with_coordinator(act))
-    if status is None:
-        print(f"no saga {saga_id!r}")
+def publication(written: int, unsent: int) -> str | None:
+    """One line on what became of the messages an action queued (``None``: none)."""
+    if not written:
+        return None
+    if not unsent:
+        return f"{written} message(s) published by the coordinator"
+    return (
+        f"queued: {unsent} of {written} message(s) wait in the coordinator's outbox;"
+        " the coordinator publishes them, signed, as soon as it runs"
+    )
+
+
+@dataclass(frozen=True)
+class Acted:
+    """What an operator action on a saga came to."""
+
+    saga_id: str
+    #: The saga's status afterwards; ``None``: there is no such saga.
+    status: str | None = None
+    #: False when the coordinator's logic refused the action (it changed nothing).
+    applied: bool = False
+    #: What happened, or why nothing did (as in the saga log).
+    notes: tuple[str, ...] = ()
+    #: The saga's steps (to tell an unknown step from a refused action).
+    steps: tuple[str, ...] = ()
+    #: Outbox rows the action wrote, and how many the coordinator had not yet published.
+    written: int = 0
+    unsent: int = 0
+
+
+async def act(
+    coordinator: Coordinator,
+    saga_id: str,
+    action: str,
+    *,
+    actor: str,
+    reason: str | None,
+    wait_s: float = WAIT_S,
+) -> Acted:
+    """Run an operator ``action`` (``retry``, ``skip:<step>``, ``resolve``, ...) on
+    ``saga_id`` through the coordinator's logic; wait up to ``wait_s`` for what it
+    sends to be published by the running coordinator."""
+    decision, written = await coordinator.operate(saga_id, action, actor=actor, reason=reason)
+    if decision is None or decision.state is None:
+        return Acted(saga_id)
+    unsent = await wait_published(coordinator.pool, written, wait_s) if written else 0
+    return Acted(
+        saga_id,
+        decision.state.status,
+        decision.applied,
+        tuple(decision.notes),
+        tuple(decision.state.steps),
+        len(written),
+        unsent,
+    )
+
+
+def report(acted: Acted, *, step: str | None = None) -> int:
+    """Print what an action came to; its exit status (0 taken, 1 refused, 2 no such
+    saga or step). A refusal is one line on stderr."""
+    if acted.status is None:
+        print(f"saga: error: no saga {acted.saga_id!r}", file=sys.stderr)
         return 2
-    for note in notes:
+    if not acted.applied:
+        why = "; ".join(acted.notes) or f"nothing to do, saga is {acted.status}"
+        print(f"saga: error: {_one_line(why)}", file=sys.stderr)
+        return 2 if step is not None and step not in acted.steps else 1
+    for note in acted.notes:
         print(note)
-    print(f"saga {saga_id}: {status}")
+    print(f"saga {acted.saga_id}: {acted.status}")
+    line = publication(acted.written, acted.unsent)
+    if line:
+        print(line)
     return 0
+
+
+def operate_command(
+    saga_id: str,
+    action: str,
+    reason: str | None,
+    *,
+    step: str | None = None,
+    wait_s: float = WAIT_S,
+) -> int:
+    """A ``saga <action>`` command: act as :func:`operator_name`, report, exit status."""
+    actor = operator_name()
+    acted = asyncio.run(
+        with_coordinator(
+            lambda coordinator: act(
+                coordinator, saga_id, action, actor=actor, reason=reason, wait_s=wait_s
+            )
+        )
+    )
+    return report(acted, step=step)
+
+
+def seconds(text: str) -> float:
+    """How long to wait: 0 to 300 seconds (an ``argparse`` type)."""
+    if not re.fullmatch(r"\d{1,3}(\.\d{1,3})?", text.strip()) or float(text) > 300:
+        raise argparse.ArgumentTypeError(f"{text!r}: give seconds from 0 to 300")
+    return float(text)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

@@ -16,10 +16,12 @@ import asyncio
 from typing import Any
 
 from saga.cli.actions import (
+    WAIT_S,
     dry_run,
     operator_name,
     resolve,
     retry,
+    seconds,
     simulate_failure,
     skip,
     with_coordinator,
@@ -33,7 +35,13 @@ from saga.coordinator.runtime import load_definitions
 from saga.outbox.schema import MIGRATIONS, migrate
 from saga.settings import Settings
 
-__all__ = ["operator_name", "register", "simulate_failure", "with_coordinator"]
+__all__ = [
+    "action_parser",
+    "operator_name",
+    "register",
+    "simulate_failure",
+    "with_coordinator",
+]
 
 
 def register(commands: Any) -> None:
@@ -70,20 +78,18 @@ def register(commands: Any) -> None:
     for name, run, text in (
         ("show", show_saga, "a saga's timeline"),
         ("history", saga_history, "a saga's raw log"),
-        ("retry", retry, "re-issue a parked saga's failed compensations"),
     ):
         sub = commands.add_parser(name, help=text)
         sub.add_argument("saga_id")
         sub.set_defaults(run=run)
-    skip_parser = commands.add_parser("skip", help="mark a step's compensation as not needed")
-    skip_parser.add_argument("saga_id")
+    retry_parser = action_parser(
+        commands, "retry", "re-issue a parked saga's failed compensations", reason=False
+    )
+    retry_parser.set_defaults(run=retry)
+    skip_parser = action_parser(commands, "skip", "mark a step's compensation as not needed")
     skip_parser.add_argument("step")
-    skip_parser.add_argument("--reason", required=True)
     skip_parser.set_defaults(run=skip)
-    resolve_parser = commands.add_parser("resolve", help="close a saga by hand")
-    resolve_parser.add_argument("saga_id")
-    resolve_parser.add_argument("--reason", required=True)
-    resolve_parser.set_defaults(run=resolve)
+    action_parser(commands, "resolve", "close a saga by hand").set_defaults(run=resolve)
     vault = commands.add_parser("vault", help="the connect-token vault")
     vault_commands = vault.add_subparsers(required=True, metavar="ACTION")
     vault_commands.add_parser("new-key", help="print a new key for SAGA_VAULT_KEYS").set_defaults(
@@ -99,6 +105,25 @@ def register(commands: Any) -> None:
     dry.add_argument("saga_id")
     dry.add_argument("--fail", required=True, metavar="STEP")
     dry.set_defaults(run=dry_run)
+
+
+def action_parser(
+    commands: Any, name: str, text: str, *, reason: bool = True
+) -> argparse.ArgumentParser:
+    """The parser of an operator action on one saga: its id, ``--reason`` (required
+    unless ``reason`` is False) and ``--wait``."""
+    sub: argparse.ArgumentParser = commands.add_parser(name, help=text)
+    sub.add_argument("saga_id")
+    if reason:
+        sub.add_argument("--reason", required=True, help="why (kept in the saga log)")
+    sub.add_argument(
+        "--wait",
+        type=seconds,
+        default=WAIT_S,
+        metavar="SECONDS",
+        help=f"how long to wait for the coordinator to publish what it decided ({WAIT_S:g})",
+    )
+    return sub
 
 
 def _coordinator(args: argparse.Namespace) -> int:

@@ -7,10 +7,10 @@ import asyncio
 import json
 from typing import Any
 
+from saga.cli.actions import WAIT_S, publication, wait_published
 from saga.cli.operator import operator_name, with_coordinator
 from saga.coordinator.apply import Coordinator
 from saga.coordinator.tasks import Decided, TaskError, decide_task, list_tasks
-from saga.outbox.send_order import Written
 
 
 def register(commands: Any) -> None:
@@ -30,9 +30,9 @@ def register(commands: Any) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    async def work(coordinator: Coordinator) -> tuple[list[dict[str, Any]], list[Written]]:
+    async def work(coordinator: Coordinator) -> list[dict[str, Any]]:
         status = None if args.status == "all" else args.status
-        return await list_tasks(coordinator, status=status, assignee=args.assignee), []
+        return await list_tasks(coordinator, status=status, assignee=args.assignee)
 
     found = asyncio.run(with_coordinator(work))
     if args.json:
@@ -60,18 +60,22 @@ def _reject(args: argparse.Namespace) -> int:
 def _decide(args: argparse.Namespace, *, approve: bool) -> int:
     by = args.by or operator_name()
 
-    async def work(coordinator: Coordinator) -> tuple[Decided, list[Written]]:
+    async def work(coordinator: Coordinator) -> tuple[Decided, int]:
         done = await decide_task(
             coordinator, args.task_id, approve=approve, by=by, reason=args.reason
         )
-        return done, done.outbox
+        # The running coordinator publishes what the decision sends, signed.
+        return done, await wait_published(coordinator.pool, done.outbox, WAIT_S)
 
     try:
-        done = asyncio.run(with_coordinator(work))
+        done, unsent = asyncio.run(with_coordinator(work))
     except TaskError as refused:
         print(f"saga: error: {refused}")
         return 2
     for note in done.notes:
         print(note)
     print(f"task {done.task_id} {done.decision} by {by}; saga {done.saga_id}: {done.saga_status}")
+    line = publication(len(done.outbox), unsent)
+    if line:
+        print(line)
     return 0
