@@ -208,6 +208,17 @@ class Settings(BaseSettings):
     timer_interval_ms: int = Field(
         default=200, gt=0, description="How often the coordinator looks for due timers."
     )
+    orphan_hold_ms: int = Field(
+        default=300_000,
+        gt=0,
+        description=(
+            "How long the coordinator holds an event of a saga not started yet for its"
+            " start event (read late from another topic, it is decided right after it);"
+            " then the event goes to its topic's dead letters as an OrphanEvent. Longer"
+            " than the lag between the coordinator's topics can be (a rebalance, a"
+            " catch-up after downtime)."
+        ),
+    )
     coordinator_cached_sagas: int = Field(
         default=4096,
         ge=0,

@@ -9,6 +9,11 @@ timers and put the commands in the outbox. After commit the outbox is
 published (by the caller, through the relay) and only then are Kafka offsets
 committed. Time is the database's clock.
 
+Only a saga's start event opens it: another event of a saga not started yet is
+held in the same transaction (its record as read), and decided right after the
+start event when it comes; when the hold passes, :meth:`Coordinator.dead_letter_orphans`
+sends it to its topic's dead letters (see :mod:`~saga.coordinator.orphans`).
+
 Around it: :mod:`~saga.coordinator.intake` (facts in), :mod:`~saga.coordinator.batch`
 (what a transaction accumulates), :mod:`~saga.coordinator.outgoing` (records out),
 :mod:`~saga.coordinator.saga_log` (log entries), :mod:`~saga.coordinator.refusals`
@@ -18,8 +23,8 @@ Around it: :mod:`~saga.coordinator.intake` (facts in), :mod:`~saga.coordinator.b
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,13 +33,18 @@ from saga.coordinator.batch import Batch
 from saga.coordinator.decide import decide
 from saga.coordinator.decision import Decision, Incoming
 from saga.coordinator.definitions import LoadedDefinitions
+from saga.coordinator.orphans import ORPHAN_EVENT, ORPHAN_HOLD, HeldEvent, orphan_letter
 from saga.coordinator.outgoing import COORDINATOR, LIFECYCLE_TOPIC, Outgoing
 from saga.coordinator.refusals import REFUSE_AFTER_S, DecisionError
 from saga.coordinator.state import SagaState, evolve
 from saga.definition.saga import SagaDefinition, SagaMode
+from saga.kafka.dead_letter import DeadLetter, describe_error
+from saga.messages import headers as h
 from saga.messages.base import Message
+from saga.messages.codec import RawRecord, decode, encode, header_map
 from saga.messages.envelope import Envelope
-from saga.messages.topics import prefixed
+from saga.messages.topics import prefixed, topic_for_type
+from saga.observability import metrics
 from saga.outbox.send_order import Written
 from saga.outbox.store import PostgresServiceStore
 
@@ -77,6 +87,7 @@ class Coordinator:
         topic_prefix: str = "",
         mode: SagaMode = "choreography",
         cached_sagas: int = KNOWN_SAGAS,
+        orphan_hold: timedelta = ORPHAN_HOLD,
     ) -> None:
         self.loaded = LoadedDefinitions(definitions)
         #: The latest version of each saga: what new sagas start with.
@@ -95,6 +106,8 @@ class Coordinator:
         self._raising: dict[str, float] = {}
         self.refuse_after_s = REFUSE_AFTER_S
         self.known_limit = cached_sagas
+        #: How long an event of a saga not started yet waits for its start event.
+        self.orphan_hold = orphan_hold
 
     @property
     def pool(self) -> Any:
@@ -106,18 +119,28 @@ class Coordinator:
 
     # --- the three kinds of facts -----------------------------------------------------
 
-    async def apply_events(self, envelopes: Sequence[Envelope[Message]]) -> Applied:
-        """Decide on a batch of events. An event whose decision keeps raising (for
-        ``refuse_after_s``) is refused: the batch is decided again without it, and the
-        saga log notes it. Before that, :class:`DecisionError` goes to the caller."""
+    async def apply_events(
+        self,
+        envelopes: Sequence[Envelope[Message]],
+        records: Sequence[RawRecord] | None = None,
+    ) -> Applied:
+        """Decide on a batch of events (``records``: each one's record as read, what an
+        event held for its saga's start event keeps for its dead letter). An event whose
+        decision keeps raising (for ``refuse_after_s``) is refused: the batch is decided
+        again without it, and the saga log notes it. Before that, :class:`DecisionError`
+        goes to the caller."""
+        raw = {e.id: r for e, r in zip(envelopes, records or (), strict=False)}
         written, refused = await refusals.setting_aside(
-            lambda r: self._apply_events(envelopes, r), self._raising, self.refuse_after_s
+            lambda r: self._apply_events(envelopes, r, raw), self._raising, self.refuse_after_s
         )
         refusals.decided(self._raising, (envelope.id for envelope in envelopes))
         return Applied(written, refused)
 
     async def _apply_events(
-        self, envelopes: Sequence[Envelope[Message]], refused: dict[str, DecisionError]
+        self,
+        envelopes: Sequence[Envelope[Message]],
+        refused: dict[str, DecisionError],
+        records: Mapping[str, RawRecord],
     ) -> list[Written]:
         async with self.pool.acquire() as connection, connection.transaction():
             unique = list({e.id: e for e in envelopes}.values())
@@ -144,7 +167,15 @@ class Coordinator:
                 facts.append((intake.from_event(envelope, definition, now), definition))
             batch.log.extend(ignored)
             batch.ignored = len(ignored)
-            written = await self._decide(connection, batch, facts, now)
+            by_id = {e.id: e for e in unique}
+            written = await self._decide(
+                connection,
+                batch,
+                facts,
+                now,
+                held=lambda i: self._held(by_id[i.message_id], records, now),
+                refused=refused,
+            )
         batch.committed()
         self._remember(batch)
         return written
@@ -233,16 +264,18 @@ class Coordinator:
         batch: Batch,
         facts: Sequence[tuple[Incoming, SagaDefinition]],
         now: datetime,
+        *,
+        held: Callable[[Incoming], HeldEvent] | None = None,
+        refused: Mapping[str, DecisionError] | None = None,
     ) -> list[Written]:
         for incoming, latest in facts:
-            state = batch.states.get(incoming.saga_id)
-            definition = self.definition_of(state) if state is not None else latest
-            try:
-                decision = decide(state, incoming, definition, now, mode=self.mode)
-                batch.record(incoming, decision, self._outgoing)
-            except Exception as exc:
-                raise DecisionError(incoming, exc) from exc
-            batch.decisions.append((incoming, decision))
+            before = batch.states.get(incoming.saga_id)
+            decision = self._decide_one(batch, incoming, latest, now)
+            if decision.hold and held is not None:
+                batch.held.append(held(incoming))
+            elif before is None and decision.state is not None:
+                await self._release_held(connection, batch, incoming.saga_id, now, refused or {})
+        await store.hold_events(connection, batch.held)
         await store.persist(
             connection,
             [(batch.states[s], batch.read_versions.get(s)) for s in sorted(batch.changed)],
@@ -254,3 +287,110 @@ class Coordinator:
         if not batch.outgoing:
             return []
         return await self.outbox.write_outbox(connection, batch.outgoing)
+
+    def _decide_one(
+        self, batch: Batch, incoming: Incoming, latest: SagaDefinition, now: datetime
+    ) -> Decision:
+        state = batch.states.get(incoming.saga_id)
+        definition = self.definition_of(state) if state is not None else latest
+        try:
+            decision = decide(state, incoming, definition, now, mode=self.mode)
+            batch.record(incoming, decision, self._outgoing)
+        except Exception as exc:
+            raise DecisionError(incoming, exc) from exc
+        batch.decisions.append((incoming, decision))
+        return decision
+
+    # --- events held for their saga's start event -------------------------------------
+
+    def _held(
+        self, envelope: Envelope[Message], records: Mapping[str, RawRecord], now: datetime
+    ) -> HeldEvent:
+        """``envelope`` held from ``now``, with its record as read (built from the
+        envelope when the caller has none, as in tests)."""
+        record = records.get(envelope.id)
+        if record is None:
+            encoded = encode(envelope)
+            topic = prefixed(self.prefix, topic_for_type(envelope.type, "event"))
+            record = RawRecord(topic, -1, -1, encoded.key, encoded.value, tuple(encoded.headers))
+        return HeldEvent(
+            saga_id=envelope.saga_id,
+            message_id=envelope.id,
+            record=record,
+            held_at=now,
+            held_until=now + self.orphan_hold,
+            traceparent=envelope.traceparent,
+            tracestate=envelope.tracestate,
+        )
+
+    async def _release_held(
+        self,
+        connection: Any,
+        batch: Batch,
+        saga_id: str,
+        now: datetime,
+        refused: Mapping[str, DecisionError],
+    ) -> None:
+        """Saga ``saga_id`` was opened by its start event: the events held for it are
+        decided right after it, in the order they were held. One whose decision is
+        refused, or that cannot be read any more, goes to its dead letters with why."""
+        waiting = await store.take_held(connection, saga_id)
+        waiting += [kept for kept in batch.held if kept.saga_id == saga_id]
+        batch.held = [kept for kept in batch.held if kept.saga_id != saga_id]
+        for held in waiting:
+            error = refused.get(held.message_id)
+            if error is not None:
+                fact = header_map(held.record.headers).get(h.TYPE) or b"?"
+                batch.log.append(saga_log.refused(saga_id, fact.decode(errors="replace"), error))
+                batch.held.append(
+                    replace(
+                        held,
+                        held_until=now,
+                        reason=describe_error(error),
+                        error_type=type(error).__name__,
+                    )
+                )
+                continue
+            try:
+                envelope = decode(held.record, self.registry)
+            except Exception as exc:  # the types changed since it was held
+                reason = f"held for its saga's start event, then unreadable: {describe_error(exc)}"
+                batch.held.append(
+                    replace(held, held_until=now, reason=reason, error_type=type(exc).__name__)
+                )
+                continue
+            envelope = envelope.replace(traceparent=held.traceparent, tracestate=held.tracestate)
+            definition = self.definition_of(batch.states[saga_id])
+            incoming = intake.from_event(envelope, definition, now)
+            self._decide_one(batch, incoming, definition, now)
+
+    async def dead_letter_orphans(
+        self, send: Callable[[DeadLetter], Awaitable[None]], *, group: str, limit: int = 100
+    ) -> int:
+        """Send each held event whose hold has passed (no start event came for its saga)
+        to its topic's dead letters, then forget it; how many. ``send`` returns once the
+        broker has the dead letter: the held rows are deleted only after, in the same
+        transaction, so a crash in between sends it again rather than losing it."""
+        async with self.pool.acquire() as connection, connection.transaction():
+            expired = await store.expired_held(connection, limit)
+            letters = [orphan_letter(held, group) for held in expired]
+            for letter in letters:
+                await send(letter)
+            await store.drop_orphans(connection, expired)
+        for held, letter in zip(expired, letters, strict=True):
+            error_type = held.error_type if held.reason is not None else ORPHAN_EVENT
+            topic = {"messaging.destination.name": held.record.topic}
+            metrics.dead_letters.add(1, {**topic, "error.type": error_type or "DecisionError"})
+            if held.reason is None:
+                metrics.orphans.add(1, topic)
+            log.warning(
+                "dead-lettered %s[%d]@%d (event %s of saga %s) to %s: %s",
+                held.record.topic,
+                held.record.partition,
+                held.record.offset,
+                held.message_id,
+                held.saga_id,
+                letter.topic,
+                letter.reason,
+            )
+        return len(expired)

@@ -1,5 +1,6 @@
 """What one transaction accumulates: for each decision, the saga as it now is, the
-timers set or cancelled, task changes, outgoing records, a log entry and spans.
+timers set or cancelled, task changes, outgoing records, a log entry and spans; and
+the events held for their saga's start event.
 Spans and metrics are let out only once the transaction committed.
 """
 
@@ -14,6 +15,7 @@ from opentelemetry.trace import Span
 from saga.coordinator import saga_log, store
 from saga.coordinator.decision import Decision, Incoming, TaskChange
 from saga.coordinator.observe import observe
+from saga.coordinator.orphans import HeldEvent
 from saga.coordinator.outgoing import Outgoing
 from saga.coordinator.state import SagaState
 from saga.messages.codec import EncodedRecord
@@ -24,6 +26,9 @@ _ignored = _meter.create_counter(
     "saga.coordinator.ignored", description="Facts recorded but not acted on (unknown saga, ...)"
 )
 _decisions = _meter.create_counter("saga.coordinator.decisions", description="Decisions made")
+_held = _meter.create_counter(
+    "saga.coordinator.held", description="Events held for their saga's start event"
+)
 _OUTCOMES = frozenset({"completed", "compensated", "parked", "resolved"})
 
 
@@ -47,6 +52,8 @@ class Batch:
     ignored: int = 0
     #: Approval task changes: (saga id, saga type, changes).
     tasks: list[tuple[str, str, list[TaskChange]]] = field(default_factory=list)
+    #: Events of sagas not started yet, to keep for their start event, in order.
+    held: list[HeldEvent] = field(default_factory=list)
 
     def record(self, incoming: Incoming, decision: Decision, outgoing: Outgoing) -> None:
         """Add what ``decision`` (on ``incoming``) does to the batch, in its own span."""
@@ -90,7 +97,9 @@ class Batch:
             observe(before, after)
         for _, decision in self.decisions:
             _decisions.add(1, {"applied": str(decision.applied).lower()})
-            if not decision.applied:
+            if decision.hold:
+                _held.add(1)
+            elif not decision.applied:
                 _ignored.add(1, {"reason": "no effect"})
         if self.ignored:
             _ignored.add(self.ignored, {"reason": "unknown saga type"})

@@ -7,6 +7,9 @@ to set or cancel. No I/O: every rule below is tested with plain objects.
 
 Rules:
 
+* Only the start event opens a saga. Another event of a saga not started yet opens
+  nothing: the decision says ``hold`` (the shell keeps the event until the start event
+  comes and decides on it right after, or dead-letters it as an orphan).
 * A step starts when an event that starts it arrives (its timeout timer is
   set), completes or fails on its events; the terminal event completes the saga.
 * A failure, a step timeout or the saga deadline starts compensation: completed
@@ -126,11 +129,18 @@ def decide(
     if state is None:
         if incoming.kind != "event":
             return Decision(None, notes=[f"{incoming.type}: no such saga"], applied=False)
-        b = Builder(new_saga(incoming, definition), definition, now, mode)
         if incoming.type != definition.starts_with.message_type:
-            b.note(f"{incoming.type} arrived before the saga's start event: saga opened")
-        else:
-            b.note("saga started")
+            # Only the start event opens a saga. Another event may be read before it
+            # (they travel on other topics), or be a stray for a saga nobody started:
+            # the shell holds it for its start event, then dead-letters it as an orphan.
+            return Decision(
+                None,
+                notes=[f"{incoming.type} of no saga started yet: held for its start event"],
+                applied=False,
+                hold=True,
+            )
+        b = Builder(new_saga(incoming, definition), definition, now, mode)
+        b.note("saga started")
         if definition.deadline is not None:
             b.set_timer(TimerKey(DEADLINE), incoming.at + definition.deadline)
     else:

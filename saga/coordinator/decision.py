@@ -106,6 +106,8 @@ class Decision:
     applied: bool = True
     events: list[EventToPublish] = field(default_factory=list)
     tasks: list[TaskChange] = field(default_factory=list)
+    #: An event of a saga not started yet: no state; keep it for the start event.
+    hold: bool = False
 
 
 class Builder:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from opentelemetry.trace import Span
@@ -18,12 +19,13 @@ from opentelemetry.trace import Span
 from saga.coordinator import tasks
 from saga.coordinator.apply import COORDINATOR, LIFECYCLE_TOPIC, Coordinator, DecisionError
 from saga.definition.saga import SagaDefinition
-from saga.errors import ConfigurationError, import_named
+from saga.errors import ConfigurationError, MessageTooLarge, import_named
 from saga.kafka.consumer import Consumer
-from saga.kafka.dead_letter import describe_error
+from saga.kafka.dead_letter import DeadLetter, describe_error, shrink
 from saga.kafka.provisioning import ensure_topics
 from saga.kafka.publisher import Publisher
 from saga.messages.base import Message
+from saga.messages.codec import RawRecord
 from saga.messages.envelope import Envelope
 from saga.messages.steps import CompensationFailed, StepFailed
 from saga.messages.topics import COORDINATOR_OWNER
@@ -79,15 +81,17 @@ class CoordinatorRuntime:
             topic_prefix=settings.topic_prefix,
             mode=settings.mode,
             cached_sagas=settings.coordinator_cached_sagas,
+            orphan_hold=timedelta(milliseconds=settings.orphan_hold_ms),
         )
         self.publisher = Publisher(settings, client_id=f"{settings.client_id}-coordinator")
         self.relay = OutboxRelay.of(self.store, self.publisher, settings)
         known = {t for d in self.coordinator.definitions.values() for t in d.message_types()}
         known |= {StepFailed.message_type, CompensationFailed.message_type}
+        self.group_id = f"{settings.topic_prefix}saga-coordinator"
         self.consumer = Consumer(
             settings,
             topics=self.coordinator.topics(),
-            group_id=f"{settings.topic_prefix}saga-coordinator",
+            group_id=self.group_id,
             batch_handler=self._apply,
             registry=self.coordinator.registry,
             publisher=self.publisher,
@@ -126,6 +130,7 @@ class CoordinatorRuntime:
         self._tasks = [
             asyncio.create_task(self.relay.run(), name="outbox relay"),
             asyncio.create_task(self._timers(), name="timers"),
+            asyncio.create_task(self._orphans(), name="orphans"),
         ]
         await self.consumer.start()
         self._ready = True
@@ -158,9 +163,9 @@ class CoordinatorRuntime:
         )
 
     async def _apply(
-        self, envelopes: list[Envelope[Message]], spans: list[Span]
+        self, envelopes: list[Envelope[Message]], spans: list[Span], records: list[RawRecord]
     ) -> dict[str, DecisionError]:
-        applied = await self.coordinator.apply_events(envelopes)
+        applied = await self.coordinator.apply_events(envelopes, records)
         await self._publish(applied.written)
         return applied.refused  # dead-lettered by the consumer
 
@@ -182,6 +187,34 @@ class CoordinatorRuntime:
             except Exception as exc:
                 log.warning("timer pass failed (%s); retrying", describe_error(exc))
             await asyncio.sleep(interval)
+
+    async def _orphans(self) -> None:
+        """Dead-letter the events held for a start event that never came."""
+        interval = self.settings.timer_interval_ms / 1000
+        while True:
+            try:
+                sent = await self.coordinator.dead_letter_orphans(
+                    self._send_dead_letter, group=self.group_id
+                )
+                if sent:
+                    continue  # more may be due
+            except Exception as exc:
+                log.warning("orphan pass failed (%s); retrying", describe_error(exc))
+            await asyncio.sleep(interval)
+
+    async def _send_dead_letter(self, letter: DeadLetter) -> None:
+        """Returns once the broker has ``letter`` (shrunk if it is over the size limit)."""
+        while True:
+            try:
+                await self.publisher.publish_raw(
+                    letter.topic, key=letter.key, value=letter.value, headers=letter.headers
+                )
+                return
+            except MessageTooLarge as exc:
+                smaller = shrink(letter, exc.size)
+                if smaller is None:
+                    raise
+                letter = smaller
 
     async def _dispatch(
         self, method: str, target: str, headers: dict[str, str], body: bytes

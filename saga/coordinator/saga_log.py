@@ -55,10 +55,11 @@ def operator(incoming: Incoming) -> LogEntry:
 
 
 def decided(incoming: Incoming, decision: Decision) -> LogEntry:
-    """What the decision on ``incoming`` did (``ignored`` when it changed nothing)."""
+    """What the decision on ``incoming`` did (``ignored`` when it changed nothing,
+    ``held`` when it waits for its saga's start event)."""
     return LogEntry(
         incoming.saga_id,
-        "decision" if decision.applied else "ignored",
+        "decision" if decision.applied else "held" if decision.hold else "ignored",
         incoming.type,
         COORDINATOR,
         {

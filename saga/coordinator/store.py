@@ -1,4 +1,5 @@
-"""The coordinator's tables: saga rows, the saga log, timers (SQL only, no decisions).
+"""The coordinator's tables: saga rows, the saga log, timers, events held for their
+saga's start event (SQL only, no decisions).
 
 Every function takes a connection inside the caller's transaction, so one
 batch of events is appended, decided, persisted and its commands put in the
@@ -16,8 +17,11 @@ from typing import Any
 import pydantic_core
 
 from saga.coordinator.decision import TaskChange
+from saga.coordinator.orphans import HeldEvent
 from saga.coordinator.state import SagaState
 from saga.errors import SagaError
+from saga.messages.codec import RawRecord
+from saga.outbox.store import _headers_from_json, _headers_json
 
 
 @dataclass(frozen=True)
@@ -253,3 +257,104 @@ async def list_tasks(
         limit,
     )
     return [dict(row) for row in rows]
+
+
+# --- events held for their saga's start event (saga.coordinator.orphans) ---------------
+
+
+async def hold_events(connection: Any, held: Sequence[HeldEvent]) -> None:
+    """Keep ``held`` in this order (a message id held already is kept once)."""
+    if not held:
+        return
+    await connection.execute(
+        'INSERT INTO saga_held_events (saga_id, message_id, topic, partition, "offset",'
+        " key, value, headers, timestamp_ms, traceparent, tracestate, held_at, held_until,"
+        " reason, error_type)"
+        ' SELECT t.saga_id, t.message_id, t.topic, t.partition, t."offset", t.key, t.value,'
+        " t.headers::jsonb, t.timestamp_ms, t.traceparent, t.tracestate, t.held_at,"
+        " t.held_until, t.reason, t.error_type"
+        " FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::bigint[],"
+        " $6::bytea[], $7::bytea[], $8::text[], $9::bigint[], $10::text[], $11::text[],"
+        " $12::timestamptz[], $13::timestamptz[], $14::text[], $15::text[]) WITH ORDINALITY"
+        ' AS t(saga_id, message_id, topic, partition, "offset", key, value, headers,'
+        " timestamp_ms, traceparent, tracestate, held_at, held_until, reason, error_type, n)"
+        " ORDER BY t.n ON CONFLICT (message_id) DO NOTHING",
+        [h.saga_id for h in held],
+        [h.message_id for h in held],
+        [h.record.topic for h in held],
+        [h.record.partition for h in held],
+        [h.record.offset for h in held],
+        [h.record.key for h in held],
+        [h.record.value for h in held],
+        [_headers_json(h.record.headers) for h in held],
+        [h.record.timestamp_ms for h in held],
+        [h.traceparent for h in held],
+        [h.tracestate for h in held],
+        [h.held_at for h in held],
+        [h.held_until for h in held],
+        [h.reason for h in held],
+        [h.error_type for h in held],
+    )
+
+
+def _held(row: Any) -> HeldEvent:
+    return HeldEvent(
+        saga_id=row["saga_id"],
+        message_id=row["message_id"],
+        record=RawRecord(
+            topic=row["topic"],
+            partition=row["partition"],
+            offset=row["offset"],
+            key=row["key"],
+            value=row["value"],
+            headers=tuple(_headers_from_json(row["headers"])),
+            timestamp_ms=row["timestamp_ms"],
+        ),
+        held_at=row["held_at"],
+        held_until=row["held_until"],
+        traceparent=row["traceparent"],
+        tracestate=row["tracestate"],
+        reason=row["reason"],
+        error_type=row["error_type"],
+    )
+
+
+async def take_held(connection: Any, saga_id: str) -> list[HeldEvent]:
+    """The events held for ``saga_id``, in the order held, deleted: its start event came.
+    (A row the orphan pass is dead-lettering is waited for, then gone.)"""
+    rows = await connection.fetch(
+        "WITH taken AS (DELETE FROM saga_held_events WHERE seq IN ("
+        "   SELECT seq FROM saga_held_events WHERE saga_id = $1 ORDER BY seq FOR UPDATE)"
+        " RETURNING *) SELECT * FROM taken ORDER BY seq",
+        saga_id,
+    )
+    return [_held(row) for row in rows]
+
+
+async def expired_held(connection: Any, limit: int) -> list[HeldEvent]:
+    """Held events whose hold ended by the database clock, oldest first, locked so that
+    no other instance (nor a start event arriving now) takes them meanwhile."""
+    rows = await connection.fetch(
+        "SELECT * FROM saga_held_events WHERE held_until <= now()"
+        " ORDER BY held_until, seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+        limit,
+    )
+    return [_held(row) for row in rows]
+
+
+async def drop_orphans(connection: Any, orphans: Sequence[HeldEvent]) -> None:
+    """Forget dead-lettered orphans: their held rows, and their entries in the log (the
+    event as read, the decision to hold it) unless a saga of that id exists; so a
+    record redriven from the dead letters later is read as new."""
+    if not orphans:
+        return
+    await connection.execute(
+        "WITH gone AS (DELETE FROM saga_held_events WHERE message_id = ANY($2::text[])"
+        " RETURNING saga_id, message_id)"
+        " DELETE FROM saga_log l USING gone"
+        " WHERE l.saga_id = gone.saga_id AND l.saga_id = ANY($1::text[])"
+        " AND (l.message_id = gone.message_id OR l.detail->>'cause' = gone.message_id)"
+        " AND NOT EXISTS (SELECT 1 FROM saga_instances s WHERE s.saga_id = gone.saga_id)",
+        sorted({h.saga_id for h in orphans}),
+        [h.message_id for h in orphans],
+    )

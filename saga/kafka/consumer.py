@@ -55,6 +55,7 @@ from saga.kafka.partitions import Abandoned, PartitionWorker, drain
 from saga.kafka.publisher import Publisher
 from saga.kafka.rebalance import Rebalance
 from saga.messages.base import Message
+from saga.messages.codec import RawRecord
 from saga.messages.envelope import Envelope
 from saga.messages.registry import MessageRegistry
 from saga.messages.topics import SECURITY_DEAD_LETTERS, dead_letter_topic, prefixed
@@ -67,10 +68,12 @@ from saga.shutdown import serve_until_signalled
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Envelope[Message]], Awaitable[None]]
-#: A partition's batch: the envelopes, and the ``process <topic>`` span of each. It may
-#: return the envelopes it refuses, by message id, with the error: they are dead-lettered.
+#: A partition's batch: the envelopes, the ``process <topic>`` span of each and the
+#: record each was read from. It may return the envelopes it refuses, by message id,
+#: with the error: they are dead-lettered.
 BatchHandler = Callable[
-    [list[Envelope[Message]], list[Span]], Awaitable[Mapping[str, Exception] | None]
+    [list[Envelope[Message]], list[Span], list[RawRecord]],
+    Awaitable[Mapping[str, Exception] | None],
 ]
 
 _FETCH_HEADROOM = 1_048_576
@@ -97,8 +100,8 @@ class Consumer:
         carries types this consumer does not handle). ``handler_attempts``
         overrides ``settings.handler_max_attempts``; 0 retries without limit.
         ``batch_handler`` instead of ``handler`` receives each partition's fetched
-        batch at once (valid envelopes, in order, and their spans): one call, one
-        unit of work."""
+        batch at once (valid envelopes, in order, their spans and records): one call,
+        one unit of work."""
         if (handler is None) == (batch_handler is None):
             raise ValueError("give a consumer either handler or batch_handler")
         if not topics:
@@ -325,7 +328,7 @@ class Consumer:
 
         async def handle() -> None:
             nonlocal refused
-            refused = await handler(envelopes, spans) or {}
+            refused = await handler(envelopes, spans, [raw for _, raw in valid]) or {}
 
         try:
             await self._call(handle, f"batch of {len(envelopes)}")

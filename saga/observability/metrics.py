@@ -14,6 +14,7 @@ Exported over OTLP when ``SAGA_OTLP_METRICS_ENDPOINT`` is set (see
 | ``saga.step.retries`` | counter | {retry} | service, saga.step |
 | ``saga.dead_letters`` | counter | {record} | messaging.destination.name, error.type |
 | ``saga.security.rejected`` | counter | {record} | messaging.destination.name, error.type |
+| ``saga.coordinator.orphans`` | counter | {record} | messaging.destination.name |
 """
 
 from __future__ import annotations
@@ -55,4 +56,9 @@ security_rejected = _meter.create_counter(
     "saga.security.rejected",
     unit="{record}",
     description="Records refused for their signature (unsigned, forged, tampered, replayed)",
+)
+orphans = _meter.create_counter(
+    "saga.coordinator.orphans",
+    unit="{record}",
+    description="Events of a saga never started, dead-lettered after their hold",
 )

@@ -109,6 +109,30 @@ MIGRATIONS: Final[dict[str, tuple[str, ...]]] = {
         );
         CREATE INDEX saga_tasks_open ON saga_tasks (status, assignee);
         """,
+        # 3: events of sagas not started yet (saga.coordinator.orphans): the record as
+        # read, held for the start event until held_until, then dead-lettered.
+        """
+        CREATE TABLE saga_held_events (
+            seq          bigserial   PRIMARY KEY,
+            saga_id      text        NOT NULL,
+            message_id   text        NOT NULL UNIQUE,
+            topic        text        NOT NULL,
+            partition    integer     NOT NULL,
+            "offset"     bigint      NOT NULL,
+            key          bytea,
+            value        bytea,
+            headers      jsonb       NOT NULL,
+            timestamp_ms bigint,
+            traceparent  text,
+            tracestate   text,
+            held_at      timestamptz NOT NULL,
+            held_until   timestamptz NOT NULL,
+            reason       text,
+            error_type   text
+        );
+        CREATE INDEX saga_held_events_saga ON saga_held_events (saga_id, seq);
+        CREATE INDEX saga_held_events_until ON saga_held_events (held_until);
+        """,
     ),
     "vault": (
         # 1: users' connect tokens, AES-GCM ciphertext only (see saga.security.vault).

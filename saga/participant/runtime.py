@@ -22,7 +22,7 @@ from saga.kafka.consumer import Consumer
 from saga.kafka.provisioning import ensure_topics
 from saga.kafka.publisher import Publisher, usable_record_bytes
 from saga.messages.base import Message
-from saga.messages.codec import EncodedRecord
+from saga.messages.codec import EncodedRecord, RawRecord
 from saga.messages.envelope import Envelope
 from saga.messages.topics import COORDINATOR_OWNER, events_topic, prefixed
 from saga.observability.health import HealthServer
@@ -154,7 +154,9 @@ class ServiceRuntime:
     async def _handle(self, envelope: Envelope[Message]) -> None:
         await self.runner.handle(envelope)
 
-    async def _handle_batch(self, envelopes: list[Envelope[Message]], spans: list[Span]) -> None:
+    async def _handle_batch(
+        self, envelopes: list[Envelope[Message]], spans: list[Span], _: list[RawRecord]
+    ) -> None:
         size = self.settings.delivery_batch
         deliveries = list(zip(envelopes, spans, strict=True))
         for start in range(0, len(deliveries), size):

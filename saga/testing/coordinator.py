@@ -3,13 +3,15 @@ sagas kept in memory, publishing what they send as the coordinator's shell would
 
 It reads a message once per id, finds its saga's definition (the version the saga
 started with), decides with :func:`~saga.coordinator.decide.decide`, keeps the
-timers and tasks, and publishes commands, its own events and ``saga.SagaFinished``.
+timers and tasks, holds an event read before its saga's start event (decided right
+after it; an orphan once ``orphan_hold`` passes without it), and publishes commands,
+its own events and ``saga.SagaFinished``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from opentelemetry.trace import INVALID_SPAN
 
@@ -21,6 +23,7 @@ from saga.coordinator.decide import (
     decide,
 )
 from saga.coordinator.definitions import LoadedDefinitions
+from saga.coordinator.orphans import ORPHAN_HOLD
 from saga.coordinator.outgoing import SOURCE, Outgoing
 from saga.coordinator.state import SagaState
 from saga.definition.saga import SagaDefinition, SagaMode
@@ -49,6 +52,7 @@ class InMemoryCoordinator:
         mode: SagaMode,
         publish: Callable[[str, EncodedRecord], None],
         clock: Callable[[], datetime],
+        orphan_hold: timedelta = ORPHAN_HOLD,
     ) -> None:
         self.mode: SagaMode = mode
         self._publish = publish
@@ -64,6 +68,11 @@ class InMemoryCoordinator:
         self.timers: dict[tuple[str, str], datetime] = {}
         self.tasks: dict[str, list[TaskChange]] = {}
         self.decided: set[str] = set()
+        self.orphan_hold = orphan_hold
+        #: Events of sagas not started yet, by saga id, in the order read: until when.
+        self.held: dict[str, list[tuple[Envelope[Message], datetime]]] = {}
+        #: Held events whose start event never came (dead-lettered by the real one).
+        self.orphans: list[Envelope[Message]] = []
         #: Every fact the coordinator decided on, with its decision, in order.
         self.decisions: list[tuple[Incoming, Decision]] = []
 
@@ -78,8 +87,29 @@ class InMemoryCoordinator:
         state = self.states.get(envelope.saga_id)
         if state is not None:
             definition = self.definition_of(state)
-        incoming = intake.from_event(envelope, definition, self._clock())
-        self.decide(incoming, definition)
+        now = self._clock()
+        decision = self.decide(intake.from_event(envelope, definition, now), definition)
+        if decision.hold:  # no saga yet: kept for its start event, as the shell does
+            self.held.setdefault(envelope.saga_id, []).append((envelope, now + self.orphan_hold))
+        elif state is None and decision.state is not None:
+            # The start event opened the saga: what was held is decided right after it.
+            for held, _ in self.held.pop(envelope.saga_id, []):
+                definition = self.definition_of(self.states[envelope.saga_id])
+                self.decide(intake.from_event(held, definition, self._clock()), definition)
+
+    def expire_held(self, now: datetime) -> list[Envelope[Message]]:
+        """Held events whose hold ended by ``now``: dropped from the hold and added to
+        ``orphans`` (the real coordinator dead-letters them); returns them."""
+        expired: list[Envelope[Message]] = []
+        for saga_id in list(self.held):
+            kept = [(e, until) for e, until in self.held[saga_id] if until > now]
+            expired += [e for e, until in self.held[saga_id] if until <= now]
+            if kept:
+                self.held[saga_id] = kept
+            else:
+                del self.held[saga_id]
+        self.orphans += expired
+        return expired
 
     def decide(self, incoming: Incoming, definition: SagaDefinition) -> Decision:
         saga_id = incoming.saga_id

@@ -35,6 +35,10 @@ Timer names are the coordinator's: ``step-timeout:<step>``,
 ``compensation-timeout:<step>``, ``compensation-retry:<step>``, ``deadline``,
 ``approval-sla:<step>`` and ``approval-deadline:<step>``.
 
+Only the start event opens the saga, as in the coordinator: an event received
+before it is held (``held``; its decision says ``hold``) and decided right
+after the start event, in the order received.
+
 **Then.** ``status`` and ``step(name)`` are the saga's and a step's status,
 ``state`` the whole :class:`~saga.coordinator.state.SagaState`; ``timers`` the
 pending timers by name. Everything decided so far is in ``commands``,
@@ -47,6 +51,7 @@ a time; each returns what it matched, to look further (payload, purpose).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
@@ -101,6 +106,8 @@ class SagaScenario:
         self.timers_cancelled: list[str] = []
         #: What the decisions say happened, for the saga log (and a failing test's message).
         self.notes: list[str] = []
+        #: Events received before the start event: held, decided right after it.
+        self.held: list[Incoming] = []
         self._checked = {"commands": 0, "published": 0, "tasks": 0}
 
     # --- when ------------------------------------------------------------------------
@@ -264,7 +271,11 @@ class SagaScenario:
             actor=actor,
             reason=reason,
         )
-        decision = decide(self._state, incoming, self.definition, self._now, mode=self.mode)
+        return self._apply(incoming)
+
+    def _apply(self, incoming: Incoming) -> Decision:
+        before = self._state
+        decision = decide(before, incoming, self.definition, self._now, mode=self.mode)
         # As the coordinator's shell keeps it: a fact that changed nothing is only logged.
         if decision.state is not None and decision.applied:
             self._state = decision.state
@@ -279,6 +290,13 @@ class SagaScenario:
         self.timers_set += decision.set_timers
         self.timers_cancelled += decision.cancel_timers
         self.notes += decision.notes
+        if decision.hold:
+            self.held.append(incoming)
+        elif before is None and self._state is not None:
+            # The start event opened the saga: what was held is decided right after it.
+            held, self.held = self.held, []
+            for event in held:
+                self._apply(replace(event, at=self._now))
         return decision
 
     def _expect(

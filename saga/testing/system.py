@@ -37,6 +37,9 @@ and a handler that uses ``ctx.db`` fails its step (``NoDatabase``).
 Time stands still unless told: timers are kept with their due times, and
 ``await system.advance(timedelta(seconds=31))`` (or ``fire_due(now=...)``)
 fires each timer falling due, at its due time, and runs until quiet after each.
+As in the coordinator, only a saga's start event opens it: an event read before
+it is held and decided right after it, or, once ``orphan_hold`` (5 minutes) has
+passed without it, given up as an orphan (:meth:`~InMemorySagaSystem.orphans`).
 :meth:`~InMemorySagaSystem.start_saga`, :meth:`~InMemorySagaSystem.publish`
 and :meth:`~InMemorySagaSystem.operate` put messages on the topics;
 :meth:`~InMemorySagaSystem.run_until_quiet` delivers them and all they cause.
@@ -55,6 +58,7 @@ from saga.coordinator.decide import (
     Incoming,
     TaskChange,
 )
+from saga.coordinator.orphans import ORPHAN_HOLD
 from saga.coordinator.state import SagaState
 from saga.definition.saga import SagaDefinition, SagaMode
 from saga.errors import ServiceMisconfigured
@@ -99,13 +103,18 @@ class InMemorySagaSystem:
         mode: SagaMode = "choreography",
         database_url: str | None = None,
         start: datetime | None = None,
+        orphan_hold: timedelta = ORPHAN_HOLD,
     ) -> None:
         if isinstance(definitions, SagaDefinition):
             definitions = [definitions]
         self.mode: SagaMode = mode
         self._now = start or datetime.now(UTC)
         self._coordinator = InMemoryCoordinator(
-            definitions, mode=mode, publish=self._from_coordinator, clock=lambda: self._now
+            definitions,
+            mode=mode,
+            publish=self._from_coordinator,
+            clock=lambda: self._now,
+            orphan_hold=orphan_hold,
         )
         #: Every type published in the system: what the coordinator reads and writes,
         #: its outcome announcements, and (below) what the services read and write.
@@ -260,6 +269,7 @@ class InMemorySagaSystem:
             fired += 1
             await self.run_until_quiet()
         self._now = until
+        self._coordinator.expire_held(until)
         return fired
 
     async def advance(self, by: timedelta) -> int:
@@ -303,6 +313,12 @@ class InMemorySagaSystem:
     def messages(self, saga_id: str | None = None) -> list[Envelope[Message]]:
         """Every message published (of saga ``saga_id``), in order."""
         return [e for e in self._messages if saga_id is None or e.saga_id == saga_id]
+
+    def orphans(self) -> list[Envelope[Message]]:
+        """Events the coordinator read for a saga never started: held ``orphan_hold``
+        for the start event (it may come later, from another topic), then given up
+        (the real coordinator dead-letters them as ``OrphanEvent``)."""
+        return list(self._coordinator.orphans)
 
     def kit(self, service: str) -> ServiceTestKit:
         """The kit running ``service``: its runner, its store (``kit.emitted()``)."""

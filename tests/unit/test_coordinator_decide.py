@@ -213,14 +213,41 @@ def test_a_finished_saga_is_not_resolved_and_an_unknown_step_is_named() -> None:
     assert (parked.status, again.applied) == ("resolved", False), "resolved once, not twice"
 
 
-def test_an_event_before_the_start_event_opens_the_saga() -> None:
+def test_an_event_before_the_start_event_opens_nothing_and_is_held() -> None:
     scenario = SagaScenario(ORDER_SAGA, saga_id="o-1")
-    scenario.receive(RESERVED)
-    assert scenario.status == "running"
-    assert scenario.step("reserve") == "completed"
-    assert scenario.step("charge") == "running"
+    decision = scenario.receive(RESERVED)
+    assert (decision.hold, decision.state, decision.applied) == (True, None, False)
+    assert decision.commands == [] and decision.set_timers == [] and decision.events == []
+    assert decision.notes == [
+        "inventory.InventoryReserved of no saga started yet: held for its start event"
+    ]
+    with pytest.raises(AssertionError, match="no saga 'o-1' yet"):
+        _ = scenario.status
+    assert scenario.timers == {}, "no deadline for a saga nobody started"
+
+
+def test_only_the_start_event_opens_a_saga_timers_and_operators_never_do() -> None:
+    for fact in ("step-timeout:charge", "deadline"):
+        decision = SagaScenario(ORDER_SAGA, saga_id="o-1").fire(fact, late=True)
+        assert (decision.hold, decision.state, decision.applied) == (False, None, False)
+    resolved = SagaScenario(ORDER_SAGA, saga_id="o-1").resolve(by="mallory")
+    assert (resolved.hold, resolved.state) == (False, None)
+    opened = SagaScenario(ORDER_SAGA, saga_id="o-1").receive(ORDER)
+    assert (opened.hold, opened.state is not None, opened.notes[0]) == (
+        False,
+        True,
+        "saga started",
+    )
+
+
+def test_an_event_held_before_the_start_event_is_decided_right_after_it() -> None:
+    scenario = SagaScenario(ORDER_SAGA, saga_id="o-1")
+    scenario.receive(RESERVED)  # read first: its topic was read before the order's
     scenario.receive(ORDER)
-    assert scenario.step("reserve") == "completed"
+    assert scenario.held == []
+    assert scenario.status == "running"
+    assert (scenario.step("reserve"), scenario.step("charge")) == ("completed", "running")
+    assert scenario.notes[1:4] == ["saga started", "reserve started", "reserve completed"]
     scenario.expect_commands()
 
 
@@ -251,16 +278,15 @@ def test_generic_step_failure_is_attributed_by_its_service() -> None:
 
 def test_events_read_in_reverse_still_compensate_in_causal_order() -> None:
     # One saga's events travel on different topics: the coordinator may read the
-    # shipping failure before the payment (and even the order) it came after.
+    # shipping failure before the payment it came after, and all of them before the
+    # order: held until the order opens the saga, then decided in the order read.
     scenario = SagaScenario(ORDER_SAGA, saga_id="o-1")
-    scenario.receive(ShippingFailed(error_type="NoCarrier"))
-    assert (scenario.step("charge"), scenario.step("reserve")) == ("compensating", "completed")
-    scenario.expect_commands()  # RefundPayment needs the order id, still on its way
-    scenario.receive(CHARGED)
-    scenario.expect_commands(RefundPayment)  # the later step is undone first
-    scenario.receive(RESERVED)
-    scenario.receive(ORDER)
+    for event in (ShippingFailed(error_type="NoCarrier"), CHARGED, RESERVED):
+        assert scenario.receive(event).hold
     scenario.expect_commands()
+    scenario.receive(ORDER)
+    assert (scenario.step("charge"), scenario.step("reserve")) == ("compensating", "completed")
+    scenario.expect_commands(RefundPayment)  # the later step is undone first
     scenario.receive(REFUNDED)
     scenario.expect_commands(ReleaseInventory)
     scenario.receive(RELEASED)
@@ -268,14 +294,15 @@ def test_events_read_in_reverse_still_compensate_in_causal_order() -> None:
 
 
 def test_an_undo_waits_for_data_still_in_flight_then_parks_if_it_never_comes() -> None:
-    scenario = SagaScenario(ORDER_SAGA, saga_id="o-1")
-    scenario.receive(ShippingFailed(error_type="NoCarrier"))
+    scenario = order_saga()
+    scenario.receive(ShippingFailed(error_type="NoCarrier"))  # read before the charge
+    assert (scenario.step("charge"), scenario.step("reserve")) == ("compensating", "completed")
     scenario.expect_commands()  # no order id yet: RefundPayment cannot be built
     assert scenario.status == "compensating"
     scenario.receive(CHARGED)
     scenario.expect_commands(RefundPayment)  # sent as soon as the data came
 
-    never = SagaScenario(ORDER_SAGA, saga_id="o-1")
+    never = order_saga()
     never.receive(ShippingFailed(error_type="NoCarrier"))
     never.fire("compensation-retry:charge")
     assert never.status == "parked"

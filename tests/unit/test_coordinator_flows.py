@@ -199,53 +199,45 @@ def test_a_failed_step_takes_its_alternative_before_compensating() -> None:
     assert (scenario.step("hotel"), scenario.step("hostel")) == ("failed", "completed")
 
 
-def test_a_join_short_of_data_waits_for_the_start_event_read_late() -> None:
+def test_branches_answering_before_the_request_is_read_are_joined_right_after_it() -> None:
     scenario = trip()
-    # The branches answered before the coordinator read the trip request (another topic).
-    scenario.receive(DONE["flight"])
-    scenario.receive(DONE["hotel"])
-    scenario.expect_published()  # TripBooked needs amount_cents, which only the request has
-    assert scenario.status == "running"
+    # The branches answered before the coordinator read the trip request (another topic):
+    # held, since only the request opens the saga, and decided right after it.
+    assert scenario.receive(DONE["flight"]).hold
+    assert scenario.receive(DONE["hotel"]).hold
+    scenario.expect_published()  # no saga yet, no TripBooked
     scenario.receive(REQUEST)
-    scenario.expect_published(TripBooked, TaskOpened)
+    scenario.expect_published(TripBooked, TaskOpened)  # with the request's amount_cents
     assert scenario.step("approve") == "running"
 
 
-def test_an_alternative_short_of_data_waits_for_the_start_event_read_late() -> None:
+def test_an_alternative_for_a_failure_read_before_the_request_is_sent_right_after_it() -> None:
     scenario = trip()
     # The hotel's failure was read before the trip request (another topic): BookHostel
     # needs the trip_id only the request carries.
-    scenario.receive(FAILED["hotel"])
-    scenario.expect_commands()  # no BookHostel without its trip_id
-    assert (scenario.step("hostel"), scenario.status) == ("running", "running")
-    assert "step-timeout:hostel" in scenario.timers, "a safety net while it waits"
+    assert scenario.receive(FAILED["hotel"]).hold
+    scenario.expect_commands()  # no saga yet, no BookHostel
     scenario.receive(REQUEST)
     scenario.expect_commands(BookHostel)
     hostel = scenario.state.steps["hostel"]
     assert hostel.data == {"trip_id": "t-1"} and not hostel.waiting_for_data
+    assert (scenario.step("hotel"), scenario.step("hostel")) == ("failed", "running")
+    assert "step-timeout:hostel" in scenario.timers
     assert scenario.step("flight") == "running"
     scenario.receive(DONE["flight"])
     scenario.receive(DONE["hostel"])
     scenario.expect_published(TripBooked, TaskOpened)
 
 
-def test_an_alternative_whose_data_never_comes_fails_unsent_and_the_saga_compensates() -> None:
+def test_failures_of_a_trip_never_requested_open_nothing_and_send_nothing() -> None:
     scenario = trip()
-    scenario.receive(FAILED["hotel"])
-    scenario.fire("step-timeout:hostel")
-    assert scenario.step("hostel") == "failed", "never sent: not timed out, nothing to undo"
-    assert scenario.status == "compensated"
-    scenario.expect_commands()  # neither BookHostel nor CancelHostel
-
-
-def test_an_alternative_waiting_for_data_is_dropped_when_the_saga_compensates() -> None:
-    scenario = trip()
-    scenario.receive(FAILED["hotel"])  # BookHostel waits for the trip request
-    scenario.receive(FAILED["flight"])
-    assert scenario.step("hostel") == "failed", "never sent: nothing in flight to wait for"
-    assert scenario.status == "compensated"
-    assert "step-timeout:hostel" not in scenario.timers
-    scenario.expect_commands()
+    for failure in (FAILED["hotel"], FAILED["flight"]):
+        decision = scenario.receive(failure)
+        assert (decision.hold, decision.state, decision.commands) == (True, None, [])
+    assert scenario.timers == {} and scenario.tasks == []
+    scenario.expect_commands()  # neither BookHostel nor a compensation
+    scenario.expect_published()
+    assert len(scenario.held) == 2, "kept for the request, should it come"
 
 
 def test_when_the_alternative_fails_too_the_saga_compensates() -> None:

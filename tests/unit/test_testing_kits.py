@@ -18,6 +18,8 @@ from contracts.order_saga import ORDER_SAGA
 from contracts.orders import OrderPlaced
 from contracts.payment import PaymentFailed
 from saga import CompensationFailed, Service, StepContext, StepFailure
+from saga.coordinator.orphans import ORPHAN_HOLD
+from saga.settings import Settings
 from saga.testing import InMemorySagaSystem, SagaScenario
 from tests.trips.messages import (
     POINTS,
@@ -288,6 +290,47 @@ async def test_the_system_names_what_it_cannot_do() -> None:
         await system.start_saga(RESERVED, saga_id="o-1")
     with pytest.raises(KeyError, match="no saga 'o-1'"):
         system.state("o-1")
+
+
+async def test_a_stray_event_opens_no_saga_and_is_an_orphan_after_its_hold() -> None:
+    system = InMemorySagaSystem(ORDER_SAGA, orphan_hold=timedelta(seconds=60))
+    stray = await system.publish(RESERVED, saga_id="o-1", saga_type="order")
+    await system.run_until_quiet()
+    with pytest.raises(KeyError, match="no saga 'o-1'"):
+        system.state("o-1")
+    [(_, decision)] = system.decisions
+    assert (decision.hold, decision.state, decision.commands) == (True, None, [])
+    await system.advance(timedelta(seconds=59))
+    assert system.orphans() == [], "still waiting for its start event"
+    await system.advance(timedelta(seconds=1))
+    assert [e.id for e in system.orphans()] == [stray.id]
+    assert system.timers("o-1") == {} and system.messages("o-1") == [stray]
+    with pytest.raises(KeyError, match="no saga 'o-1'"):
+        system.state("o-1")
+
+
+async def test_an_event_read_before_its_start_event_is_decided_right_after_it() -> None:
+    system = InMemorySagaSystem(ORDER_SAGA)
+    await system.publish(RESERVED, saga_id="o-1", saga_type="order")
+    await system.run_until_quiet()
+    await system.start_saga(ORDER, saga_id="o-1")
+    await system.run_until_quiet()
+    state = system.state("o-1")
+    assert (state.steps["reserve"].status, state.steps["charge"].status) == (
+        "completed",
+        "running",
+    )
+    assert [i.type for i, _ in system.decisions] == [
+        "inventory.InventoryReserved",  # held
+        "orders.OrderPlaced",
+        "inventory.InventoryReserved",  # decided right after the order
+    ]
+    await system.advance(timedelta(minutes=10))
+    assert system.orphans() == []
+
+
+def test_the_in_memory_hold_is_the_coordinators_default() -> None:
+    assert timedelta(milliseconds=Settings().orphan_hold_ms) == ORPHAN_HOLD
 
 
 # --- the pytest plugin ---------------------------------------------------------------------
