@@ -14,6 +14,7 @@ Exported over OTLP when ``SAGA_OTLP_METRICS_ENDPOINT`` is set (see
 | ``saga.step.retries`` | counter | {retry} | service, saga.step |
 | ``saga.dead_letters`` | counter | {record} | messaging.destination.name, error.type |
 | ``saga.security.rejected`` | counter | {record} | messaging.destination.name, error.type |
+| ``saga.partitions.stalled`` | up-down counter | {partition} | consumer group, destination |
 """
 
 from __future__ import annotations
@@ -50,4 +51,10 @@ security_rejected = _meter.create_counter(
     "saga.security.rejected",
     unit="{record}",
     description="Records refused for their signature (unsigned, forged, tampered, replayed)",
+)
+partitions_stalled = _meter.create_up_down_counter(
+    "saga.partitions.stalled",
+    unit="{partition}",
+    description="Partitions with records waiting whose position has not moved for"
+    " SAGA_STALL_AFTER_MS (see saga.kafka.stalls)",
 )
