@@ -24,6 +24,7 @@
     ├── StepTimeout                    an attempt ran past its ``attempt_timeout`` (retried)
     ├── CircuitOpen                    a dependency's circuit is open (retried later)
     ├── StoreUnavailable               the service's database cannot be reached (retried)
+    ├── RecordRefused                  the database refuses a record's data: dead-lettered at once
     ├── TokenUnavailable, ConnectionUnavailable, VaultError   credentials cannot be had now
     └── BadRequest                     an HTTP request a route cannot take (400)
 

@@ -125,6 +125,12 @@ class Settings(BaseSettings):
     )
     handler_retry_initial_ms: int = Field(default=100, ge=0)
     handler_retry_max_ms: int = Field(default=5_000, ge=0)
+    stall_after_ms: int = Field(
+        default=60_000,
+        gt=0,
+        description="A partition with records waiting and no progress for this long is"
+        " reported stalled (/readyz, log, metric).",
+    )
 
     # --- Topics -----------------------------------------------------------
     topic_prefix: str = Field(

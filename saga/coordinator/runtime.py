@@ -85,7 +85,13 @@ class CoordinatorRuntime:
         )
         self.publisher = Publisher(settings, client_id=f"{settings.client_id}-coordinator")
         self.relay = OutboxRelay.of(self.store, self.publisher, settings)
-        known = {t for d in self.coordinator.definitions.values() for t in d.message_types()}
+        # Every version's: a running saga keeps the version it started with.
+        known = {
+            t
+            for by_version in self.coordinator.loaded.versions.values()
+            for d in by_version.values()
+            for t in d.message_types()
+        }
         known |= {StepFailed.message_type, CompensationFailed.message_type}
         self.group_id = f"{settings.topic_prefix}saga-coordinator"
         self.consumer = Consumer(
@@ -97,7 +103,13 @@ class CoordinatorRuntime:
             publisher=self.publisher,
             client_id=f"{settings.client_id}-coordinator",
             accepts=known.__contains__,
-            handler_attempts=0,  # database trouble: retry until it is back
+            # It reads every saga events topic: a type no loaded saga reacts to is
+            # handled by no saga, and dead-lettered here (events outside sagas belong
+            # on topics of their own).
+            answers_for=self.coordinator.topics(),
+            # The database unavailable: retry until it is back. Refusing a record's
+            # data: dead-lettered at once (saga.resilience.data_errors).
+            handler_attempts=0,
         )
         self.health = (
             HealthServer(
@@ -226,8 +238,11 @@ class CoordinatorRuntime:
         return status, answer
 
     def _report(self) -> tuple[bool, dict[str, Any]]:
-        return self._ready, {
+        # A partition that makes no progress is not ready (SAGA_STALL_AFTER_MS).
+        stalled = [stall.to_json() for stall in self.consumer.stalled()]
+        return self._ready and not stalled, {
             "service": COORDINATOR,
             "sagas": sorted(self.coordinator.definitions),
             "partitions": len(self.consumer.assignment()) if self._ready else 0,
+            "stalled": stalled,
         }

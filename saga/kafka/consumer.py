@@ -12,9 +12,11 @@ Guarantees (at-least-once, with order):
   returned (its work is durable by contract) or the record was dead-lettered
   and the broker acknowledged the dead letter.
 * **Bad input never stalls a partition.** A record that is not a valid
-  envelope, or whose handler keeps failing, goes to ``<topic>.dlq`` with the
-  reason, its original headers and its topic/partition/offset; the next record
-  is handled.
+  envelope, whose handler keeps failing, or whose data the database refuses
+  (:mod:`saga.resilience.data_errors`: at once, never retried), goes to
+  ``<topic>.dlq`` with the reason, its original headers and its
+  topic/partition/offset; the next record is handled. In a batch, the records are
+  then handled one by one, so that only the refused one is dead-lettered.
 * **Rebalances.** When partitions are revoked, their in-flight records finish,
   their offsets are committed while this member still owns them, and nothing
   is ever committed for them afterwards.
@@ -40,7 +42,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import time
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import timedelta
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -54,12 +57,14 @@ from saga.kafka.intake import Intake
 from saga.kafka.partitions import Abandoned, PartitionWorker, drain
 from saga.kafka.publisher import Publisher
 from saga.kafka.rebalance import Rebalance
+from saga.kafka.stalls import Stall, StallWatch
 from saga.messages.base import Message
 from saga.messages.codec import RawRecord
 from saga.messages.envelope import Envelope
 from saga.messages.registry import MessageRegistry
 from saga.messages.topics import SECURITY_DEAD_LETTERS, dead_letter_topic, prefixed
 from saga.observability import tracing
+from saga.resilience.data_errors import RecordRefused, record_refused, refuses_data
 from saga.resilience.retry import RetryPolicy, run_with_retry
 from saga.security.signing import Verifier
 from saga.settings import Settings
@@ -77,6 +82,8 @@ BatchHandler = Callable[
 ]
 
 _FETCH_HEADROOM = 1_048_576
+#: How often partitions are checked for stalls.
+_STALL_CHECK_S = 0.5
 
 
 class Consumer:
@@ -93,11 +100,14 @@ class Consumer:
         publisher: Publisher | None = None,
         client_id: str | None = None,
         accepts: Callable[[str], bool] | None = None,
+        answers_for: Collection[str] = (),
         handler_attempts: int | None = None,
         batch_handler: BatchHandler | None = None,
     ) -> None:
         """``accepts(ce_type)`` false: the record is skipped unread (a shared topic
-        carries types this consumer does not handle). ``handler_attempts``
+        carries types this consumer does not handle), except on the topics of
+        ``answers_for``, where this consumer is the one that would handle it: there
+        it is dead-lettered as an unknown type. ``handler_attempts``
         overrides ``settings.handler_max_attempts``; 0 retries without limit.
         ``batch_handler`` instead of ``handler`` receives each partition's fetched
         batch at once (valid envelopes, in order, their spans and records): one call,
@@ -128,6 +138,7 @@ class Consumer:
                 milliseconds=max(settings.handler_retry_max_ms, settings.handler_retry_initial_ms)
             ),
             maximum_attempts=self._handler_attempts,
+            non_retryable_error_types=(RecordRefused,),
         )
         self._client_id = client_id or f"{settings.client_id}-{group_id}"
         self._own_publisher = publisher is None
@@ -137,6 +148,7 @@ class Consumer:
             group_id=group_id,
             registry=registry,
             accepts=accepts,
+            answers_for=answers_for,
             verifier=verifier,
             security_topic=prefixed(settings.topic_prefix, SECURITY_DEAD_LETTERS),
             publisher=self._publisher,
@@ -159,6 +171,8 @@ class Consumer:
             # this); the broker must not evict us meanwhile.
             rebalance_timeout_ms=settings.max_poll_interval_ms,
         )
+        self._stalls = StallWatch(group_id, settings.stall_after_ms / 1000)
+        self._stalls_checked = 0.0
         self._slots = asyncio.Semaphore(settings.max_concurrency)
         self._workers: dict[TopicPartition, PartitionWorker] = {}
         self._commits = Commits(
@@ -188,6 +202,11 @@ class Consumer:
         assigned: set[TopicPartition] = self._kafka.assignment()
         return assigned
 
+    def stalled(self) -> list[Stall]:
+        """Partitions with records waiting whose position has not moved for
+        ``SAGA_STALL_AFTER_MS`` (see :mod:`saga.kafka.stalls`)."""
+        return self._stalls.stalled
+
     def stop(self) -> None:
         """Ask :meth:`run` to finish in-flight work, commit and return. Signal-safe."""
         self._stopping.set()
@@ -213,6 +232,7 @@ class Consumer:
                     self._dispatch(tp, records)
                 if self._commits.due:
                     await self._commits.commit(self._workers.values())
+                self._watch_stalls()
         finally:
             await self._close()
 
@@ -234,6 +254,15 @@ class Consumer:
             await self._kafka.stop()  # leaves the group
             if self._own_publisher:
                 await self._publisher.stop()
+
+    def _watch_stalls(self) -> None:
+        now = time.monotonic()
+        if now - self._stalls_checked < _STALL_CHECK_S:
+            return
+        self._stalls_checked = now
+        self._stalls.check(
+            (tp.topic, tp.partition, w.position, w.waiting) for tp, w in self._workers.items()
+        )
 
     # --- dispatch ---------------------------------------------------------------
 
@@ -303,6 +332,9 @@ class Consumer:
             envelope = tracing.within(span, read)
             try:
                 await self._call(lambda: self._handler_of(envelope), envelope.type)
+            except RecordRefused as exc:
+                span.set_status(Status(StatusCode.ERROR, "dead-lettered"))
+                await self._intake.dead_letter(raw, str(exc), exc.error_type)
             except Exception as exc:
                 if self._stopping.is_set():
                     # Shutting down mid-retry: leave it uncommitted, to be retried after restart.
@@ -319,8 +351,11 @@ class Consumer:
         assert self._batch_handler is not None
         read = [await self._intake.read(record) for record in records]
         valid = [(envelope, raw) for envelope, raw in read if envelope is not None]
-        if not valid:
-            return
+        if valid:
+            await self._handle_valid(valid)
+
+    async def _handle_valid(self, valid: Sequence[tuple[Envelope[Message], RawRecord]]) -> None:
+        assert self._batch_handler is not None
         spans = [tracing.start_process_span(raw, e, self._group_id) for e, raw in valid]
         envelopes = [tracing.within(span, e) for span, (e, _) in zip(spans, valid, strict=True)]
         handler = self._batch_handler
@@ -332,6 +367,20 @@ class Consumer:
 
         try:
             await self._call(handle, f"batch of {len(envelopes)}")
+        except RecordRefused as exc:
+            tracing.end_spans(spans, exc)
+            if len(valid) > 1:
+                # The batch rolled back: the others are good, handled one by one.
+                log.warning(
+                    "the database refuses a record of a batch of %d (%s); one by one",
+                    len(valid),
+                    exc,
+                )
+                for one in valid:
+                    await self._handle_valid([one])
+                return
+            await self._intake.dead_letter(valid[0][1], str(exc), exc.error_type)
+            return
         except Exception as exc:
             tracing.end_spans(spans, exc)
             if self._stopping.is_set():
@@ -359,7 +408,14 @@ class Consumer:
 
     async def _call(self, work: Callable[[], Awaitable[None]], what: str) -> None:
         async def attempt(number: int) -> None:
-            await work()
+            try:
+                await work()
+            except RecordRefused:
+                raise
+            except Exception as exc:
+                if refuses_data(exc):
+                    raise record_refused(exc) from exc  # the record's problem: not retried
+                raise
 
         def retrying(number: int, error: BaseException, delay: timedelta) -> None:
             log.warning(

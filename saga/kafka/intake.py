@@ -1,9 +1,13 @@
 """Where a fetched record is read: accepted, its signature checked, decoded, or dead-lettered.
 
-A record of a type the consumer does not handle is skipped unread. One that
-fails its signature check goes to the security dead letters; one that is not a
-valid envelope goes to ``<topic>.dlq``. Either way the partition goes on with
-the next record, once the dead letter is durable.
+A record of a type the consumer does not handle is skipped unread: a shared
+topic carries types for other readers. Unless the consumer answers for the
+record's topic (the only reader of a service's commands topic; the coordinator,
+which reads every saga events topic): then no one else would handle it, and it
+is dead-lettered (``UnknownMessageType``). One that fails its signature check
+goes to the security dead letters; one that is not a valid envelope goes to
+``<topic>.dlq``. Either way the partition goes on with the next record, once
+the dead letter is durable.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from aiokafka import ConsumerRecord
 
@@ -23,7 +27,7 @@ from saga.messages import headers as h
 from saga.messages.base import Message
 from saga.messages.codec import RawRecord, decode, header_map
 from saga.messages.envelope import Envelope
-from saga.messages.errors import InvalidMessage
+from saga.messages.errors import InvalidMessage, UnknownMessageType
 from saga.messages.registry import MessageRegistry
 from saga.observability import metrics
 from saga.security.signing import SignatureError, Verifier
@@ -35,7 +39,8 @@ log = logging.getLogger("saga.kafka.consumer")
 class Intake:
     """Reads records for consumer group ``group_id`` and dead-letters what it cannot read.
 
-    ``accepts(ce_type)`` false: the record is skipped. ``verifier``: refuses
+    ``accepts(ce_type)`` false: the record is skipped, or dead-lettered when its topic
+    is one of ``answers_for`` (no other consumer handles it there). ``verifier``: refuses
     records not signed by their topic's owner, to ``security_topic``.
     ``stopping()`` true: a dead letter that cannot be sent is given up
     (:class:`~saga.kafka.partitions.Abandoned`) instead of retried.
@@ -47,6 +52,7 @@ class Intake:
         group_id: str,
         registry: MessageRegistry,
         accepts: Callable[[str], bool] | None,
+        answers_for: Collection[str] = (),
         verifier: Verifier | None,
         security_topic: str,
         publisher: Publisher,
@@ -55,6 +61,7 @@ class Intake:
         self._group_id = group_id
         self._registry = registry
         self._accepts = accepts
+        self._answers_for = frozenset(answers_for)
         self._verifier = verifier
         self._security_topic = security_topic
         self._publisher = publisher
@@ -71,10 +78,13 @@ class Intake:
             headers=tuple(record.headers or ()),
             timestamp_ms=record.timestamp,
         )
+        unknown: str | None = None
         if self._accepts is not None:
             message_type = header_map(raw.headers).get(h.TYPE)
             if message_type and not self._accepts(message_type.decode(errors="replace")):
-                return None, raw
+                if raw.topic not in self._answers_for:
+                    return None, raw  # another consumer's
+                unknown = message_type.decode(errors="backslashreplace")
         if self._verifier is not None:
             try:
                 self._verifier.check(
@@ -83,6 +93,11 @@ class Intake:
             except SignatureError as refused:
                 await self._refuse(raw, refused)
                 return None, raw
+        if unknown is not None:
+            error = UnknownMessageType(unknown)
+            reason = f"{error.reason}: {self._group_id} handles no such type on {raw.topic}"
+            await self.dead_letter(raw, reason, type(error).__name__)
+            return None, raw
         try:
             return decode(raw, self._registry), raw
         except InvalidMessage as exc:

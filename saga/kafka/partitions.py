@@ -55,6 +55,8 @@ class PartitionWorker:
         self.task: asyncio.Task[None] | None = None
         #: Next offset to read: everything below it is handled (durably).
         self.handled: int | None = None
+        #: Offset of the first record being handled now, if any.
+        self.current: int | None = None
         self.committed: int | None = None
         self.paused = False
         #: Set on a defect: nothing after the failed record may be handled.
@@ -65,6 +67,17 @@ class PartitionWorker:
         self._pause = pause
         self._resume = resume
         self._queue: deque[ConsumerRecord] = deque()
+
+    @property
+    def waiting(self) -> bool:
+        """Records of it wait: queued, being handled, or held after a defect."""
+        running = self.task is not None and not self.task.done()
+        return self.stalled or running or bool(self._queue)
+
+    @property
+    def position(self) -> int | None:
+        """The offset it is at: the next to handle (``None`` before any record)."""
+        return self.handled if self.handled is not None else self.current
 
     @property
     def backlogged(self) -> bool:
@@ -93,6 +106,7 @@ class PartitionWorker:
             else:
                 records = [self._queue.popleft()]
             first, last = records[0], records[-1]
+            self.current = first.offset
             try:
                 async with self._slots:
                     await self._handle(records)

@@ -34,6 +34,10 @@ _POSITIVE_INT = re.compile(r"[1-9][0-9]{0,8}")
 # C0 and C1 control characters and DEL: never part of an id, a type, a time or a
 # trace context; a NUL among them is what PostgreSQL refuses to store.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# JSON escapes that may decode to what no database stores: a NUL, a UTF-16 surrogate
+# (a valid pair decodes to one character; a lone half stays a surrogate).
+_UNSTORABLE_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 #: The headers that become the envelope's fields: each is checked for control characters.
 _ENVELOPE_HEADERS = (
     h.ID,
@@ -175,26 +179,33 @@ def _json(value: bytes | None) -> Any:
         raise NotJson(f"record value is not JSON: {exc.msg} at position {exc.pos}") from None
     except RecursionError:
         raise NotJson("record value is JSON nested too deeply to read") from None
-    if "\\u0000" in text and _holds_nul(data):
+    if _UNSTORABLE_ESCAPE.search(text):
         # Valid JSON and maybe a valid payload, but no database can store it: refused
         # here, once, rather than by every transaction that would try.
-        raise PayloadValidationFailed("a string of the payload holds a NUL character (U+0000)")
+        problem = _unstorable(data)
+        if problem is not None:
+            raise PayloadValidationFailed(f"a string of the payload holds {problem}")
     return data
 
 
-def _holds_nul(data: Any) -> bool:
+def _unstorable(data: Any) -> str | None:
+    """What no PostgreSQL text can hold, in any string of ``data``: a NUL, or a lone
+    surrogate (half of a UTF-16 pair, which UTF-8 cannot encode)."""
     pending = [data]
     while pending:
         item = pending.pop()
         if isinstance(item, str):
             if "\x00" in item:
-                return True
+                return "a NUL character (U+0000)"
+            bad = _SURROGATE.search(item)
+            if bad is not None:
+                return f"a lone surrogate (U+{ord(bad.group()):04X}), which is not text"
         elif isinstance(item, dict):
             pending.extend(item.keys())
             pending.extend(item.values())
         elif isinstance(item, list):
             pending.extend(item)
-    return False
+    return None
 
 
 def _positive_int(found: dict[str, str], name: str) -> int:

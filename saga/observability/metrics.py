@@ -9,12 +9,14 @@ Exported over OTLP when ``SAGA_OTLP_METRICS_ENDPOINT`` is set (see
 | ``saga.completed`` | counter | {saga} | saga.type |
 | ``saga.compensated`` | counter | {saga} | saga.type |
 | ``saga.parked`` | counter | {saga} | saga.type |
+| ``saga.step.completed_late`` | counter | {step} | saga.type, saga.step |
 | ``saga.step.duration`` | histogram | s | saga.type, saga.step, saga.outcome |
 | ``saga.compensation.duration`` | histogram | s | saga.type, saga.step |
 | ``saga.step.retries`` | counter | {retry} | service, saga.step |
 | ``saga.dead_letters`` | counter | {record} | messaging.destination.name, error.type |
 | ``saga.security.rejected`` | counter | {record} | messaging.destination.name, error.type |
 | ``saga.coordinator.orphans`` | counter | {record} | messaging.destination.name |
+| ``saga.partitions.stalled`` | up-down counter | {partition} | consumer group, destination |
 """
 
 from __future__ import annotations
@@ -61,4 +63,10 @@ orphans = _meter.create_counter(
     "saga.coordinator.orphans",
     unit="{record}",
     description="Events of a saga never started, dead-lettered after their hold",
+)
+partitions_stalled = _meter.create_up_down_counter(
+    "saga.partitions.stalled",
+    unit="{partition}",
+    description="Partitions with records waiting whose position has not moved for"
+    " SAGA_STALL_AFTER_MS (see saga.kafka.stalls)",
 )

@@ -20,6 +20,7 @@ from saga.participant.context import StepContext
 from saga.participant.service import Service, Step, StepFailure
 from saga.participant.transactions import StoreUnavailable
 from saga.resilience.circuit import CircuitBreaker, CircuitOpen
+from saga.resilience.data_errors import RecordRefused, printable, refused_by
 from saga.resilience.retry import RetryPolicy
 from saga.security.vault import (
     ConnectionRevoked,
@@ -42,8 +43,8 @@ class Duplicate(Exception):
 
 
 def attempt_policy(service: Service, step: Step) -> RetryPolicy:
-    """The step's retry policy, ended at once by a duplicate or a store failure:
-    neither is the step's failure."""
+    """The step's retry policy, ended at once by a duplicate, a store failure or the
+    store refusing the record: none is the step's failure."""
     policy = service.policy_for(step)
     return dataclasses.replace(
         policy,
@@ -51,6 +52,7 @@ def attempt_policy(service: Service, step: Step) -> RetryPolicy:
             *policy.non_retryable_error_types,
             Duplicate,
             StoreUnavailable,
+            RecordRefused,
         ),
     )
 
@@ -120,6 +122,10 @@ async def call(step: Step, limit: timedelta | None, payload: Message, ctx: StepC
         _record(granted, None)  # a business refusal: the dependency worked
         raise
     except Exception as exc:
+        refused = refused_by(exc)
+        if refused is not None:
+            _record(granted, None)  # the database answered: it refuses the data
+            raise data_refused(refused) from exc
         _record(granted, exc)
         if ctx.has_db and ctx.db.is_closed():
             raise StoreUnavailable(f"database connection lost: {describe_error(exc)}") from exc
@@ -129,6 +135,16 @@ async def call(step: Step, limit: timedelta | None, payload: Message, ctx: StepC
         raise
     _record(granted, None)
     return result
+
+
+def data_refused(error: BaseException) -> StepFailure:
+    """The handler's own write was refused by the database for its data (a number out
+    of its column's range, say): trying again would be refused again, so the step fails
+    at once and its failure event names the database's error."""
+    return StepFailure(
+        f"the database refused the step's data: {printable(describe_error(error))}",
+        error_type=type(error).__name__,
+    )
 
 
 async def _within(limit: timedelta | None, work: Awaitable[Any]) -> Any:

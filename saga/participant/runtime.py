@@ -85,6 +85,9 @@ class ServiceRuntime:
             publisher=self.publisher,
             client_id=f"{service.name}-consumer",
             accepts=service.steps.__contains__,
+            # Its commands topic is read by it alone: a type no step of it handles
+            # would be handled by no one, so it is dead-lettered, not skipped.
+            answers_for=[self.commands_topic],
             # Step errors are handled by the runner; what reaches the consumer is
             # infrastructure (database, broker) and is retried until it recovers.
             handler_attempts=0,
@@ -181,10 +184,13 @@ class ServiceRuntime:
 
     def _report(self) -> tuple[bool, dict[str, Any]]:
         breakers = {b.name for step in self.service.steps.values() for b in step.uses}
-        return self._ready, {
+        # A partition that makes no progress is not ready (SAGA_STALL_AFTER_MS).
+        stalled = [stall.to_json() for stall in self.consumer.stalled()]
+        return self._ready and not stalled, {
             "service": self.service.name,
             "partitions": len(self.consumer.assignment()) if self._ready else 0,
             "circuits": CircuitBreaker.states(breakers),
+            "stalled": stalled,
         }
 
     async def _close(self) -> None:

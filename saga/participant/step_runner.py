@@ -79,6 +79,7 @@ from saga.participant.transactions import (
     guarded,
     store_call,
 )
+from saga.resilience.data_errors import RecordRefused
 from saga.resilience.faults import Faults, Verdict
 from saga.resilience.retry import run_with_retry
 
@@ -207,7 +208,7 @@ class StepRunner:
                 await batch.end(last)
             except asyncpg.InFailedSQLTransactionError:
                 raise AbortedTransaction(ABORTED) from None
-        except StoreUnavailable:
+        except (StoreUnavailable, RecordRefused):
             raise
         except Exception as exc:
             await store_call(batch.undo())
@@ -276,8 +277,8 @@ class StepRunner:
             )
         except Duplicate:
             return self._duplicate(envelope, last_attempt)
-        except StoreUnavailable:
-            raise  # not the step's failure: the delivery is retried as a whole
+        except (StoreUnavailable, RecordRefused):
+            raise  # not the step's failure: retried as a whole, or dead-lettered
         except Exception as exc:
             if not self._keep_going() and not isinstance(exc, StepFailure):
                 raise  # shutting down mid-retry: leave the record for redelivery

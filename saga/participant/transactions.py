@@ -2,7 +2,10 @@
 
 The store's own failures (connect, inbox claim, outbox write, commit) become
 :class:`StoreUnavailable`: not the step's failure, the delivery is retried as a
-whole once the database is back. A handler that leaves its transaction aborted
+whole once the database is back. Unless the database refuses the record's data
+(a saga id too long for the inbox's index, say: see
+:mod:`saga.resilience.data_errors`): that is :class:`RecordRefused`, and the
+record is dead-lettered at once. A handler that leaves its transaction aborted
 gets :class:`AbortedTransaction`, which is the step's and retried per policy.
 """
 
@@ -17,6 +20,7 @@ import asyncpg
 
 from saga.errors import SagaError
 from saga.kafka.dead_letter import describe_error
+from saga.resilience.data_errors import RecordRefused, record_refused, refuses_data
 
 T = TypeVar("T")
 
@@ -30,13 +34,22 @@ class StoreUnavailable(SagaError):
     """The service's database failed (not the handler): retry the delivery later."""
 
 
+def store_error(error: Exception) -> StoreUnavailable | RecordRefused:
+    """What a failure of the store's own statements is: the database refusing this
+    record's data (dead-lettered at once), or else unavailable (retried)."""
+    if refuses_data(error):
+        return record_refused(error)
+    return StoreUnavailable(describe_error(error))
+
+
 class AbortedTransaction(SagaError):
     """The handler left its database transaction aborted; retried per policy."""
 
 
 @asynccontextmanager
 async def guarded(transaction: AbstractAsyncContextManager[T]) -> AsyncIterator[T]:
-    """A store transaction whose own failures become :class:`StoreUnavailable`.
+    """A store transaction whose own failures become :class:`StoreUnavailable` (or
+    :class:`RecordRefused`, see :func:`store_error`).
 
     Errors of the handler pass through unchanged (and roll back): they are
     the step's. Errors of the store (connect, inbox claim, outbox write,
@@ -46,7 +59,7 @@ async def guarded(transaction: AbstractAsyncContextManager[T]) -> AsyncIterator[
     try:
         entered = await transaction.__aenter__()
     except Exception as exc:
-        raise StoreUnavailable(describe_error(exc)) from exc
+        raise store_error(exc) from exc
     try:
         yield entered
     except BaseException as exc:
@@ -60,15 +73,16 @@ async def guarded(transaction: AbstractAsyncContextManager[T]) -> AsyncIterator[
         # caught a database error and went on. Its COMMIT would roll back.
         raise AbortedTransaction(ABORTED) from None
     except Exception as exc:
-        raise StoreUnavailable(describe_error(exc)) from exc
+        raise store_error(exc) from exc
 
 
 async def store_call(call: Awaitable[None]) -> None:
-    """A call of the store's, whose failure is :class:`StoreUnavailable`."""
+    """A call of the store's, whose failure is :class:`StoreUnavailable` (or
+    :class:`RecordRefused`)."""
     try:
         await call
     except Exception as exc:
-        raise StoreUnavailable(describe_error(exc)) from exc
+        raise store_error(exc) from exc
 
 
 async def check_transaction(connection: Any) -> None:

@@ -9,7 +9,9 @@ What the handler does depends on the order's ``customer_id``:
 * ``refuse``: raise a non-retryable PermissionError;
 * ``slow``: sleep past the 1.5 s timeout;
 * ``downstream``: call the HTTP dependency at $STEP_DOWNSTREAM (behind a breaker);
-* ``pause``: note the start, sleep 0.7 s, then complete (for kill tests).
+* ``pause``: note the start, sleep 0.7 s, then complete (for kill tests);
+* ``overflow``: write an amount its INTEGER column cannot hold (the database
+  refuses the data).
 
 Every call is counted in ``step_calls`` (autocommit, so even rolled-back
 attempts are counted); the business write goes to ``step_effects`` inside the
@@ -36,6 +38,7 @@ from saga.resilience.retry import RetryPolicy
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS step_calls (saga_id text, attempt int, pid int)",
     "CREATE TABLE IF NOT EXISTS step_effects (saga_id text, message_id text)",
+    "CREATE TABLE IF NOT EXISTS step_amounts (saga_id text, amount integer)",
 )
 
 downstream = CircuitBreaker(
@@ -92,6 +95,10 @@ async def reserve(order: OrderPlaced, ctx: StepContext) -> InventoryReserved:
         await asyncio.to_thread(_call_downstream)
     if mode == "pause":
         await asyncio.sleep(0.7)
+    if mode == "overflow":
+        await ctx.db.execute(
+            "INSERT INTO step_amounts VALUES ($1, $2::bigint)", ctx.saga_id, 10**12
+        )
     await ctx.db.execute("INSERT INTO step_effects VALUES ($1, $2)", ctx.saga_id, ctx.message_id)
     return InventoryReserved(
         order_id=order.order_id, sku="sku", quantity=1, amount_cents=order.amount_cents

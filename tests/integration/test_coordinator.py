@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -334,3 +335,105 @@ async def test_a_nul_in_a_saga_id_or_a_payload_is_dead_lettered_once_and_the_par
     assert {g.removeprefix(full.prefix) for g in groups} == {"inventory", "saga-coordinator"}
     assert {kind for _, kind in readers} == {"InvalidHeader", "PayloadValidationFailed"}
     assert len(letters) == 4, "each consumer dead-letters each record once, at once"
+
+
+async def test_a_record_the_database_refuses_is_dead_lettered_once_by_each_reader(
+    full: System,
+) -> None:
+    import secrets
+
+    from contracts.inventory import InventoryReserved
+    from saga.kafka.publisher import Publisher
+    from saga.messages import headers as h
+    from saga.messages.codec import encode
+    from saga.messages.envelope import Envelope
+
+    [after] = ids("after-refused", 1)
+    poison = encode(
+        Envelope(
+            payload=InventoryReserved(order_id=after, sku="s", quantity=1, amount_cents=900),
+            saga_id=after,
+            saga_type="order",
+            source="/services/inventory",
+            # Valid characters, too long (and not compressible) for the saga log's and the
+            # inbox's indexes: PostgreSQL refuses it whatever is tried.
+            id=secrets.token_urlsafe(6000),
+        )
+    )
+    topic = f"{full.prefix}inventory.events"
+    async with Publisher(full.settings) as publisher:
+        # Keyed as the saga that follows: the same partition, read first.
+        await publisher.publish_raw(
+            topic, key=poison.key, value=poison.value, headers=poison.headers
+        )
+    await full.place(after, 900)
+    await until(full, [after], "completed")
+
+    async def letters_of_poison() -> list[Any]:
+        found = await read_available(full.settings, f"{topic}.dlq", idle_s=0.5)
+        return [r for r in found if r.key == poison.key]
+
+    async def both() -> bool:
+        return len(await letters_of_poison()) >= 2
+
+    await eventually(both, timeout_s=20, what="a dead letter from payment and the coordinator")
+    letters = await letters_of_poison()
+    readers = sorted(
+        dict(r.headers)[h.DLQ_GROUP].decode().removeprefix(full.prefix) for r in letters
+    )
+    assert readers == ["payment", "saga-coordinator"], "each reader dead-letters it once"
+    for letter in letters:
+        got = dict(letter.headers)
+        assert got[h.DLQ_ERROR_TYPE] == b"ProgramLimitExceededError"
+        assert got[h.DLQ_REASON].startswith(b"the database refuses this record's data: ")
+
+
+async def test_a_type_no_one_handles_is_dead_lettered_once_on_events_and_commands_topics(
+    full: System,
+) -> None:
+    from contracts.orders import OrderPlaced
+    from saga.kafka.publisher import Publisher
+    from saga.messages import headers as h
+    from saga.messages.codec import encode
+    from saga.messages.envelope import Envelope
+
+    [saga_id] = ids("unknown-type", 1)
+    template = encode(
+        Envelope(
+            payload=OrderPlaced(order_id=saga_id, customer_id="c", amount_cents=900),
+            saga_id=saga_id,
+            saga_type="order",
+            source="/services/payment",
+        )
+    )
+    unknown = {
+        # Read by shipping (which handles other types of it) and the coordinator.
+        f"{full.prefix}payment.events": b"payment.PaymentTeleported",
+        # Read by inventory alone.
+        f"{full.prefix}inventory.commands": b"inventory.MakeCoffee",
+    }
+    async with Publisher(full.settings) as publisher:
+        for topic, message_type in unknown.items():
+            headers = [(n, message_type if n == h.TYPE else v) for n, v in template.headers]
+            await publisher.publish_raw(
+                topic, key=template.key, value=template.value, headers=headers
+            )
+    for topic in unknown:
+
+        async def dead_lettered(topic: str = topic) -> bool:
+            found = await read_available(full.settings, f"{topic}.dlq", idle_s=0.5)
+            return any(r.key == template.key for r in found)
+
+        await eventually(dead_lettered, timeout_s=30, what=f"an unknown type on {topic}")
+    await asyncio.sleep(1.5)  # any second dead letter would be there by now
+    groups = {}
+    for topic, message_type in unknown.items():
+        letters = [
+            r for r in await read_available(full.settings, f"{topic}.dlq") if r.key == template.key
+        ]
+        assert len(letters) == 1, f"{topic}: dead-lettered exactly once"
+        got = dict(letters[0].headers)
+        assert got[h.DLQ_ERROR_TYPE] == b"UnknownMessageType"
+        assert message_type in got[h.DLQ_REASON]
+        groups[topic] = got[h.DLQ_GROUP].decode().removeprefix(full.prefix)
+    assert list(groups.values()) == ["saga-coordinator", "inventory"]

@@ -14,6 +14,7 @@ import asyncio
 import json
 import uuid
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient
@@ -281,3 +282,63 @@ async def everything_written(running: System) -> list[str]:
     finally:
         await connection.close()
     return texts
+
+
+async def test_poison_signed_with_a_valid_key_is_a_data_dead_letter_and_the_partition_goes_on(
+    infra: Infra, tmp_path: Path
+) -> None:
+    import secrets
+
+    from contracts.orders import OrderPlaced
+
+    keys = keys_for_everyone()
+    specs = parse_keys(keys)
+    after = f"after-signed-poison-{uuid.uuid4().hex[:6]}"
+    with launch(infra, tmp_path, "coordinator", env=signing(keys)) as running:
+        topic = f"{running.prefix}orders.events"
+
+        def placed(**fields: Any) -> Envelope[Message]:
+            return Envelope(
+                payload=OrderPlaced(order_id=after, customer_id="c", amount_cents=900),
+                saga_id=after,
+                saga_type="order",
+                source="/services/orders",
+                **fields,
+            )
+
+        template = encode(placed())
+        nul = json.dumps({"order_id": after, "customer_id": "c\u0000", "amount_cents": 9})
+        too_long = encode(placed(id=secrets.token_urlsafe(6000)))
+        orders = Signer(specs, "orders-key")
+        async with Publisher(running.settings) as publisher:
+            # Signed by the topic's owner with a valid key, keyed as the saga that follows.
+            for value, headers in (
+                (nul.encode(), template.headers),
+                (too_long.value, too_long.headers),
+            ):
+                signed = orders.sign(topic, template.key, value, headers)
+                await publisher.publish_raw(topic, key=template.key, value=value, headers=signed)
+        as_orders = running.settings.model_copy(
+            update={"signing_keys": specs, "signing_key_id": "orders-key"}
+        )
+        async with Publisher(as_orders) as publisher:
+            await publisher.publish(topic, placed())
+
+        async def opened() -> bool:
+            return after in await running.statuses([after])
+
+        await eventually(opened, timeout_s=30, what="the saga after the poison opened")
+
+        async def both() -> bool:
+            return len(await read_available(running.settings, f"{topic}.dlq", idle_s=0.5)) >= 2
+
+        await eventually(both, timeout_s=20, what="both poisoned records dead-lettered")
+        letters = await read_available(running.settings, f"{topic}.dlq")
+        security = await read_available(
+            running.settings, f"{running.prefix}{SECURITY_DEAD_LETTERS}", idle_s=0.5
+        )
+    assert sorted(dict(r.headers)[h.DLQ_ERROR_TYPE].decode() for r in letters) == [
+        "PayloadValidationFailed",
+        "ProgramLimitExceededError",
+    ]
+    assert security == [], "a valid signature is not a security refusal"

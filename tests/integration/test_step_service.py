@@ -410,3 +410,87 @@ async def test_sigterm_after_the_broker_vanished_still_stops_the_service_in_boun
         took = asyncio.get_running_loop().time() - started
     assert code in (0, 1)
     assert took < 30, f"stopping took {took:.1f}s"
+
+
+async def test_a_write_the_database_refuses_for_its_data_fails_the_step_at_once(
+    steps: Deployment,
+) -> None:
+    async with running(steps):
+        await steps.send(order("overflow-1", "overflow"), "overflow-1")
+        [event] = await steps.events(1)
+        await steps.no_more_events(1)
+    assert isinstance(event.payload, InventoryReservationFailed)
+    assert event.payload.error_type == "NumericValueOutOfRangeError"
+    assert "integer out of range" in event.payload.error_message
+    assert (event.payload.attempts, event.attempt) == (1, 1)
+    calls = await steps.query("SELECT * FROM step_calls WHERE saga_id = 'overflow-1'")
+    assert len(calls) == 1, "never retried: it would be refused again"
+
+
+async def test_a_record_the_store_refuses_is_dead_lettered_and_the_partition_goes_on(
+    steps: Deployment,
+) -> None:
+    import secrets
+
+    from saga.messages import headers as h
+    from saga.messages.codec import encode
+
+    poison = encode(
+        Envelope(
+            payload=order("refused-1", "ok"),
+            saga_id="refused-1",
+            saga_type="order",
+            source="/tests",
+            # Valid characters, but too long (and random, so not compressible) for the
+            # inbox's index: PostgreSQL refuses the row whatever is tried.
+            id=secrets.token_urlsafe(6000),
+        )
+    )
+    topic = steps.topic("orders.events")
+    async with running(steps):
+        async with Publisher(steps.settings) as publisher:
+            await publisher.publish_raw(
+                topic, key=poison.key, value=poison.value, headers=poison.headers
+            )
+        after = await steps.send(order("refused-1", "ok"), "refused-1")  # same partition
+        [event] = await steps.events(1)
+        letters = await read_records(steps.settings, f"{topic}.dlq", 1, timeout_s=30)
+        await asyncio.sleep(1)
+        assert len(await read_available(steps.settings, f"{topic}.dlq")) == 1, "dead-lettered once"
+        assert steps.status()[0] == 200
+    assert event.causation_id == after.id
+    [letter] = letters
+    got = dict(letter.headers)
+    assert got[h.DLQ_ERROR_TYPE] == b"ProgramLimitExceededError"
+    assert got[h.DLQ_REASON].startswith(b"the database refuses this record's data: ")
+    assert letter.value == poison.value
+
+
+async def test_a_partition_that_makes_no_progress_shows_in_readyz_until_it_moves(
+    steps: Deployment,
+) -> None:
+    async with running(steps, SAGA_STALL_AFTER_MS="1000"):
+        # Four attempts of 1.5 s (the step's timeout), then the step fails: about six
+        # seconds in which the partition's position does not move.
+        await steps.send(order("stalled-1", "slow"), "stalled-1")
+
+        seen: dict[str, Any] = {}
+
+        def stalled() -> bool:
+            status, seen["body"] = steps.status()
+            return status == 503
+
+        await eventually(stalled, timeout_s=10, what="/readyz 503 while the partition waits")
+        body = seen["body"]
+        [stall] = body["stalled"]
+        assert stall["topic"] == steps.topic("orders.events")
+        assert isinstance(stall["partition"], int) and stall["since"]
+        assert body["status"] == "not ready"
+        [event] = await steps.events(1)
+        assert isinstance(event.payload, InventoryReservationFailed)
+
+        def moving() -> bool:
+            status, body = steps.status()
+            return status == 200 and body["stalled"] == []
+
+        await eventually(moving, timeout_s=10, what="/readyz 200 once the partition moves")

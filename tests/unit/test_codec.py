@@ -249,3 +249,18 @@ def test_a_payload_that_only_spells_a_nul_escape_is_read() -> None:
     value = json.dumps({"order_id": "o-1", "customer_id": "\\u0000", "amount_cents": 5})
     envelope = decode(raw(record.key, value.encode(), list(record.headers)), REGISTRY)
     assert envelope.payload.customer_id == "\\u0000"  # type: ignore[attr-defined]
+
+
+def test_a_payload_string_holding_a_lone_surrogate_is_refused_at_decode() -> None:
+    record = as_raw(placed())
+    for half in ("\\ud800", "\\uDFFF"):
+        value = f'{{"order_id": "o-1", "customer_id": "c{half}", "amount_cents": 5}}'.encode()
+        with pytest.raises(PayloadValidationFailed, match=r"holds a lone surrogate \(U\+D"):
+            decode(raw(record.key, value, list(record.headers)), REGISTRY)
+
+
+def test_a_payload_with_a_surrogate_pair_is_read_as_the_character_it_spells() -> None:
+    record = as_raw(placed())
+    value = b'{"order_id": "o-1", "customer_id": "\\ud83d\\ude00", "amount_cents": 5}'
+    envelope = decode(raw(record.key, value, list(record.headers)), REGISTRY)
+    assert envelope.payload.customer_id == "\U0001f600"  # type: ignore[attr-defined]

@@ -389,3 +389,55 @@ async def test_the_kit_reads_back_an_event_the_handler_did_not_annotate() -> Non
     reserved = InventoryReserved(order_id="o-1", sku="s", quantity=1, amount_cents=1)
     assert (await kit.send(reserved, saga_id="o-1")).kind == "completed"
     assert [e.type for e in kit.emitted()] == ["payment.PaymentCharged"]
+
+
+async def test_a_write_the_database_refuses_for_its_data_fails_the_step_at_once() -> None:
+    import asyncpg
+
+    service = payment()
+    calls = 0
+
+    @service.on(InventoryReserved, fails_with=PaymentFailed)
+    async def charge(reserved: InventoryReserved, ctx: StepContext) -> PaymentCharged:
+        nonlocal calls
+        calls += 1
+        raise asyncpg.NumericValueOutOfRangeError("integer out of range")
+
+    kit = ServiceTestKit(service)
+    outcome = await kit.send(RESERVED, saga_id="o-1")
+    assert (outcome.kind, outcome.attempts, calls) == ("failed", 1, 1), "never retried"
+    assert kit.emitted()[0].payload == PaymentFailed(
+        error_type="NumericValueOutOfRangeError",
+        error_message="the database refused the step's data: "
+        "NumericValueOutOfRangeError: integer out of range",
+        attempts=1,
+    )
+
+
+async def test_a_record_the_store_refuses_for_its_data_is_refused_not_retried() -> None:
+    import asyncpg
+
+    from saga.resilience.data_errors import RecordRefused
+
+    class RefusingStore:
+        @asynccontextmanager
+        async def delivery(
+            self, message_id: str, message_type: str, saga_id: str, outcome: str, attempts: int
+        ) -> AsyncIterator[Delivery]:
+            if message_id:  # always: the inbox's index cannot hold this id
+                raise asyncpg.ProgramLimitExceededError("index row size 8016 exceeds maximum")
+            yield Delivery(duplicate=False)
+
+    service = payment()
+
+    @service.on(InventoryReserved, fails_with=PaymentFailed)
+    async def charge(reserved: InventoryReserved, ctx: StepContext) -> None:
+        raise AssertionError("not run")
+
+    async def emit(records: list[object]) -> None:
+        raise AssertionError("nothing is emitted")
+
+    runner = StepRunner(service, store=RefusingStore(), emit=emit)  # type: ignore[arg-type]
+    with pytest.raises(RecordRefused, match="the database refuses this record's data") as refused:
+        await runner.handle(Envelope(payload=RESERVED, saga_id="o-1", source="/t"))
+    assert refused.value.error_type == "ProgramLimitExceededError"
