@@ -19,7 +19,7 @@ import asyncpg
 
 from contracts.inventory import InventoryReserved
 from contracts.notification import CustomerNotified
-from contracts.orders import OrderPlaced
+from contracts.orders import OrderCancelled, OrderPlaced
 from contracts.payment import PaymentCharged
 from contracts.shipping import OrderShipped
 from saga.dev.system import LocalSystem
@@ -84,6 +84,17 @@ class System:
         async with Publisher(self.settings) as publisher:
             await publisher.publish(f"{self.prefix}orders.events", envelope)
         return envelope
+
+    async def place_cancel(self, order_id: str, reason: str) -> None:
+        """Publish the ``OrderCancelled`` with which the orders service cancels a saga."""
+        envelope: Envelope[Message] = Envelope(
+            payload=OrderCancelled(order_id=order_id, reason=reason),
+            saga_id=order_id,
+            saga_type="order",
+            source="/services/orders",
+        )
+        async with Publisher(self.settings) as publisher:
+            await publisher.publish(f"{self.prefix}orders.events", envelope)
 
     async def sagas(self, saga_ids: list[str]) -> dict[str, dict[str, Any]]:
         return await saga_states(self.database_url, saga_ids)

@@ -1,4 +1,4 @@
-"""``saga retry|skip|resolve|dry-run``: an operator acts on a saga, or sees what would happen.
+"""``saga retry|skip|resolve|cancel|dry-run``: an operator acts on a saga, or sees the effect.
 
 An action runs the coordinator's own logic on its database in one transaction: the
 saga's new state, the saga-log entries with the operator's name and reason, and what
@@ -56,6 +56,10 @@ def skip(args: argparse.Namespace) -> int:
 
 def resolve(args: argparse.Namespace) -> int:
     return operate_command(args.saga_id, "resolve", args.reason, wait_s=args.wait)
+
+
+def cancel(args: argparse.Namespace) -> int:
+    return operate_command(args.saga_id, "cancel", args.reason, wait_s=args.wait)
 
 
 def dry_run(args: argparse.Namespace) -> int:

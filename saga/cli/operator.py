@@ -4,7 +4,7 @@ Every action is appended to the saga log with the operator's name and reason.
 
 Here the commands are registered, with ``saga coordinator`` and ``saga db``;
 they live by group: :mod:`saga.cli.sagas` (list, show, history),
-:mod:`saga.cli.actions` (retry, skip, resolve, dry-run),
+:mod:`saga.cli.actions` (retry, skip, resolve, cancel, dry-run),
 :mod:`saga.cli.definitions` (definition list/show/diff) and
 :mod:`saga.cli.vault` (vault new-key/rotate/revoke).
 """
@@ -17,6 +17,7 @@ from typing import Any
 
 from saga.cli.actions import (
     WAIT_S,
+    cancel,
     dry_run,
     operator_name,
     resolve,
@@ -90,6 +91,9 @@ def register(commands: Any) -> None:
     skip_parser.add_argument("step")
     skip_parser.set_defaults(run=skip)
     action_parser(commands, "resolve", "close a saga by hand").set_defaults(run=resolve)
+    action_parser(
+        commands, "cancel", "compensate a running saga (refused once its pivot started)"
+    ).set_defaults(run=cancel)
     vault = commands.add_parser("vault", help="the connect-token vault")
     vault_commands = vault.add_subparsers(required=True, metavar="ACTION")
     vault_commands.add_parser("new-key", help="print a new key for SAGA_VAULT_KEYS").set_defaults(

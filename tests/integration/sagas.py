@@ -26,3 +26,10 @@ def relaxed() -> list[SagaDefinition]:
     """The order saga with timers long enough to outlast rebalances under load."""
     steps = tuple(replace(step, reply_timeout=timedelta(minutes=5)) for step in ORDER_SAGA.steps)
     return [replace(ORDER_SAGA, steps=steps, deadline=timedelta(minutes=30))]
+
+
+def outage() -> list[SagaDefinition]:
+    """Short step timers, the default compensation retry (2 s doubling, 10 attempts):
+    a service down for several seconds is outlasted by the retries of its undo."""
+    steps = tuple(replace(step, reply_timeout=timedelta(seconds=3)) for step in ORDER_SAGA.steps)
+    return [replace(ORDER_SAGA, steps=steps, deadline=timedelta(seconds=120))]
