@@ -54,6 +54,9 @@ class LoadedDefinitions:
             for definition in by_version.values():
                 start = definition.starts_with
                 names.append(topic_for_type(start.message_type, start.kind))
+                if definition.cancelled_by is not None:
+                    cancel = definition.cancelled_by
+                    names.append(topic_for_type(cancel.message_type, cancel.kind))
                 names.extend(
                     events_topic(service)
                     for service in definition.services

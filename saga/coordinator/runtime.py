@@ -19,9 +19,10 @@ from opentelemetry.trace import Span
 from saga.coordinator import tasks
 from saga.coordinator.apply import COORDINATOR, LIFECYCLE_TOPIC, Coordinator, DecisionError
 from saga.definition.saga import SagaDefinition
-from saga.errors import ConfigurationError, MessageTooLarge, import_named
+from saga.errors import ConfigurationError, import_named
 from saga.kafka.consumer import Consumer
-from saga.kafka.dead_letter import DeadLetter, describe_error, shrink
+from saga.kafka.dead_letter import DeadLetter, describe_error
+from saga.kafka.dead_letter import send as send_dead_letter
 from saga.kafka.provisioning import ensure_topics
 from saga.kafka.publisher import Publisher
 from saga.messages.base import Message
@@ -216,17 +217,7 @@ class CoordinatorRuntime:
 
     async def _send_dead_letter(self, letter: DeadLetter) -> None:
         """Returns once the broker has ``letter`` (shrunk if it is over the size limit)."""
-        while True:
-            try:
-                await self.publisher.publish_raw(
-                    letter.topic, key=letter.key, value=letter.value, headers=letter.headers
-                )
-                return
-            except MessageTooLarge as exc:
-                smaller = shrink(letter, exc.size)
-                if smaller is None:
-                    raise
-                letter = smaller
+        await send_dead_letter(self.publisher, letter)
 
     async def _dispatch(
         self, method: str, target: str, headers: dict[str, str], body: bytes

@@ -101,13 +101,15 @@ class Consumer:
         client_id: str | None = None,
         accepts: Callable[[str], bool] | None = None,
         answers_for: Collection[str] = (),
+        only_from: Mapping[str, str] | None = None,
         handler_attempts: int | None = None,
         batch_handler: BatchHandler | None = None,
     ) -> None:
         """``accepts(ce_type)`` false: the record is skipped unread (a shared topic
         carries types this consumer does not handle), except on the topics of
         ``answers_for``, where this consumer is the one that would handle it: there
-        it is dead-lettered as an unknown type. ``handler_attempts``
+        it is dead-lettered as an unknown type. ``only_from``: types taken from one
+        topic only (skipped elsewhere). ``handler_attempts``
         overrides ``settings.handler_max_attempts``; 0 retries without limit.
         ``batch_handler`` instead of ``handler`` receives each partition's fetched
         batch at once (valid envelopes, in order, their spans and records): one call,
@@ -149,6 +151,7 @@ class Consumer:
             registry=registry,
             accepts=accepts,
             answers_for=answers_for,
+            only_from=only_from,
             verifier=verifier,
             security_topic=prefixed(settings.topic_prefix, SECURITY_DEAD_LETTERS),
             publisher=self._publisher,

@@ -8,13 +8,19 @@ single-line descriptions of the error; never a stack trace or the payload.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
+from saga.errors import MessageTooLarge
 from saga.messages import headers as h
 from saga.messages.codec import RawRecord
 from saga.messages.topics import dead_letter_topic
 from saga.security.redaction import redact
+
+if TYPE_CHECKING:
+    from saga.kafka.publisher import Publisher
 
 #: Longest reason kept in a dead-letter header.
 MAX_REASON_CHARS = 1000
@@ -89,3 +95,22 @@ def dead_letter(
         headers=kept + [(name, value.encode()) for name, value in added.items()],
         reason=reason,
     )
+
+
+async def send(publisher: Publisher, letter: DeadLetter) -> None:
+    """Publish ``letter``; returns once the broker has it. Over the broker's size limit
+    it is shrunk (:func:`shrink`) and sent again; any other failure is the caller's."""
+    while True:
+        try:
+            await publisher.publish_raw(
+                letter.topic, key=letter.key, value=letter.value, headers=letter.headers
+            )
+            return
+        except MessageTooLarge as exc:
+            smaller = shrink(letter, exc.size)
+            if smaller is None:
+                raise
+            logging.getLogger("saga.kafka.consumer").warning(
+                "dead letter to %s too large: %s", letter.topic, smaller.reason
+            )
+            letter = smaller

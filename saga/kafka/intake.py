@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 
 from aiokafka import ConsumerRecord
 
 from saga.errors import MessageTooLarge
-from saga.kafka.dead_letter import DeadLetter, dead_letter, describe_error, shrink
+from saga.kafka.dead_letter import DeadLetter, dead_letter, describe_error
+from saga.kafka.dead_letter import send as send_dead_letter
 from saga.kafka.partitions import Abandoned
 from saga.kafka.publisher import Publisher
 from saga.messages import headers as h
@@ -40,7 +41,9 @@ class Intake:
     """Reads records for consumer group ``group_id`` and dead-letters what it cannot read.
 
     ``accepts(ce_type)`` false: the record is skipped, or dead-lettered when its topic
-    is one of ``answers_for`` (no other consumer handles it there). ``verifier``: refuses
+    is one of ``answers_for`` (no other consumer handles it there). ``only_from``: types
+    taken from one topic only, skipped elsewhere (a step the coordinator starts reads
+    its trigger from its commands topic, not from the event's own). ``verifier``: refuses
     records not signed by their topic's owner, to ``security_topic``.
     ``stopping()`` true: a dead letter that cannot be sent is given up
     (:class:`~saga.kafka.partitions.Abandoned`) instead of retried.
@@ -53,6 +56,7 @@ class Intake:
         registry: MessageRegistry,
         accepts: Callable[[str], bool] | None,
         answers_for: Collection[str] = (),
+        only_from: Mapping[str, str] | None = None,
         verifier: Verifier | None,
         security_topic: str,
         publisher: Publisher,
@@ -62,6 +66,7 @@ class Intake:
         self._registry = registry
         self._accepts = accepts
         self._answers_for = frozenset(answers_for)
+        self._only_from = dict(only_from or {})
         self._verifier = verifier
         self._security_topic = security_topic
         self._publisher = publisher
@@ -81,10 +86,14 @@ class Intake:
         unknown: str | None = None
         if self._accepts is not None:
             message_type = header_map(raw.headers).get(h.TYPE)
-            if message_type and not self._accepts(message_type.decode(errors="replace")):
-                if raw.topic not in self._answers_for:
-                    return None, raw  # another consumer's
-                unknown = message_type.decode(errors="backslashreplace")
+            if message_type:
+                kind = message_type.decode(errors="replace")
+                if self._only_from.get(kind, raw.topic) != raw.topic:
+                    return None, raw  # taken from another topic only
+                if not self._accepts(kind):
+                    if raw.topic not in self._answers_for:
+                        return None, raw  # another consumer's
+                    unknown = message_type.decode(errors="backslashreplace")
         if self._verifier is not None:
             try:
                 self._verifier.check(
@@ -148,16 +157,10 @@ class Intake:
         delay = 0.1
         while True:
             try:
-                await self._publisher.publish_raw(
-                    letter.topic, key=letter.key, value=letter.value, headers=letter.headers
-                )
+                await send_dead_letter(self._publisher, letter)
                 return
-            except MessageTooLarge as exc:
-                smaller = shrink(letter, exc.size)
-                if smaller is None:
-                    raise
-                log.warning("dead letter to %s too large: %s", letter.topic, smaller.reason)
-                letter = smaller
+            except MessageTooLarge:
+                raise  # too large even when shrunk: not a thing to retry
             except Exception as exc:
                 if self._stopping():
                     raise Abandoned(describe_error(exc)) from exc

@@ -88,6 +88,13 @@ class ServiceRuntime:
             # Its commands topic is read by it alone: a type no step of it handles
             # would be handled by no one, so it is dead-lettered, not skipped.
             answers_for=[self.commands_topic],
+            # A step the coordinator starts: its trigger from the commands topic only,
+            # even where the event's own topic is read for another step.
+            only_from={
+                kind: self.commands_topic
+                for kind, step in service.steps.items()
+                if step.by_coordinator
+            },
             # Step errors are handled by the runner; what reaches the consumer is
             # infrastructure (database, broker) and is retried until it recovers.
             handler_attempts=0,

@@ -1,7 +1,9 @@
 """Send the customer the final confirmation once the parcel is on its way.
 
 The last step of the order saga; it cannot be undone (a sent message stays
-sent), so it has no compensation and the saga marks it irreversible. The
+sent), so its contract has no compensation: it is the saga's pivot, and this
+service takes its trigger from ``notification.commands`` only, where the
+coordinator sends it while the saga still goes forward. The
 outbox makes "sent" and "recorded" one transaction: a redelivery finds the
 inbox row and sends nothing twice.
 """

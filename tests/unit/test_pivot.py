@@ -399,3 +399,63 @@ def test_cancelled_by_must_be_an_event_of_the_starter() -> None:
     assert any(
         "cancelled_by 'payment.Sneaky' must be an event of the service" in p for p in problems
     )
+
+
+# --- the service side ------------------------------------------------------------------
+
+
+def test_a_service_reads_the_trigger_of_a_step_it_cannot_undo_from_its_commands_topic() -> None:
+    from saga import Service, StepContext
+
+    service = Service("notification")
+
+    @service.step(NOTIFY)
+    async def notify(shipped: OrderShipped, ctx: StepContext) -> CustomerNotified:
+        raise AssertionError("not run here")
+
+    assert service.steps[OrderShipped.message_type].by_coordinator
+    assert service.topics == ["notification.commands"], "never shipping.events"
+
+    shipping = Service("shipping")
+
+    @shipping.step(SHIP)
+    async def ship(charged: PaymentCharged, ctx: StepContext) -> OrderShipped:
+        raise AssertionError("not run here")
+
+    assert not shipping.steps[PaymentCharged.message_type].by_coordinator
+    # Its own trigger's topic, and its commands topic (where a retry past a pivot comes).
+    assert shipping.topics == ["payment.events", "shipping.commands"]
+
+
+async def test_a_trigger_taken_from_the_commands_topic_only_is_skipped_on_its_own_topic() -> None:
+    from aiokafka import ConsumerRecord
+
+    from saga.kafka.intake import Intake
+    from saga.messages.codec import encode
+    from saga.messages.envelope import Envelope
+    from saga.messages.registry import MessageRegistry
+
+    encoded = encode(
+        Envelope(payload=SHIPPED, saga_id="o-1", saga_type="order", source="/services/shipping")
+    )
+    intake = Intake(
+        group_id="notification",
+        registry=MessageRegistry([OrderShipped]),
+        accepts={OrderShipped.message_type}.__contains__,
+        answers_for=["notification.commands"],
+        only_from={OrderShipped.message_type: "notification.commands"},
+        verifier=None,
+        security_topic="saga.security.dlq",
+        publisher=None,  # type: ignore[arg-type]  # nothing is dead-lettered here
+        stopping=lambda: False,
+    )
+
+    def record(topic: str) -> ConsumerRecord[bytes, bytes]:
+        return ConsumerRecord(
+            topic, 0, 7, 0, 0, encoded.key, encoded.value, None, 0, 0, list(encoded.headers)
+        )
+
+    skipped, _ = await intake.read(record("shipping.events"))
+    assert skipped is None
+    taken, _ = await intake.read(record("notification.commands"))
+    assert taken is not None and taken.type == OrderShipped.message_type

@@ -77,6 +77,15 @@ def test_state_changes_count_sagas_and_time_steps_and_compensations() -> None:
     assert count("saga.compensation.duration", **{"saga.step": "reserve"}) >= 1
 
 
+def test_a_step_that_cannot_be_undone_completing_late_is_counted_once() -> None:
+    before = count("saga.step.completed_late", **{"saga.step": "notify"})
+    running = saga("compensating", notify=StepState("running", started_at=T0))
+    late = saga("compensating", notify=StepState("completed", started_at=T0, completed_late=True))
+    observe(running, late)
+    observe(late, replace(late, status="parked"))  # still late: not counted again
+    assert count("saga.step.completed_late", **{"saga.step": "notify"}) == before + 1
+
+
 async def test_retries_are_counted_per_service_and_step() -> None:
     service = Service("payment", retry=RetryPolicy(maximum_attempts=3, jitter=0))
     calls = 0
