@@ -15,6 +15,7 @@ from saga.coordinator.timer_keys import (
     COMPENSATION_RETRY,
     COMPENSATION_TIMEOUT,
     DEADLINE,
+    STEP_RETRY,
     TimerKey,
 )
 from saga.definition.saga import StepDefinition
@@ -27,6 +28,7 @@ def begin(b: Builder, reason: str) -> None:
     b.note(f"compensating: {reason}")
     for step in b.definition.steps:
         current = b.step(step.name)
+        b.cancel(TimerKey(STEP_RETRY, step.name))  # nothing starts again while undoing
         if step.approval is not None and current.status == "running":
             approvals.close_task(
                 b, step, "cancelled", by="coordinator", reason="the saga compensates"
@@ -64,13 +66,18 @@ def advance(b: Builder) -> None:
         and not d.forward_only(s)
     ]
     if not due:
-        stays = [s.name for s in steps if d.forward_only(s) and b.step(s.name).completed_late]
+        stays = [
+            s.name
+            for s in steps
+            if d.forward_only(s) and b.step(s.name).status in ("completed", "timed_out")
+        ]
         if stays:
-            # Never "compensated" with an effect that stays: an operator sees it, and
-            # decides what it needs (an apology, a refund by hand), then resolves.
+            # Never "compensated" with an effect that stays (or may): an operator sees it,
+            # and decides what it needs (an apology, a refund by hand), then resolves.
             why = (
-                f"{', '.join(stays)} cannot be undone and completed after compensation began"
-                f" ({b.state.reason}): its effect stays, the other steps are compensated"
+                f"{', '.join(stays)} cannot be undone and completed (or may have) after"
+                f" compensation began ({b.state.reason}): its effect stays, the other"
+                " steps are compensated"
             )
             b.state = evolve(b.state, status="parked", reason=why)
             b.note(f"{why}: saga parked for an operator")

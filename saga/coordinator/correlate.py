@@ -95,12 +95,16 @@ def _started(b: Builder, step: StepDefinition, incoming: Incoming) -> None:
     if b.state.status != "running":
         b.note(f"{step.name}: not started, the saga is {b.state.status}")
         return
+    by_coordinator = step.started_by_coordinator or (
+        b.mode == "orchestration" and owner_of(incoming.type) != COORDINATOR_OWNER
+    )
     b.update(
         step.name,
         status="running",
         started_at=incoming.at,
         data=dict(incoming.payload),
         trigger=incoming.type,
+        starts=0 if by_coordinator else 1,  # its service started it from the event
     )
     b.note(f"{step.name} started")
     if step.approval is not None:
@@ -108,9 +112,7 @@ def _started(b: Builder, step: StepDefinition, incoming: Incoming) -> None:
         return
     if step.reply_timeout is not None:
         b.set_timer(TimerKey(STEP_TIMEOUT, step.name), incoming.at + step.reply_timeout)
-    if step.started_by_coordinator or (
-        b.mode == "orchestration" and owner_of(incoming.type) != COORDINATOR_OWNER
-    ):
+    if by_coordinator:
         # Central control (orchestration), or a step that cannot be undone: its service
         # hears of it from the coordinator only, which has just checked that the saga runs.
         forward.start(b, step, incoming.type, incoming.payload)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from saga.coordinator import branches
+from saga.coordinator import branches, compensate
 from saga.coordinator.decision import Builder, CommandToSend, build
 from saga.coordinator.state import evolve
 from saga.coordinator.timer_keys import STEP_RETRY, STEP_TIMEOUT, TimerKey
@@ -71,7 +71,7 @@ def failed(b: Builder, step: StepDefinition, reason: str) -> bool:
 
 
 def retry_or_park(b: Builder, step: StepDefinition, why: str) -> None:
-    starts = max(b.step(step.name).starts, 1)
+    starts = b.step(step.name).starts
     policy = step.retry
     if policy.gives_up_after(starts):
         park(b, step, f"{why}; started {starts} times: attempts exhausted")
@@ -106,15 +106,18 @@ def start_again(b: Builder, step: StepDefinition) -> None:
 
 
 def late_answer(b: Builder, step: StepDefinition, fields: dict[str, Any]) -> None:
-    """A forward-only step that timed out or failed completed after all: it goes on."""
+    """A forward-only step that timed out or failed completed after all: the saga goes
+    forward, unless compensation began meanwhile (its effect then stays: parked)."""
     b.cancel(TimerKey(STEP_RETRY, step.name))
     b.update(step.name, status="completed", order=b.next_order(), error=None, **fields)
+    if b.state.status in ("compensating", "compensated") or _undoing(b):
+        b.update(step.name, completed_late=True)
+        b.note(f"{step.name} cannot be undone and completed after compensation began")
+        compensate.reopen(b)
+        compensate.advance(b)
+        return
     b.note(f"{step.name} completed after its timeout or failure: the saga goes forward")
-    if b.state.status == "parked" and not any(
-        b.step(s.name).status in ("timed_out", "failed", "compensation_failed")
-        for s in b.definition.steps
-        if b.definition.forward_only(s) or s.needs_compensation
-    ):
+    if b.state.status == "parked" and not waiting_to_start(b):
         b.state = evolve(b.state, status="running", reason=None)
     if b.state.status == "running":
         branches.check_joins(b)
@@ -122,9 +125,26 @@ def late_answer(b: Builder, step: StepDefinition, fields: dict[str, Any]) -> Non
 
 
 def waiting_to_start(b: Builder) -> list[StepDefinition]:
-    """Forward-only steps of a parked saga that an operator's retry starts again."""
+    """Forward-only steps of a saga parked on its way forward, that an operator's retry
+    starts again: the pivot that timed out, a step after it that timed out or failed.
+    None while anything is being undone."""
+    if _undoing(b):
+        return []
+    d = b.definition
     return [
         s
-        for s in b.definition.steps
-        if b.definition.forward_only(s) and b.step(s.name).status in ("timed_out", "failed")
+        for s in d.steps
+        if d.forward_only(s)
+        and (
+            b.step(s.name).status == "timed_out"
+            or (b.step(s.name).status == "failed" and d.after_pivot(s))
+        )
     ]
+
+
+def _undoing(b: Builder) -> bool:
+    """Compensation began: a step is being undone, was undone or could not be."""
+    return any(
+        b.step(s.name).status in ("compensating", "compensated", "compensation_failed")
+        for s in b.definition.steps
+    )

@@ -16,6 +16,7 @@ from saga.coordinator.timer_keys import (
     STEP_TIMEOUT,
     TimerKey,
 )
+from saga.definition.saga import StepDefinition
 
 
 def on_operator(b: Builder, incoming: Incoming) -> None:
@@ -57,6 +58,13 @@ def on_operator(b: Builder, incoming: Incoming) -> None:
         ):
             b.note(f"skip {name} by {who}: nothing to do, step is {b.step(name).status}")
             return
+        after = _started_by_completion_of(b, step)
+        if b.definition.forward_only(step) and after:
+            b.note(
+                f"skip {name} by {who} refused: {', '.join(after)} start(s) from its"
+                " completion; retry it, or resolve the saga"
+            )
+            return
         b.update(name, status="skipped", error=f"skipped by {who}")
         b.cancel(
             TimerKey(COMPENSATION_TIMEOUT, name),
@@ -65,7 +73,7 @@ def on_operator(b: Builder, incoming: Incoming) -> None:
         )
         b.note(f"{step.name} skipped by {who}")
         if b.definition.forward_only(step) and b.state.status in ("parked", "running"):
-            # Counted done: the saga goes forward without it.
+            # Counted done: the saga goes forward without it, if nothing waits for it.
             b.state = evolve(b.state, status="running", reason=None)
             branches.maybe_complete(b)
             return
@@ -104,3 +112,14 @@ def on_operator(b: Builder, incoming: Incoming) -> None:
         b.note(f"resolved by {who}")
     else:
         b.note(f"unknown operator action {incoming.type!r}")
+
+
+def _started_by_completion_of(b: Builder, step: StepDefinition) -> list[str]:
+    """Steps that only ``step``'s completion (or a join waiting for it) starts."""
+    completions = {m.message_type for m in step.completed_by}
+    joins = {j.event.message_type for j in b.definition.joins if step.name in j.after}
+    return [
+        s.name
+        for s in b.definition.steps
+        if {m.message_type for m in s.started_by} & (completions | joins)
+    ]

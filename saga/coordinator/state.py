@@ -85,7 +85,8 @@ class StepState:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StepState:
-        data = dict(data)
+        # Fields a later version added are left out: a rollback still reads its rows.
+        data = {key: value for key, value in data.items() if key in _STEP_FIELD_SET}
         for key in _TIMES:
             data[key] = datetime.fromisoformat(data[key]) if data.get(key) else None
         return cls(**data)
@@ -157,3 +158,4 @@ class SagaState:
 
 
 _STEP_FIELDS = tuple(f.name for f in fields(StepState))
+_STEP_FIELD_SET = frozenset(_STEP_FIELDS)

@@ -33,16 +33,16 @@ def problems(d: SagaDefinition) -> list[str]:
     produced |= {j.event.message_type for j in d.joins}
     alternatives = {s.alternative for s in d.steps if s.alternative}
     found += _recovery_problems(d, names, alternatives)
+    found += _pivot_order_problems(d)
     roles: dict[str, str] = {}
     for s in d.steps:
         found += _step_problems(d, s, produced, alternatives, roles)
-    if d.cancelled_by is not None and owner_of(d.cancelled_by.message_type) in (
-        COORDINATOR_OWNER,
-        *(s.service for s in d.steps),
-    ):
+    starter = owner_of(d.starts_with.message_type)
+    if d.cancelled_by is not None and owner_of(d.cancelled_by.message_type) != starter:
         found.append(
             f"cancelled_by {d.cancelled_by.message_type!r} must be an event of the service"
-            " that starts the saga (named <service>.<Name>), not of the coordinator or a step's"
+            f" that starts the saga ({starter!r}: named {starter}.<Name>): whoever started"
+            " a saga cancels it"
         )
     if d.ends_with is None:
         return found
@@ -119,6 +119,78 @@ def _step_problems(
     return found
 
 
+def _pivot_order_problems(d: SagaDefinition) -> list[str]:
+    """Every step runs before the pivot or after it, never beside it, and is listed so.
+
+    Which steps must go forward is read from the list (the pivot and what follows);
+    that holds only when the list follows the causal order around the pivot."""
+    pivot = d.pivot
+    if pivot is None:
+        return []
+    parents = _parents(d)
+    ancestors: set[str] = set()
+    todo = [pivot.name]
+    while todo:
+        for parent in parents[todo.pop()]:
+            if parent not in ancestors:
+                ancestors.add(parent)
+                todo.append(parent)
+    descendants = {
+        s.name for s in d.steps if pivot.name in _closure(parents, s.name) and s.name != pivot.name
+    }
+    names = [s.name for s in d.steps]
+    at = names.index(pivot.name)
+    found: list[str] = []
+    for index, name in enumerate(names):
+        if name == pivot.name:
+            continue
+        if name not in ancestors and name not in descendants:
+            found.append(
+                f"step {name!r} runs beside the pivot {pivot.name!r} (neither before it nor"
+                " after it): once the pivot started the saga only goes forward, so a step"
+                " that may still fail or be undone cannot run beside it; start it before"
+                " the pivot, or from the pivot's completion"
+            )
+        elif (name in ancestors) != (index < at):
+            where = "before" if name in ancestors else "after"
+            found.append(f"step {name!r} runs {where} the pivot {pivot.name!r}: list it {where} it")
+    return found
+
+
+def _parents(d: SagaDefinition) -> dict[str, set[str]]:
+    """The steps whose completion (or whose join) starts each step; an alternative's
+    parent is the step it replaces, and it is a parent of what that step starts."""
+    producers: dict[str, set[str]] = {}
+    for s in d.steps:
+        for model in s.completed_by:
+            producers.setdefault(model.message_type, set()).add(s.name)
+    for join in d.joins:
+        producers.setdefault(join.event.message_type, set()).update(join.after)
+    parents: dict[str, set[str]] = {s.name: set() for s in d.steps}
+    for s in d.steps:
+        for trigger in s.started_by:
+            parents[s.name] |= producers.get(trigger.message_type, set()) - {s.name}
+        if s.alternative in parents:
+            parents[s.alternative].add(s.name)
+    for s in d.steps:  # an alternative goes where the step it replaces goes
+        if s.alternative in parents:
+            for child, children in parents.items():
+                if s.name in children and child != s.alternative:
+                    children.add(s.alternative)
+    return parents
+
+
+def _closure(parents: dict[str, set[str]], name: str) -> set[str]:
+    seen: set[str] = set()
+    todo = [name]
+    while todo:
+        for parent in parents.get(todo.pop(), ()):
+            if parent not in seen:
+                seen.add(parent)
+                todo.append(parent)
+    return seen
+
+
 def _pivot_problems(d: SagaDefinition, s: StepDefinition) -> list[str]:
     """A step that cannot be undone, and the steps after it, only go forward."""
     where = f"step {s.name!r}"
@@ -130,9 +202,19 @@ def _pivot_problems(d: SagaDefinition, s: StepDefinition) -> list[str]:
             " (the service binds the same contract with service.step)"
         )
     if not d.forward_only(s):
+        if s.on_timeout == "retry":
+            found.append(
+                f"{where}: on_timeout='retry' is for the pivot and the steps after it (they"
+                " only go forward); before the pivot a timeout is compensated or parked"
+            )
         return found
     pivot = d.pivot
     assert pivot is not None
+    if s.approval is not None:
+        found.append(
+            f"{where} is an approval after the pivot {pivot.name!r}: a rejection could undo"
+            " nothing the pivot did; ask for the approval before the pivot"
+        )
     rule = d.timeout_rule(s)
     if rule == "compensate" or isinstance(rule, type):
         what = (

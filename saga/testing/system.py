@@ -244,8 +244,12 @@ class InMemorySagaSystem:
             if topic in self._coordinator.topics:
                 self._coordinator.read(envelope)
             for kit in self._readers.get(topic, ()):
-                if envelope.type in kit.service.steps:
-                    await kit._consume(topic, record)
+                step = kit.service.steps.get(envelope.type)
+                if step is None:
+                    continue
+                if step.by_coordinator and topic != kit.service.commands_topic:
+                    continue  # as the runtime: its trigger from the commands topic only
+                await kit._consume(topic, record)
         return delivered
 
     async def fire_due(self, now: datetime | None = None) -> int:

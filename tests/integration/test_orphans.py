@@ -96,7 +96,7 @@ async def test_a_step_event_of_a_saga_never_started_is_dead_lettered_after_its_h
     async def dead_lettered() -> bool:
         return any(
             dict(r.headers).get(h.ID) == charged.id.encode()
-            for r in await read_available(coordinator.settings, f"{payment_events}.dlq", idle_s=0.3)
+            for r in await read_available(coordinator.settings, f"{payment_events}.dlq", idle_s=1.5)
         )
 
     await eventually(dead_lettered, timeout_s=30, what="the orphan's dead letter")
@@ -169,6 +169,6 @@ async def test_a_step_event_read_before_its_start_event_is_decided_right_after_i
     assert after == held, decided
     await asyncio.sleep(HOLD_S + 0.5)
     letters = await read_available(
-        coordinator.settings, f"{coordinator.prefix}{inventory_topic}.dlq", idle_s=0.5
+        coordinator.settings, f"{coordinator.prefix}{inventory_topic}.dlq", idle_s=1.5
     )
     assert not [r for r in letters if dict(r.headers).get(h.ID) == reserved.id.encode()]

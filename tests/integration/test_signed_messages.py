@@ -271,7 +271,7 @@ async def everything_written(running: System) -> list[str]:
         await admin.close()
     texts = []
     for topic in topics:
-        for record in await read_available(running.settings, topic, idle_s=0.5):
+        for record in await read_available(running.settings, topic, idle_s=1.5):
             texts.append(repr((record.key, record.value, record.headers)))
     connection = await asyncpg.connect(running.database_url)
     try:
@@ -330,12 +330,12 @@ async def test_poison_signed_with_a_valid_key_is_a_data_dead_letter_and_the_part
         await eventually(opened, timeout_s=30, what="the saga after the poison opened")
 
         async def both() -> bool:
-            return len(await read_available(running.settings, f"{topic}.dlq", idle_s=0.5)) >= 2
+            return len(await read_available(running.settings, f"{topic}.dlq", idle_s=1.5)) >= 2
 
         await eventually(both, timeout_s=20, what="both poisoned records dead-lettered")
         letters = await read_available(running.settings, f"{topic}.dlq")
         security = await read_available(
-            running.settings, f"{running.prefix}{SECURITY_DEAD_LETTERS}", idle_s=0.5
+            running.settings, f"{running.prefix}{SECURITY_DEAD_LETTERS}", idle_s=1.5
         )
     assert sorted(dict(r.headers)[h.DLQ_ERROR_TYPE].decode() for r in letters) == [
         "PayloadValidationFailed",

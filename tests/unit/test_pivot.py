@@ -24,7 +24,9 @@ from saga import (
     Command,
     Event,
     SagaDefinition,
+    Service,
     Step,
+    StepContext,
     StepContract,
     StepFailed,
 )
@@ -241,25 +243,52 @@ def test_the_deadline_after_the_pivot_started_undoes_nothing() -> None:
 
 
 def test_an_irreversible_step_completing_after_compensation_began_parks_with_the_reason() -> None:
-    """In parallel with ``hold``, the pivot runs; hold fails; the pivot completes anyway."""
-    fan_out = SagaDefinition(
-        "fan-out",
+    """The pivot's first attempt fails while a second one is on its way; that one sends."""
+    retried = SagaDefinition(
+        "shop",
         starts_with=Begun,
         steps=[
             Step("hold", HOLD, reply_timeout=TIMEOUT),
+            Step("send", SEND, reply_timeout=TIMEOUT, on_timeout="retry"),
+        ],
+    ).validate()
+    scenario = SagaScenario(retried, saga_id="o-1")
+    scenario.receive(BEGUN)
+    scenario.receive(HELD)
+    scenario.fire("step-timeout:send")
+    scenario.fire("step-retry:send")
+    scenario.expect_commands(Held, Held)  # started, and started again
+    scenario.receive(SendFailed(error_type="NoCourier", error_message="first attempt"))
+    assert scenario.status == "compensating"
+    assert "step-retry:send" not in scenario.timers
+    scenario.receive(SENT)  # the second attempt sent the parcel
+    scenario.receive(Released(order_id="o-1"))
+    assert scenario.status == "parked", "never 'compensated' with an effect that stays"
+    assert scenario.state.reason is not None
+    assert "send cannot be undone and completed (or may have) after compensation began" in (
+        scenario.state.reason
+    )
+    assert scenario.state.steps["send"].completed_late
+    assert scenario.timers == {} or set(scenario.timers) <= {"deadline"}
+
+
+def test_a_step_beside_the_pivot_an_approval_after_it_and_retry_before_it_are_refused() -> None:
+    beside = SagaDefinition(
+        "fan-out",
+        starts_with=Begun,
+        steps=[
+            Step("hold", HOLD),
             Step("send", StepContract(trigger=Begun, completion=Sent, failure=SendFailed)),
         ],
         ends_with=Sent,
     )
-    scenario = SagaScenario(fan_out, saga_id="o-1")
-    scenario.receive(BEGUN)
-    scenario.receive(HoldFailed(error_type="Empty", error_message="no stock"))
-    assert scenario.status == "compensating"
-    scenario.receive(SENT)
-    assert scenario.status == "parked", "never 'compensated' with an effect that stays"
-    assert scenario.state.reason is not None
-    assert "send cannot be undone and completed after compensation began" in (scenario.state.reason)
-    assert scenario.state.steps["send"].completed_late
+    assert any("step 'hold' runs beside the pivot 'send'" in p for p in beside.problems())
+    early = SagaDefinition(
+        "shop",
+        starts_with=Begun,
+        steps=[Step("hold", HOLD, on_timeout="retry"), Step("send", SEND), Step("log", LOG)],
+    )
+    assert any("on_timeout='retry' is for the pivot" in p for p in early.problems())
 
 
 def test_the_order_sagas_notification_timing_out_parks_it_with_nothing_undone() -> None:
@@ -405,7 +434,6 @@ def test_cancelled_by_must_be_an_event_of_the_starter() -> None:
 
 
 def test_a_service_reads_the_trigger_of_a_step_it_cannot_undo_from_its_commands_topic() -> None:
-    from saga import Service, StepContext
 
     service = Service("notification")
 
@@ -459,3 +487,65 @@ async def test_a_trigger_taken_from_the_commands_topic_only_is_skipped_on_its_ow
     assert skipped is None
     taken, _ = await intake.read(record("notification.commands"))
     assert taken is not None and taken.type == OrderShipped.message_type
+
+
+def test_a_retry_after_the_pivot_failed_redoes_the_compensation_never_the_pivot() -> None:
+    scenario = shop(HELD)
+    scenario.receive(SendFailed(error_type="NoCourier", error_message="none"))
+    for _ in range(20):  # the release is never confirmed: the saga parks
+        if scenario.status == "parked":
+            break
+        scenario.fire(next(iter(sorted(scenario.timers, key=scenario.timers.__getitem__))))
+    assert scenario.status == "parked"
+    scenario.expect_commands(*[c.message_type for c in scenario.commands])
+    scenario.retry(by="ops")
+    [again] = scenario.expect_commands(Release)
+    assert again.purpose == "compensate"
+    assert scenario.step("send") == "failed"
+
+
+def test_skipping_a_parked_pivot_that_later_steps_wait_for_is_refused() -> None:
+    scenario = shop(HELD)
+    scenario.fire("step-timeout:send")
+    decision = scenario.skip("send", by="ops", reason="sent by hand")
+    assert not decision.applied
+    assert "refused: log start(s) from its completion; retry it" in decision.notes[-1]
+    assert scenario.status == "parked"
+
+
+def test_a_rollback_reads_rows_that_a_later_version_wrote() -> None:
+    from saga.coordinator.state import StepState
+
+    row = {**StepState("completed", starts=2).to_json(), "added_later": True}
+    assert StepState.from_json(row) == StepState("completed", starts=2)
+
+
+async def test_the_in_memory_system_runs_a_coordinator_started_step_once() -> None:
+    """The post service reads stock.events (for Released) where the pivot's trigger is."""
+    from saga.testing import InMemorySagaSystem
+
+    stock, post = Service("stock"), Service("post")
+    ran: list[str] = []
+
+    @stock.step(HOLD)
+    async def hold(begun: Begun, ctx: StepContext) -> Held:
+        return Held(order_id=begun.order_id)
+
+    @post.step(SEND)
+    async def send(held: Held, ctx: StepContext) -> Sent:
+        ran.append(held.order_id)
+        return Sent(order_id=held.order_id)
+
+    @post.on(Released)
+    async def noted(released: Released, ctx: StepContext) -> None:
+        return None
+
+    assert "stock.events" in post.topics
+    definition = SagaDefinition(
+        "post", starts_with=Begun, steps=[Step("hold", HOLD), Step("send", SEND)]
+    )
+    system = InMemorySagaSystem(definition, [stock, post])
+    await system.start_saga(BEGUN, saga_id="o-1")
+    await system.run_until_quiet()
+    assert system.state("o-1").status == "completed"
+    assert ran == ["o-1"], "once, from the coordinator's command"
