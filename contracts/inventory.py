@@ -19,6 +19,8 @@ class InventoryReserved(Event):
     amount_cents: int = Field(gt=0, description="Order amount, for the payment step.")
     #: Carried over from the order, for the payment step (see ``OrderPlaced``).
     payment_connection: str | None = Field(default=None, min_length=1, max_length=100)
+    #: Whose order it is: a bank connection is used only for its owner's orders.
+    customer_id: str | None = Field(default=None, min_length=1, max_length=100)
 
 
 class InventoryReservationFailed(StepFailed):

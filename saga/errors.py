@@ -21,6 +21,7 @@
     │   ├── NoDatabase                 ``ctx.db`` in a service without a store
     │   ├── TokenRejected              the identity provider refused the service's credentials
     │   └── ConnectionRevoked, ProviderRefusedClient   a user's connection cannot be used
+    │       └── ConnectionNotOwned     the handle is another user's connection
     ├── StepTimeout                    an attempt ran past its ``attempt_timeout`` (retried)
     ├── CircuitOpen                    a dependency's circuit is open (retried later)
     ├── StoreUnavailable               the service's database cannot be reached (retried)

@@ -71,10 +71,12 @@ class System:
         self.local.stop_all()
 
     async def place(
-        self, order_id: str, amount_cents: int = 1200, **fields: Any
+        self, order_id: str, amount_cents: int = 1200, *, customer_id: str = "c", **fields: Any
     ) -> Envelope[Message]:
         """Publish the ``OrderPlaced`` that starts saga ``order_id`` (``fields``: more of it)."""
-        order = OrderPlaced(order_id=order_id, customer_id="c", amount_cents=amount_cents, **fields)
+        order = OrderPlaced(
+            order_id=order_id, customer_id=customer_id, amount_cents=amount_cents, **fields
+        )
         envelope: Envelope[Message] = Envelope(
             payload=order,
             saga_id=order_id,

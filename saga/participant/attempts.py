@@ -30,7 +30,8 @@ from saga.security.vault import (
 )
 
 #: (handle, valid for) -> the user's access token (see :class:`saga.security.vault.Vault`).
-ResolveConnection = Callable[[str, timedelta], Awaitable[str]]
+#: (handle, valid for, owner the connection must belong to or None) -> access token.
+ResolveConnection = Callable[[str, timedelta, str | None], Awaitable[str]]
 Logger = logging.LoggerAdapter[logging.Logger]
 
 
@@ -98,8 +99,15 @@ async def connection_token(
             f"step {step.name} got a connection handle but this process has no vault keys"
             " (SAGA_VAULT_KEYS)"
         )
+    owner: str | None = None
+    if step.connection.owner_field is not None:
+        owner = getattr(envelope.payload, step.connection.owner_field, None)
+        if not isinstance(owner, str) or not owner:
+            raise ConnectionRevoked(
+                f"no owner in {step.connection.owner_field!r} to check the connection against"
+            )
     try:
-        return await connections(handle, valid_for or timedelta(seconds=60))
+        return await connections(handle, valid_for or timedelta(seconds=60), owner)
     except (ConnectionRevoked, ProviderRefusedClient, ConnectionUnavailable, VaultError):
         raise  # about the connection: the step's outcome
     except Exception as exc:  # the vault's database: not the step's failure

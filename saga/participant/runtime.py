@@ -172,10 +172,10 @@ class ServiceRuntime:
         for start in range(0, len(deliveries), size):
             await self.runner.handle_batch(deliveries[start : start + size])
 
-    async def _resolve(self, handle: str, valid_for: timedelta) -> str:
+    async def _resolve(self, handle: str, valid_for: timedelta, owner: str | None) -> str:
         assert self.vault is not None
         assert self.store is not None
-        return await self.vault.resolve(self.store.pool, handle, valid_for=valid_for)
+        return await self.vault.resolve(self.store.pool, handle, valid_for=valid_for, owner=owner)
 
     async def _emit(self, records: list[tuple[str, EncodedRecord]]) -> None:
         await self.publisher.publish_raw_many(

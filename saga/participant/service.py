@@ -286,6 +286,11 @@ class Service:
                 f"{message.message_type} has no field {connection.handle_field!r} "
                 "for the connection handle"
             )
+        owner_field = connection.owner_field if connection is not None else None
+        if owner_field is not None and owner_field not in message.model_fields:
+            raise ServiceMisconfigured(
+                f"{message.message_type} has no field {owner_field!r} naming the connection's owner"
+            )
 
         def register(handler: StepHandler[M]) -> StepHandler[M]:
             self._add(

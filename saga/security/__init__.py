@@ -22,6 +22,7 @@ from saga.security.tokens import (
 )
 from saga.security.vault import (
     Connection,
+    ConnectionNotOwned,
     ConnectionRevoked,
     ConnectionUnavailable,
     OAuthRefresh,
@@ -36,6 +37,7 @@ __all__ = [
     "CachedTokenProvider",
     "ClientCredentials",
     "Connection",
+    "ConnectionNotOwned",
     "ConnectionRevoked",
     "ConnectionUnavailable",
     "KafkaTokenProvider",

@@ -60,6 +60,11 @@ class ProviderRefusedClient(NonRetryableError):
     user's tokens are kept (fix the service's configuration)."""
 
 
+class ConnectionNotOwned(ConnectionRevoked):
+    """The handle names a connection of another user than the message's: refused, and
+    the connection stays as it is (its owner still uses it)."""
+
+
 class ConnectionUnavailable(SagaError):
     """The provider could not refresh the token just now: the step is retried per policy."""
 
@@ -80,6 +85,10 @@ class Connection:
     provider: str
     handle_field: str = "connection"
     required: bool = True
+    #: The message's field naming the user the connection must belong to (its owner,
+    #: as given to ``Vault.put``): a handle of someone else's connection fails the step
+    #: (:class:`ConnectionNotOwned`, not retried) and leaves that connection as it is.
+    owner_field: str | None = None
 
 
 class VaultKeys:
@@ -237,34 +246,43 @@ class Vault:
         )
         return handle
 
-    async def revoke(self, db: Any, handle: str) -> bool:
-        """The user withdrew access: the handle resolves no more."""
+    async def revoke(self, db: Any, handle: str, *, owner: str | None = None) -> bool:
+        """The user withdrew access: the handle resolves no more. ``owner``: only if the
+        connection is theirs (``False`` otherwise, as for a handle that does not exist)."""
         status: str = await db.execute(
             "UPDATE saga_connections SET revoked_at = now(), access_ct = NULL, refresh_ct = NULL"
-            " WHERE handle = $1 AND revoked_at IS NULL",
+            " WHERE handle = $1 AND revoked_at IS NULL AND ($2::text IS NULL OR owner = $2)",
             handle,
+            owner,
         )
         return status != "UPDATE 0"
 
-    async def resolve(self, pool: Any, handle: str, *, valid_for: timedelta) -> str:
-        """An access token for ``handle`` valid for at least ``valid_for`` (refreshed if not)."""
+    async def resolve(
+        self, pool: Any, handle: str, *, valid_for: timedelta, owner: str | None = None
+    ) -> str:
+        """An access token for ``handle`` valid for at least ``valid_for`` (refreshed if not).
+        ``owner``: the connection must be this user's (:class:`ConnectionNotOwned`)."""
         # Shielded: once the provider rotated the refresh token, the new one must be saved
         # even if the step is cancelled meanwhile.
-        return await asyncio.shield(self._resolve_in(pool, handle, valid_for))
+        return await asyncio.shield(self._resolve_in(pool, handle, valid_for, owner))
 
-    async def _resolve_in(self, pool: Any, handle: str, valid_for: timedelta) -> str:
+    async def _resolve_in(
+        self, pool: Any, handle: str, valid_for: timedelta, owner: str | None
+    ) -> str:
         async with pool.acquire(timeout=30) as db:
             async with db.transaction():
                 # One refresh per handle at a time; others wait, but not forever.
                 await db.execute("SET LOCAL lock_timeout = '30s'")
-                found = await self._resolve(db, handle, valid_for)
+                found = await self._resolve(db, handle, valid_for, owner)
             if isinstance(found, ConnectionRevoked):
                 # The provider withdrew the grant: so do we, for good (committed).
                 await self.revoke(db, handle)
                 raise found
             return found
 
-    async def _resolve(self, db: Any, handle: str, valid_for: timedelta) -> str | ConnectionRevoked:
+    async def _resolve(
+        self, db: Any, handle: str, valid_for: timedelta, owner: str | None = None
+    ) -> str | ConnectionRevoked:
         row = await db.fetchrow(
             "SELECT owner, provider, key_id, access_ct, refresh_ct, revoked_at,"
             " expires_at <= now() + make_interval(secs => $2) AS expiring"
@@ -274,6 +292,9 @@ class Vault:
         )
         if row is None:
             raise ConnectionRevoked(f"no connection {handle}")
+        if owner is not None and row["owner"] != owner:
+            # Raised, not returned: someone else's handle must not revoke it.
+            raise ConnectionNotOwned(f"connection {handle} does not belong to {owner!r}")
         if row["revoked_at"] is not None:
             raise ConnectionRevoked(f"connection {handle} was revoked")
         if not row["expiring"]:

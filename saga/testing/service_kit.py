@@ -112,10 +112,12 @@ class ServiceTestKit:
         )
         self.vault = vault
 
-    async def _resolve(self, handle: str, valid_for: timedelta) -> str:
+    async def _resolve(self, handle: str, valid_for: timedelta, owner: str | None) -> str:
         if self.vault is None or self._postgres is None:
             raise ValueError("connections need ServiceTestKit(..., database_url=..., vault=...)")
-        return await self.vault.resolve(self._postgres.pool, handle, valid_for=valid_for)
+        return await self.vault.resolve(
+            self._postgres.pool, handle, valid_for=valid_for, owner=owner
+        )
 
     async def __aenter__(self) -> ServiceTestKit:
         if self._postgres is not None:

@@ -57,6 +57,7 @@ async def reserve(order: OrderPlaced, ctx: StepContext) -> InventoryReserved:
         quantity=order.quantity,
         amount_cents=order.amount_cents,
         payment_connection=order.payment_connection,
+        customer_id=order.customer_id,
     )
 
 

@@ -66,7 +66,10 @@ if os.environ.get("PAYMENT_BANK_TOKEN_URL"):  # refreshes customers' bank connec
     CHARGE,
     uses=[bank_circuit],
     attempt_timeout=timedelta(seconds=5),
-    connection=Connection("bank", handle_field="payment_connection", required=False),
+    # The customer's own connection only: Mallory cannot pay with Alice's bank.
+    connection=Connection(
+        "bank", handle_field="payment_connection", required=False, owner_field="customer_id"
+    ),
 )
 async def charge(reserved: InventoryReserved, ctx: StepContext) -> PaymentCharged:
     if reserved.payment_connection is None:

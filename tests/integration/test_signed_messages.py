@@ -226,19 +226,26 @@ async def test_a_secured_system_uses_connect_tokens_and_leaks_no_secret(
             run = uuid.uuid4().hex[:6]
             ok, nowhere = f"ok-{run}", f"nowhere-{run}"
             by_alice, by_bob, by_carol = f"alice-{run}", f"bob-{run}", f"nowhere-carol-{run}"
+            by_mallory = f"mallory-{run}"
             running.settings = running.settings.model_copy(
                 update={"signing_keys": parse_keys(keys), "signing_key_id": "orders-key"}
             )
             await running.place(ok)
             await running.place(nowhere)
-            await running.place(by_alice, payment_connection=alice)
-            await running.place(by_bob, payment_connection=bob)
-            await running.place(by_carol, payment_connection=carol)
+            await running.place(by_alice, customer_id="alice", payment_connection=alice)
+            await running.place(by_bob, customer_id="bob", payment_connection=bob)
+            # Mallory names Carol's connection: refused, and Carol's stays usable after.
+            await running.place(by_mallory, customer_id="mallory", payment_connection=carol)
+            await until(running, [by_mallory], "compensated")
+            await running.place(by_carol, customer_id="carol", payment_connection=carol)
             await until(running, [ok, by_alice], "completed")
-            await until(running, [nowhere, by_bob, by_carol], "compensated")
+            await until(running, [nowhere, by_bob, by_carol, by_mallory], "compensated")
 
             assert bank.refreshed == ["alice"], "refreshed before the step, once"
             assert sorted(bank.payments) == [("alice", by_alice), ("carol", by_carol)]
+            mallory_saga = (await running.sagas([by_mallory]))[by_mallory]
+            assert "ConnectionNotOwned" in mallory_saga["reason"], mallory_saga["reason"]
+            assert "does not belong to 'mallory'" in mallory_saga["reason"]
             assert [order for _, order in bank.refunds] == [by_carol], "refunded as the merchant"
             bob_saga = (await running.sagas([by_bob]))[by_bob]
             assert bob_saga["steps"]["charge"]["status"] == "failed"

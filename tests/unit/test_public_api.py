@@ -114,6 +114,7 @@ def test_subpackage_exports() -> None:
         "CachedTokenProvider",
         "ClientCredentials",
         "Connection",
+        "ConnectionNotOwned",
         "ConnectionRevoked",
         "ConnectionUnavailable",
         "KafkaTokenProvider",
