@@ -213,7 +213,7 @@ async def test_wrong_paths_methods_content_and_sizes_get_4xx(port: int) -> None:
             _request(
                 "POST", "/orders", token="operator-token", body=b"a=1", Content_Type="text/plain"
             ),
-            415,
+            400,
         ),
         (
             _request(
