@@ -75,7 +75,8 @@ def assert_saga_metrics(receiver: OtlpReceiver) -> None:
 
 
 def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (loopback http)
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {OPERATOR}"})  # noqa: S310
+    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 (loopback http)
         return json.load(response)
 
 
