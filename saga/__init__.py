@@ -39,6 +39,7 @@ from saga.errors import (
     SagaError,
     ServiceMisconfigured,
 )
+from saga.http.outbox import outbox_relay, saga_transaction
 from saga.kafka.consumer import Consumer, Handler
 from saga.kafka.dead_letter import DeadLetter
 from saga.kafka.provisioning import ensure_topics
@@ -75,6 +76,7 @@ from saga.participant.step_runner import Outcome, StepTimeout, StoreUnavailable
 from saga.resilience.circuit import CircuitBreaker, CircuitOpen, CircuitState
 from saga.resilience.faults import FaultRule
 from saga.resilience.retry import NonRetryableError, RetryPolicy
+from saga.security.auth import Forbidden, Principal, Unauthenticated
 from saga.security.vault import Connection
 from saga.settings import Settings
 
@@ -100,6 +102,7 @@ __all__ = [
     "Envelope",
     "Event",
     "FaultRule",
+    "Forbidden",
     "Handler",
     "HttpRequest",
     "HttpResponse",
@@ -118,6 +121,7 @@ __all__ = [
     "OnTimeout",
     "Outcome",
     "PayloadValidationFailed",
+    "Principal",
     "Published",
     "Publisher",
     "RequestContext",
@@ -143,6 +147,7 @@ __all__ = [
     "TaskEscalated",
     "TaskOpened",
     "TaskRejected",
+    "Unauthenticated",
     "UnknownMessageType",
     "UnknownSchemaVersion",
     "Upcaster",
@@ -152,6 +157,8 @@ __all__ = [
     "ensure_topics",
     "events_topic",
     "new_message_id",
+    "outbox_relay",
     "prefixed",
     "run_service",
+    "saga_transaction",
 ]

@@ -27,6 +27,8 @@
     ├── StoreUnavailable               the service's database cannot be reached (retried)
     ├── RecordRefused                  the database refuses a record's data: dead-lettered at once
     ├── TokenUnavailable, ConnectionUnavailable, VaultError   credentials cannot be had now
+    ├── Unauthenticated                no bearer token, or not a valid one (HTTP 401)
+    ├── Forbidden                      a caller without the role, or not the assignee (HTTP 403)
     └── BadRequest                     an HTTP request a route cannot take (400)
 
 Content errors (:class:`InvalidMessage` and its subclasses, :class:`SignatureError`)

@@ -276,6 +276,29 @@ class Settings(BaseSettings):
         description="Refuse records not signed by their topic's owner (to the security DLQ).",
     )
 
+    # --- HTTP authentication ------------------------------------------------
+    auth_tokens: SecretStr | None = Field(
+        default=None,
+        description=(
+            'Development only: JSON {"<token>": {"sub": "alice", "roles": ["operator"]}},'
+            " static bearer tokens and who each one is."
+        ),
+    )
+    auth_jwks_url: str | None = Field(
+        default=None,
+        description="JWKS URL of the OIDC provider whose JWTs are accepted as bearer tokens.",
+    )
+    auth_issuer: str | None = Field(
+        default=None, description="The `iss` a JWT must carry (required with a JWKS URL)."
+    )
+    auth_audience: str | None = Field(
+        default=None, description="The `aud` a JWT must carry (required with a JWKS URL)."
+    )
+    auth_roles_claim: str = Field(
+        default="roles",
+        description="The JWT claim holding the caller's roles (a dotted path for nested claims).",
+    )
+
     # --- Fault injection ----------------------------------------------------
     faults: list[FaultRule] = Field(
         default_factory=list,

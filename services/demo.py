@@ -33,7 +33,7 @@ import asyncpg
 from contracts.order_saga import ORDER_SAGA
 from saga.coordinator import SagaState, render_timeline
 from saga.dev import DevStack, LocalSystem
-from services.system import ENVIRONMENT, PROCESSES
+from services.system import DEV_TOKEN, ENVIRONMENT, PROCESSES
 
 #: The faults of the demo; ``SAGA_FAULTS`` in the environment replaces them.
 FAULTS = [
@@ -158,7 +158,9 @@ async def _run_orders(
 
 def _post(url: str, body: dict[str, Any]) -> Any:
     request = urllib.request.Request(  # noqa: S310 (the demo's own loopback service)
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {DEV_TOKEN}"},
     )
     with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
         return json.load(response)

@@ -19,6 +19,7 @@ import pytest
 
 from saga.dev import DevStack
 from saga.settings import Settings
+from tests.http_helpers import AUTH_TOKENS
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -82,6 +83,7 @@ def settings(infra: Infra) -> Settings:
         handler_retry_initial_ms=5,
         handler_retry_max_ms=20,
         client_id=f"test-{uuid.uuid4().hex[:6]}",
+        auth_tokens=AUTH_TOKENS,  # type: ignore[arg-type]
     )
 
 

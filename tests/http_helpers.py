@@ -11,6 +11,17 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+#: Bearer tokens of the tests' processes (SAGA_AUTH_TOKENS): who each one is.
+TOKENS: dict[str, dict[str, Any]] = {
+    "test-operator": {"sub": "operator", "roles": ["operator"]},
+    "test-viewer": {"sub": "viewer", "roles": ["viewer"]},
+    "test-manager": {"sub": "manager", "roles": ["approver"]},
+    "test-director": {"sub": "director", "roles": ["approver"]},
+}
+AUTH_TOKENS = json.dumps(TOKENS)
+#: The token ``call_json`` sends unless told otherwise.
+OPERATOR = "test-operator"
+
 
 class QuietHandler(BaseHTTPRequestHandler):
     """Base for test handlers: no access log on stderr."""
@@ -42,11 +53,17 @@ def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
         thread.join()
 
 
-def call_json(url: str, method: str = "GET", body: object = None) -> tuple[int, Any]:
-    """``method url`` with ``body`` as JSON: the status and the decoded answer (any status)."""
+def call_json(
+    url: str, method: str = "GET", body: object = None, *, token: str | None = OPERATOR
+) -> tuple[int, Any]:
+    """``method url`` with ``body`` as JSON and ``token`` as the bearer token: the status
+    and the decoded answer (any status)."""
     data = json.dumps(body).encode() if body is not None else None
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(  # noqa: S310 (loopback http)
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
+        url, data=data, method=method, headers=headers
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310

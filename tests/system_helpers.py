@@ -28,6 +28,7 @@ from saga.messages.base import Event, Message
 from saga.messages.envelope import Envelope
 from saga.settings import Settings
 from services.system import PROCESSES
+from tests.http_helpers import AUTH_TOKENS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,6 +56,7 @@ class System:
             "SAGA_RELAY_INTERVAL_MS": "100",
             "SAGA_TIMER_INTERVAL_MS": "100",
             "SAGA_DEFINITIONS": "tests.integration.sagas:definitions",
+            "SAGA_AUTH_TOKENS": AUTH_TOKENS,
         }
         self.local = LocalSystem(self.env, logdir, cwd=ROOT, processes=PROCESSES)
 

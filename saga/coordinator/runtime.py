@@ -20,6 +20,8 @@ from saga.coordinator import tasks
 from saga.coordinator.apply import COORDINATOR, LIFECYCLE_TOPIC, Coordinator, DecisionError
 from saga.definition.saga import SagaDefinition
 from saga.errors import ConfigurationError, import_named
+from saga.http.app import Endpoint, http_app
+from saga.http.server import HttpServer
 from saga.kafka.consumer import Consumer
 from saga.kafka.dead_letter import DeadLetter, describe_error
 from saga.kafka.dead_letter import send as send_dead_letter
@@ -30,10 +32,11 @@ from saga.messages.codec import RawRecord
 from saga.messages.envelope import Envelope
 from saga.messages.steps import CompensationFailed, StepFailed
 from saga.messages.topics import COORDINATOR_OWNER
-from saga.observability.health import HealthServer
 from saga.outbox.relay import OutboxRelay
 from saga.outbox.send_order import Written
 from saga.outbox.store import PostgresServiceStore
+from saga.participant.routes import HttpRequest
+from saga.security.auth import Principal, authenticator
 from saga.settings import Settings
 from saga.shutdown import serve_until_signalled
 
@@ -113,11 +116,16 @@ class CoordinatorRuntime:
             handler_attempts=0,
         )
         self.health = (
-            HealthServer(
-                self._report,
+            HttpServer(
+                http_app(
+                    self._report,
+                    self._endpoints(),  # /tasks: approval steps
+                    authenticator(settings),
+                    ready=lambda: self._ready,
+                    not_ready="the coordinator is not ready",
+                ),
                 host=settings.health_host,
                 port=settings.health_port,
-                dispatch=self._dispatch,  # /tasks: approval steps
             )
             if settings.health_port is not None
             else None
@@ -219,14 +227,22 @@ class CoordinatorRuntime:
         """Returns once the broker has ``letter`` (shrunk if it is over the size limit)."""
         await send_dead_letter(self.publisher, letter)
 
-    async def _dispatch(
-        self, method: str, target: str, headers: dict[str, str], body: bytes
-    ) -> tuple[int, Any]:
-        if not self._ready:
-            return 503, {"error": "the coordinator is not ready"}
-        status, answer, written = await tasks.answer(self.coordinator, method, target, body)
-        await self._publish(written)
-        return status, answer
+    def _endpoints(self) -> list[Endpoint]:
+        async def listing(request: HttpRequest, principal: Principal) -> tuple[int, Any]:
+            return await tasks.listing(self.coordinator, request)
+
+        def deciding(approve: bool) -> Endpoint:
+            async def decide(request: HttpRequest, principal: Principal) -> tuple[int, Any]:
+                status, answer, written = await tasks.decide(
+                    self.coordinator, request, principal, approve=approve
+                )
+                await self._publish(written)
+                return status, answer
+
+            action = "approve" if approve else "reject"
+            return Endpoint("POST", f"/tasks/{{task_id:path}}/{action}", decide, "approver")
+
+        return [Endpoint("GET", "/tasks", listing, "viewer"), deciding(True), deciding(False)]
 
     def _report(self) -> tuple[bool, dict[str, Any]]:
         # A partition that makes no progress is not ready (SAGA_STALL_AFTER_MS).

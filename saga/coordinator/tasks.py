@@ -4,13 +4,16 @@ A decision is an operator fact for the saga (``approve:<step>`` or
 ``reject:<step>``), decided and audited like any other: the saga log records
 who and when, and the task row keeps its history (opened, escalated, decided).
 
-HTTP, on the coordinator's health port::
+HTTP, on the coordinator's health port, with a bearer token (:mod:`saga.security.auth`)::
 
-    GET  /tasks?status=open&assignee=alice
-    POST /tasks/{task_id}/approve   {"by": "alice", "reason": "ok"}
-    POST /tasks/{task_id}/reject    {"by": "alice", "reason": "too expensive"}
+    GET  /tasks?status=open&assignee=alice      role viewer
+    POST /tasks/{task_id}/approve   {"reason": "ok"}              role approver
+    POST /tasks/{task_id}/reject    {"reason": "too expensive"}   role approver
 
-(a task id holds a ``/``: send it URL-encoded, ``%2F``).
+The decider is the token's subject, who must be the task's current assignee (403
+otherwise); a ``by`` in the body is refused. (A task id holds a ``/``: send it
+URL-encoded, ``%2F``.) The CLI's ``saga tasks approve --by`` is the operators' path,
+through the database.
 """
 
 from __future__ import annotations
@@ -19,13 +22,13 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qsl, unquote
 
 from saga.coordinator import store
 from saga.coordinator.apply import Coordinator
 from saga.errors import SagaError
 from saga.outbox.send_order import Written
-from saga.participant.routes import match_path
+from saga.participant.routes import BadRequest, HttpRequest, parse_json
+from saga.security.auth import Forbidden, Principal
 
 
 class TaskError(SagaError):
@@ -55,15 +58,27 @@ async def list_tasks(
 
 
 async def decide_task(
-    coordinator: Coordinator, task_id: str, *, approve: bool, by: str, reason: str | None
+    coordinator: Coordinator,
+    task_id: str,
+    *,
+    approve: bool,
+    by: str,
+    reason: str | None,
+    assignee_only: bool = False,
 ) -> Decided:
-    """Approve or reject ``task_id`` as ``by``; the outbox rows are for the caller to publish."""
+    """Approve or reject ``task_id`` as ``by``; the outbox rows are for the caller to publish.
+
+    ``assignee_only``: :class:`~saga.security.auth.Forbidden` unless ``by`` is the task's
+    current assignee (the HTTP path; an operator's CLI decides for anyone).
+    """
     async with coordinator.pool.acquire() as connection:
         task = await store.find_task(connection, task_id)
     if task is None:
         raise TaskError(f"no task {task_id!r}", 404)
     if task["status"] != "open":
         raise TaskError(f"task {task_id} is {task['status']} already", 409)
+    if assignee_only and task["assignee"] != by:
+        raise Forbidden(f"task {task_id} is assigned to someone else, not to {by}")
     action = f"{'approve' if approve else 'reject'}:{task['step']}"
     decision, ids = await coordinator.operate(task["saga_id"], action, actor=by, reason=reason)
     if decision is None or decision.state is None:
@@ -88,46 +103,50 @@ def _json(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-async def answer(
-    coordinator: Coordinator, method: str, target: str, body: bytes
+async def listing(coordinator: Coordinator, request: HttpRequest) -> tuple[int, Any]:
+    """``GET /tasks?status=open&assignee=alice`` (``status=all``: every status)."""
+    status = request.query.get("status", "open")
+    found = await list_tasks(
+        coordinator,
+        status=None if status == "all" else status,
+        assignee=request.query.get("assignee"),
+    )
+    return 200, found
+
+
+async def decide(
+    coordinator: Coordinator, request: HttpRequest, principal: Principal, *, approve: bool
 ) -> tuple[int, Any, list[Written]]:
-    """Answer a tasks request: (status, body, outbox rows to publish)."""
-    path, _, query = target.partition("?")
-    if method == "GET" and match_path("/tasks", path) is not None:
-        wanted = dict(parse_qsl(query))
-        status = wanted.get("status", "open")
-        found = await list_tasks(
-            coordinator, status=None if status == "all" else status, assignee=wanted.get("assignee")
+    """``POST /tasks/{task_id}/approve|reject`` by the caller: (status, body, outbox rows)."""
+    body = parse_json(request.body)
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        raise BadRequest('the body is a JSON object: {"reason": "..."}')
+    if "by" in body:
+        raise BadRequest("the decider is the caller (the bearer token's subject): send no 'by'")
+    reason = body.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise BadRequest("reason must be text")
+    try:
+        done = await decide_task(
+            coordinator,
+            request.params["task_id"],
+            approve=approve,
+            by=principal.subject,
+            reason=reason,
+            assignee_only=True,
         )
-        return 200, found, []
-    for action, approve in (("approve", True), ("reject", False)):
-        params = match_path(f"/tasks/{{task_id}}/{action}", path)
-        if method != "POST" or params is None:
-            continue
-        try:
-            request = json.loads(body or b"{}")
-        except ValueError:
-            return 400, {"error": "body is not JSON"}, []
-        by = request.get("by") if isinstance(request, dict) else None
-        reason = request.get("reason") if isinstance(request, dict) else None
-        if not isinstance(by, str) or not by.strip():
-            return 400, {"error": 'say who decides: {"by": "name"}'}, []
-        if reason is not None and not isinstance(reason, str):
-            return 400, {"error": "reason must be text"}, []
-        try:
-            done = await decide_task(
-                coordinator, unquote(params["task_id"]), approve=approve, by=by, reason=reason
-            )
-        except TaskError as refused:
-            return refused.status, {"error": str(refused)}, []
-        return (
-            200,
-            {
-                "task_id": done.task_id,
-                "saga_id": done.saga_id,
-                "decision": done.decision,
-                "saga_status": done.saga_status,
-            },
-            done.outbox,
-        )
-    return 404, {"error": f"no route for {path}"}, []
+    except TaskError as refused:
+        return refused.status, {"error": str(refused)}, []
+    return (
+        200,
+        {
+            "task_id": done.task_id,
+            "saga_id": done.saga_id,
+            "decision": done.decision,
+            "decided_by": principal.subject,
+            "saga_status": done.saga_status,
+        },
+        done.outbox,
+    )

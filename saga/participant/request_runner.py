@@ -26,9 +26,17 @@ from saga.messages.topics import prefixed, topic_for_type
 from saga.observability import tracing
 from saga.outbox.send_order import Written
 from saga.outbox.store import PostgresServiceStore
-from saga.participant.routes import BadRequest, HttpRequest, NoVault, RequestContext
+from saga.participant.routes import (
+    ANONYMOUS,
+    BadRequest,
+    HttpRequest,
+    NoVault,
+    RequestContext,
+    Route,
+)
 from saga.participant.service import Service
 from saga.participant.step_runner import AfterCommit, Emit
+from saga.security.auth import Forbidden, Principal
 
 if TYPE_CHECKING:
     from saga.security.vault import Vault
@@ -56,34 +64,48 @@ class RequestRunner:
         self._publishing: set[asyncio.Task[None]] = set()
 
     async def __call__(
-        self, method: str, target: str, headers: dict[str, str], body: bytes
+        self,
+        method: str,
+        target: str,
+        headers: dict[str, str],
+        body: bytes,
+        principal: Principal = ANONYMOUS,
     ) -> tuple[int, Any]:
-        """Answer one request; a caller's W3C ``traceparent`` header is continued."""
+        """Answer ``method target`` by the route it matches (404: none)."""
         path, _, query = target.partition("?")
         for route in self.service.routes:
             params = route.match(method, path)
-            if params is None:
-                continue
-            request = HttpRequest(method, path, params, dict(parse_qsl(query)), body)
-            with tracing.tracer().start_as_current_span(
-                f"{method} {route.pattern}",
-                context=tracing.context_of(headers.get("traceparent"), headers.get("tracestate")),
-                kind=SpanKind.SERVER,
-                attributes={
-                    "http.request.method": method,
-                    "http.route": route.pattern,
-                    "url.path": path,
-                    "service": self.service.name,
-                },
-            ) as span:
-                status, answer = await self._run(route.handler, request, span)
-                span.set_attribute("http.response.status_code", status)
-                if status >= 500:
-                    span.set_status(Status(StatusCode.ERROR))
-                return status, answer
+            if params is not None:
+                request = HttpRequest(method, path, params, dict(parse_qsl(query)), body, headers)
+                return await self.run(route, request, principal)
         return 404, {"error": f"no route for {path}"}
 
-    async def _run(self, handler: Any, request: HttpRequest, span: trace.Span) -> tuple[int, Any]:
+    async def run(
+        self, route: Route, request: HttpRequest, principal: Principal
+    ) -> tuple[int, Any]:
+        """Answer ``request`` by ``route`` for ``principal``; a caller's W3C
+        ``traceparent`` header is continued."""
+        headers = request.headers
+        with tracing.tracer().start_as_current_span(
+            f"{request.method} {route.pattern}",
+            context=tracing.context_of(headers.get("traceparent"), headers.get("tracestate")),
+            kind=SpanKind.SERVER,
+            attributes={
+                "http.request.method": request.method,
+                "http.route": route.pattern,
+                "url.path": request.path,
+                "service": self.service.name,
+            },
+        ) as span:
+            status, answer = await self._run(route.handler, request, principal, span)
+            span.set_attribute("http.response.status_code", status)
+            if status >= 500:
+                span.set_status(Status(StatusCode.ERROR))
+            return status, answer
+
+    async def _run(
+        self, handler: Any, request: HttpRequest, principal: Principal, span: trace.Span
+    ) -> tuple[int, Any]:
         traceparent, tracestate = tracing.context_headers(span)
         try:
             async with self._transaction() as connection:
@@ -94,6 +116,7 @@ class RequestRunner:
                     traceparent=traceparent,
                     tracestate=tracestate,
                     _vault=self._vault,
+                    principal=principal,
                 )
                 response = await handler(request, ctx)
                 records = [
@@ -109,7 +132,9 @@ class RequestRunner:
                     else []
                 )
         except BadRequest as exc:
-            return 400, {"error": str(exc)}
+            return exc.status, {"error": str(exc)}
+        except Forbidden as exc:
+            return 403, {"error": str(exc)}
         except NoVault as exc:
             return 503, {"error": str(exc)}
         except ValidationError as exc:

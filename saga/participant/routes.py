@@ -1,9 +1,11 @@
 """HTTP routes of a service: how sagas are started from outside Kafka.
 
 A route is registered on the :class:`~saga.participant.service.Service` and served by its
-process on the health port, next to ``/healthz`` and ``/readyz``::
+process on the health port, next to ``/healthz`` and ``/readyz`` (Starlette on uvicorn:
+:mod:`saga.http`). Every route needs a bearer token; ``role=`` asks for a role too
+(``viewer``, ``operator``, ``approver``), and ``ctx.principal`` is the verified caller::
 
-    @service.route("POST", "/orders")
+    @service.route("POST", "/orders", role="operator")
     async def place(request: HttpRequest, ctx: RequestContext) -> HttpResponse:
         order = OrderPlaced(order_id=new_id(), **request.json())
         await ctx.db.execute("INSERT INTO orders ...", ...)
@@ -19,7 +21,7 @@ starts, so one saga is one trace from the HTTP call on.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -28,9 +30,17 @@ from saga.messages.base import Event, Message
 from saga.messages.envelope import Envelope
 from saga.messages.lifecycle import CancelRequested
 from saga.participant.context import NoDatabase
+from saga.security.auth import Principal
 
 if TYPE_CHECKING:
     from saga.security.vault import Vault
+
+
+#: How deeply a request's JSON body may nest (objects and lists); deeper is a 400.
+MAX_JSON_DEPTH = 32
+
+#: Nobody unauthenticated: the caller of a ``public=True`` route.
+ANONYMOUS = Principal("", frozenset())
 
 
 @dataclass(frozen=True)
@@ -40,13 +50,54 @@ class HttpRequest:
     params: dict[str, str]
     query: dict[str, str]
     body: bytes = b""
+    #: Request headers, names in lower case.
+    headers: Mapping[str, str] = field(default_factory=dict)
 
     def json(self) -> Any:
-        """The body as JSON; :class:`BadRequest` when it is not."""
-        try:
-            return json.loads(self.body or b"null")
-        except ValueError as exc:
-            raise BadRequest(f"body is not JSON: {exc}") from exc
+        """The body as JSON; :class:`BadRequest` when it is not JSON, holds a NUL
+        character or nests deeper than :data:`MAX_JSON_DEPTH`. (Whatever its
+        Content-Type says: ``curl -d`` labels JSON as a form.)"""
+        return parse_json(self.body)
+
+
+def parse_json(body: bytes) -> Any:
+    """``body`` as JSON (empty: None); :class:`BadRequest` saying why it cannot be.
+
+    Refused as well as malformed JSON: a NUL anywhere (no database stores it in text),
+    nesting deeper than :data:`MAX_JSON_DEPTH`, and ``NaN``/``Infinity`` (not JSON).
+    """
+    if not body:
+        return None
+    if b"\x00" in body:
+        raise BadRequest("the body holds a NUL byte")
+    try:
+        found = json.loads(body.decode("utf-8"), parse_constant=_not_json)
+    except UnicodeDecodeError:
+        raise BadRequest("the body is not UTF-8") from None
+    except RecursionError:
+        raise BadRequest(f"the body nests deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as exc:
+        raise BadRequest(f"body is not JSON: {exc}") from None
+    _check_tree(found)
+    return found
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _check_tree(value: Any) -> None:
+    pending: list[tuple[Any, int]] = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise BadRequest("the body holds a NUL character (\\u0000)")
+        elif isinstance(item, dict | list):
+            if depth >= MAX_JSON_DEPTH:
+                raise BadRequest(f"the body nests deeper than {MAX_JSON_DEPTH} levels")
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
 
 
 @dataclass(frozen=True)
@@ -56,7 +107,11 @@ class HttpResponse:
 
 
 class BadRequest(SagaError):
-    """Raise from a route to answer 400 with this message."""
+    """Raise from a route to answer 400 (or ``status``, a 4xx) with this message."""
+
+    def __init__(self, message: str, *, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class NoVault(SagaError):
@@ -74,6 +129,8 @@ class RequestContext:
     traceparent: str | None = None
     tracestate: str | None = None
     _vault: Vault | None = None
+    #: The verified caller (from the bearer token); :data:`ANONYMOUS` on a public route.
+    principal: Principal = ANONYMOUS
 
     @property
     def vault(self) -> Vault:
@@ -127,6 +184,10 @@ class Route:
     method: str
     pattern: str
     handler: RouteHandler
+    #: The role a caller needs; None: any authenticated caller.
+    role: str | None = None
+    #: Served without a token (for what must be open, e.g. a provider's webhook).
+    public: bool = False
 
     def match(self, method: str, path: str) -> dict[str, str] | None:
         """Path parameters when ``method path`` is this route (``/orders/{id}``)."""

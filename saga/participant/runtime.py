@@ -18,6 +18,8 @@ from opentelemetry.trace import Span
 
 from saga.definition.saga import SagaMode
 from saga.errors import ServiceMisconfigured
+from saga.http.app import Endpoint, http_app
+from saga.http.server import HttpServer
 from saga.kafka.consumer import Consumer
 from saga.kafka.provisioning import ensure_topics
 from saga.kafka.publisher import Publisher, usable_record_bytes
@@ -25,14 +27,15 @@ from saga.messages.base import Message
 from saga.messages.codec import EncodedRecord, RawRecord
 from saga.messages.envelope import Envelope
 from saga.messages.topics import COORDINATOR_OWNER, events_topic, prefixed
-from saga.observability.health import HealthServer
 from saga.outbox.relay import OutboxRelay
 from saga.outbox.store import PostgresServiceStore
 from saga.participant.request_runner import RequestRunner
+from saga.participant.routes import HttpRequest, Route
 from saga.participant.service import Service
 from saga.participant.step_runner import StepRunner
 from saga.resilience.circuit import CircuitBreaker
 from saga.resilience.faults import Faults
+from saga.security.auth import Principal, authenticator
 from saga.security.vault import Vault, VaultKeys
 from saga.settings import Settings
 from saga.shutdown import serve_until_signalled
@@ -119,11 +122,16 @@ class ServiceRuntime:
             vault=self.vault,
         )
         self.health = (
-            HealthServer(
-                self._report,
+            HttpServer(
+                http_app(
+                    self._report,
+                    [self._endpoint(route) for route in service.routes],
+                    authenticator(settings),
+                    ready=lambda: self._ready,
+                    not_ready=f"{service.name} is not ready",
+                ),
                 host=settings.health_host,
                 port=settings.health_port,
-                dispatch=self._dispatch if service.routes else None,
             )
             if settings.health_port is not None
             else None
@@ -182,12 +190,11 @@ class ServiceRuntime:
             [(topic, r.key, r.value, r.headers) for topic, r in records]
         )
 
-    async def _dispatch(
-        self, method: str, target: str, headers: dict[str, str], body: bytes
-    ) -> tuple[int, Any]:
-        if not self._ready:
-            return 503, {"error": f"{self.service.name} is not ready"}
-        return await self.requests(method, target, headers, body)
+    def _endpoint(self, route: Route) -> Endpoint:
+        async def answer(request: HttpRequest, principal: Principal) -> tuple[int, Any]:
+            return await self.requests.run(route, request, principal)
+
+        return Endpoint(route.method, route.pattern, answer, route.role, route.public)
 
     def _report(self) -> tuple[bool, dict[str, Any]]:
         breakers = {b.name for step in self.service.steps.values() for b in step.uses}

@@ -346,12 +346,27 @@ class Service:
 
         return register
 
-    def route(self, method: str, path: str) -> Callable[[RouteHandler], RouteHandler]:
-        """Register an HTTP route, e.g. ``@service.route("POST", "/orders")``."""
+    def route(
+        self, method: str, path: str, *, role: str | None = None, public: bool = False
+    ) -> Callable[[RouteHandler], RouteHandler]:
+        """Register an HTTP route, e.g. ``@service.route("POST", "/orders")``.
+
+        Every route needs a bearer token (``ctx.principal`` is the caller); ``role``: the
+        role it needs too (``viewer``, ``operator``, ``approver``; None: any
+        authenticated caller); ``public=True``: open to anyone, for what must be.
+        """
         from saga.participant.routes import Route
+        from saga.security.auth import ROLES
+
+        if role is not None and role not in ROLES:
+            raise ServiceMisconfigured(
+                f"{self.name}: route {method} {path}: role {role!r} is not one of {ROLES}"
+            )
+        if public and role is not None:
+            raise ServiceMisconfigured(f"{self.name}: route {method} {path} is public: no role")
 
         def register(handler: RouteHandler) -> RouteHandler:
-            self.routes.append(Route(method.upper(), path, handler))
+            self.routes.append(Route(method.upper(), path, handler, role, public))
             return handler
 
         return register

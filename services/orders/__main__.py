@@ -7,7 +7,8 @@
     python -m services.orders list [--status cancelled]
 
 ``place``, ``status`` and ``list`` talk to a running orders service at
-``--url`` (default ``$ORDERS_URL`` or http://localhost:8080).
+``--url`` (default ``$ORDERS_URL`` or http://localhost:8080) with the bearer token
+``--token`` (default ``$ORDERS_TOKEN``, else the example's development token).
 """
 
 import argparse
@@ -22,15 +23,17 @@ from typing import Any
 
 from saga import run_service
 from services.orders import service
+from services.system import DEV_TOKEN
 
 
-def _call(url: str, method: str, body: dict[str, Any] | None = None) -> int:
+def _call(url: str, method: str, token: str, body: dict[str, Any] | None = None) -> int:
     if not url.startswith(("http://", "https://")):
         print(f"--url must be an http(s) URL, not {url!r}", file=sys.stderr)
         return 2
     data = json.dumps(body).encode() if body is not None else None
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
     request = urllib.request.Request(  # noqa: S310 (scheme checked above)
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
+        url, data=data, method=method, headers=headers
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (scheme checked above)
@@ -49,6 +52,7 @@ def main(argv: list[str]) -> int:
         return run_service(service)
     parser = argparse.ArgumentParser(prog="python -m services.orders")
     parser.add_argument("--url", default=os.environ.get("ORDERS_URL", "http://localhost:8080"))
+    parser.add_argument("--token", default=os.environ.get("ORDERS_TOKEN", DEV_TOKEN))
     commands = parser.add_subparsers(dest="command", required=True)
     place = commands.add_parser("place", help="place an order (starts its saga)")
     place.add_argument("--customer", required=True)
@@ -76,11 +80,11 @@ def main(argv: list[str]) -> int:
             body["payment_connection"] = args.pay_from_bank
         # Chosen here, so that placing the same order again (a retry) is harmless.
         body["order_id"] = args.order_id or f"order-{uuid.uuid4().hex[:12]}"
-        return _call(f"{base}/orders", "POST", body)
+        return _call(f"{base}/orders", "POST", args.token, body)
     if args.command == "status":
-        return _call(f"{base}/orders/{args.order_id}", "GET")
+        return _call(f"{base}/orders/{args.order_id}", "GET", args.token)
     query = f"?status={urllib.parse.quote(args.status)}" if args.status else ""
-    return _call(f"{base}/orders{query}", "GET")
+    return _call(f"{base}/orders{query}", "GET", args.token)
 
 
 raise SystemExit(main(sys.argv[1:]))

@@ -127,10 +127,26 @@ async def test_branches_alternatives_approvals_and_versions(infra: Infra, tmp_pa
         ).items()
         coordinator = running.local.url("coordinator")
         approve = f"{coordinator}/tasks/{quote(f'{esc}/approve', safe='')}/approve"
-        status, answer = await asyncio.to_thread(
-            call_json, approve, "POST", {"by": "director", "reason": "urgent"}
-        )
+
+        async def decide(body: dict[str, Any], token: str | None) -> tuple[int, Any]:
+            return await asyncio.to_thread(call_json, approve, "POST", body, token=token)
+
+        # The decider is the token's subject, and only the current assignee may decide.
+        assert (await decide({"reason": "urgent"}, None))[0] == 401
+        assert (await decide({"reason": "urgent"}, "test-viewer"))[0] == 403, "no approver role"
+        status, answer = await decide({"reason": "mine"}, "test-manager")
+        assert status == 403 and "assigned to someone else" in answer["error"], answer
+        status, answer = await decide({"by": "director", "reason": "urgent"}, "test-manager")
+        assert status == 400 and "send no 'by'" in answer["error"], "the body names nobody"
+        assert (await tasks(running))[esc]["status"] == "open", "refusals decided nothing"
+        status, answer = await decide({"reason": "urgent"}, "test-director")
         assert status == 200 and answer["decision"] == "approved", answer
+        assert answer["decided_by"] == "director"
+        assert (await tasks(running))[esc]["decided_by"] == "director"
+        actors = await query(
+            running, "SELECT actor FROM saga_log WHERE saga_id = $1 AND kind = 'operator'", esc
+        )
+        assert [row["actor"] for row in actors] == ["director"], "audited with the subject"
         listed = await asyncio.to_thread(call_json, f"{coordinator}/tasks?assignee=director")
         assert [t["task_id"] for t in listed[1]] == [f"{dead}/approve"], "dead still waits"
 

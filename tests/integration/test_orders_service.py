@@ -19,12 +19,14 @@ from saga.messages.lifecycle import SagaFinished
 from saga.participant.runtime import ServiceRuntime
 from saga.settings import Settings
 from services.orders import service
+from tests.http_helpers import OPERATOR
 from tests.kafka_helpers import eventually, read_available, read_records
 from tests.system_helpers import fresh_database
 
 
 def call(url: str, body: dict[str, Any] | None = None, **headers: str) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
+    headers = {"Authorization": f"Bearer {OPERATOR}", **headers}
     request = urllib.request.Request(url, data=data, headers=headers)  # noqa: S310 (loopback)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310

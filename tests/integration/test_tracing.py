@@ -23,6 +23,7 @@ import pytest
 from saga.dev.otlp import CollectedSpan, OtlpReceiver, render_tree
 from saga.dev.processes import free_port
 from tests.conftest import Infra
+from tests.http_helpers import OPERATOR
 from tests.integration.test_coordinator import launch, until
 from tests.kafka_helpers import eventually
 from tests.system_helpers import System
@@ -54,7 +55,7 @@ def post_order(running: System, order_id: str, amount_cents: int = 1_500) -> dic
         f"{running.local.url('orders')}/orders",
         data=body.encode(),
         method="POST",
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {OPERATOR}"},
     )
     with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
         answer: dict[str, Any] = json.load(response)
@@ -74,7 +75,8 @@ def assert_saga_metrics(receiver: OtlpReceiver) -> None:
 
 
 def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (loopback http)
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {OPERATOR}"})  # noqa: S310
+    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 (loopback http)
         return json.load(response)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -154,3 +155,11 @@ def test_docker_compose_config_accepts_the_file() -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_the_compose_services_accept_the_examples_development_tokens() -> None:
+    from services.system import DEV_TOKEN, DEV_TOKENS
+
+    environment = load()["x-saga"]["environment"]
+    assert json.loads(environment["SAGA_AUTH_TOKENS"]) == DEV_TOKENS
+    assert DEV_TOKENS[DEV_TOKEN]["roles"] == ["operator"]

@@ -52,6 +52,7 @@ def test_saga_exports() -> None:
         "Envelope",
         "Event",
         "FaultRule",
+        "Forbidden",
         "Handler",
         "HttpRequest",
         "HttpResponse",
@@ -70,6 +71,7 @@ def test_saga_exports() -> None:
         "OnTimeout",
         "Outcome",
         "PayloadValidationFailed",
+        "Principal",
         "Published",
         "Publisher",
         "RequestContext",
@@ -95,6 +97,7 @@ def test_saga_exports() -> None:
         "TaskEscalated",
         "TaskOpened",
         "TaskRejected",
+        "Unauthenticated",
         "UnknownMessageType",
         "UnknownSchemaVersion",
         "Upcaster",
@@ -104,8 +107,10 @@ def test_saga_exports() -> None:
         "ensure_topics",
         "events_topic",
         "new_message_id",
+        "outbox_relay",
         "prefixed",
         "run_service",
+        "saga_transaction",
     ]
 
 
