@@ -17,10 +17,20 @@ TOKENS: dict[str, dict[str, Any]] = {
     "test-viewer": {"sub": "viewer", "roles": ["viewer"]},
     "test-manager": {"sub": "manager", "roles": ["approver"]},
     "test-director": {"sub": "director", "roles": ["approver"]},
+    # Customers: no staff role, they act as themselves.
+    "test-alice": {"sub": "alice", "roles": []},
+    "test-bob": {"sub": "bob", "roles": []},
+    "test-carol": {"sub": "carol", "roles": []},
+    "test-mallory": {"sub": "mallory", "roles": []},
 }
 AUTH_TOKENS = json.dumps(TOKENS)
 #: The token ``call_json`` sends unless told otherwise.
 OPERATOR = "test-operator"
+
+
+def customer(name: str) -> str:
+    """The bearer token of customer ``name`` (alice, bob, carol, mallory)."""
+    return f"test-{name}"
 
 
 class QuietHandler(BaseHTTPRequestHandler):

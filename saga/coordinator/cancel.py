@@ -20,11 +20,11 @@ def refusal(b: Builder) -> str | None:
     status = b.state.status
     if b.state.finished:
         return f"saga is {status} already"
+    pivot = forward.pivot_started(b)
+    if pivot is not None:  # the reason that stays, whether it waits, runs or is parked
+        return f"its pivot {pivot.name} started (it cannot be undone): the saga only goes forward"
     if status in ("compensating", "parked"):
         return f"saga is {status} already ({b.state.reason})"
-    pivot = forward.pivot_started(b)
-    if pivot is not None:
-        return f"its pivot {pivot.name} started (it cannot be undone): the saga only goes forward"
     return None
 
 

@@ -11,6 +11,11 @@ turns it into the order's status: ``confirmed``, ``cancelled`` (compensated),
 ``needs attention`` (parked for an operator) or ``resolved``.
 ``POST /orders/{order_id}/cancel`` asks the coordinator to cancel a pending order's
 saga (``OrderCancelled``); once the confirmation is on its way it is refused.
+
+Who may do what comes from the caller's token: a customer places orders as themselves
+and sees and cancels only their own (another's order is not found); staff with the
+``viewer`` role see every order, and an ``operator`` places (for the customer the body
+names) and cancels any.
 """
 
 import uuid
@@ -64,7 +69,9 @@ class PlaceOrder(BaseModel):
         max_length=100,
         pattern=r"^[A-Za-z0-9._:-]+$",
     )
-    customer_id: str = Field(min_length=1, max_length=100)
+    #: Whom the order is for: the caller themselves (a customer's token), or, for an
+    #: operator placing it on a customer's behalf, the customer named here.
+    customer_id: str | None = Field(default=None, min_length=1, max_length=100)
     amount_cents: int = Field(gt=0, le=MAX_INT)
     currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
     sku: str = Field(default="sku-1", min_length=1, max_length=100)
@@ -79,6 +86,14 @@ class PlaceOrder(BaseModel):
 @service.route("POST", "/orders")
 async def place(request: HttpRequest, ctx: RequestContext) -> HttpResponse:
     order = PlaceOrder.model_validate(request.json())
+    caller = ctx.principal
+    if caller.can("operator"):
+        if order.customer_id is None:
+            return HttpResponse(400, {"error": "customer_id: whom the order is for"})
+    elif order.customer_id not in (None, caller.subject):
+        return HttpResponse(403, {"error": "a customer places orders as themselves"})
+    else:
+        order = order.model_copy(update={"customer_id": caller.subject})
     inserted = await ctx.db.fetchval(
         "INSERT INTO orders (order_id, customer_id, sku, quantity, amount_cents, currency,"
         " payment_connection) VALUES ($1, $2, $3, $4, $5, $6, $7)"
@@ -93,8 +108,9 @@ async def place(request: HttpRequest, ctx: RequestContext) -> HttpResponse:
     )
     if inserted is None:  # placed before: the same order again, or a clash of ids
         existing = await _order(ctx, order.order_id)
-        assert existing is not None
-        if any(existing[name] != value for name, value in order.model_dump().items()):
+        if existing is None or any(
+            existing[name] != value for name, value in order.model_dump().items()
+        ):
             return HttpResponse(409, {"error": f"order {order.order_id} exists, with other data"})
         return HttpResponse(200, existing)
     ctx.start_saga("order", OrderPlaced(**order.model_dump()), saga_id=order.order_id)
@@ -114,15 +130,16 @@ async def cancel(request: HttpRequest, ctx: RequestContext) -> HttpResponse:
     """Ask for the order's saga to be cancelled; its outcome arrives as usual (a refused
     cancel is announced as ``saga.CancelRefused``, and the order goes on)."""
     body = CancelOrder.model_validate(request.json())
-    found = await _order(ctx, request.params["order_id"])
+    found = await _order(ctx, request.params["order_id"], changing=True)
     if found is None:
         return HttpResponse(404, {"error": "no such order"})
     if found["status"] != "pending":
         return HttpResponse(409, {"error": f"order is {found['status']} already"})
     order_id = found["order_id"]
-    ctx.cancel_saga(
-        "order", OrderCancelled(order_id=order_id, reason=body.reason), saga_id=order_id
+    asked = OrderCancelled(
+        order_id=order_id, reason=body.reason, requested_by=ctx.principal.subject
     )
+    ctx.cancel_saga("order", asked, saga_id=order_id)
     return HttpResponse(202, {**found, "cancel": "requested"})
 
 
@@ -134,9 +151,13 @@ async def show(request: HttpRequest, ctx: RequestContext) -> HttpResponse:
 
 @service.route("GET", "/orders")
 async def listing(request: HttpRequest, ctx: RequestContext) -> HttpResponse:
+    """The caller's orders; every order for a viewer (staff)."""
+    everyone = ctx.principal.can("viewer")
     rows = await ctx.db.fetch(
-        _SELECT + " WHERE $1::text IS NULL OR status = $1 ORDER BY placed_at DESC LIMIT 100",
+        _SELECT + " WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR"
+        " customer_id = $2) ORDER BY placed_at DESC LIMIT 100",
         request.query.get("status"),
+        None if everyone else ctx.principal.subject,
     )
     return HttpResponse(200, [dict(row) for row in rows])
 
@@ -152,6 +173,13 @@ async def record_outcome(finished: SagaFinished, ctx: StepContext) -> None:
         )
 
 
-async def _order(ctx: RequestContext, order_id: str) -> dict[str, Any] | None:
+async def _order(
+    ctx: RequestContext, order_id: str, *, changing: bool = False
+) -> dict[str, Any] | None:
+    """The order, if the caller may see it (``changing``: act on it): its customer, or
+    staff (a viewer sees, an operator acts). Another customer's order is not found."""
     row = await ctx.db.fetchrow(_SELECT + " WHERE order_id = $1", order_id)
-    return dict(row) if row is not None else None
+    if row is None:
+        return None
+    staff = ctx.principal.can("operator" if changing else "viewer")
+    return dict(row) if staff or row["customer_id"] == ctx.principal.subject else None

@@ -139,7 +139,8 @@ class ConnectBank(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    customer_id: str = Field(min_length=1, max_length=100)
+    #: Only the caller themselves: a connection is its customer's (the token's subject).
+    customer_id: str | None = Field(default=None, min_length=1, max_length=100)
     access_token: SecretStr = Field(min_length=1, max_length=8192)
     refresh_token: SecretStr | None = Field(default=None, min_length=1, max_length=8192)
     expires_in: float = Field(gt=0, le=366 * 24 * 3600)
@@ -148,9 +149,12 @@ class ConnectBank(BaseModel):
 @service.route("POST", "/connections")
 async def connect(request: HttpRequest, ctx: RequestContext) -> HttpResponse:
     grant = ConnectBank.model_validate(request.json())
+    owner = ctx.principal.subject
+    if grant.customer_id not in (None, owner):
+        return HttpResponse(403, {"error": "a customer connects their own bank only"})
     handle = await ctx.vault.put(
         ctx.db,
-        owner=grant.customer_id,
+        owner=owner,
         provider="bank",
         access_token=grant.access_token.get_secret_value(),
         refresh_token=grant.refresh_token.get_secret_value() if grant.refresh_token else None,
@@ -161,6 +165,8 @@ async def connect(request: HttpRequest, ctx: RequestContext) -> HttpResponse:
 
 @service.route("DELETE", "/connections/{handle}")
 async def disconnect(request: HttpRequest, ctx: RequestContext) -> HttpResponse:
-    if await ctx.vault.revoke(ctx.db, request.params["handle"]):
+    # Only its owner withdraws it (operators: `saga vault revoke HANDLE`); another
+    # customer's handle is not found.
+    if await ctx.vault.revoke(ctx.db, request.params["handle"], owner=ctx.principal.subject):
         return HttpResponse(200, {"revoked": True})
     return HttpResponse(404, {"error": "no such connection, or revoked before"})

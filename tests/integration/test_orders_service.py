@@ -19,14 +19,16 @@ from saga.messages.lifecycle import SagaFinished
 from saga.participant.runtime import ServiceRuntime
 from saga.settings import Settings
 from services.orders import service
-from tests.http_helpers import OPERATOR
+from tests.http_helpers import OPERATOR, customer
 from tests.kafka_helpers import eventually, read_available, read_records
 from tests.system_helpers import fresh_database
 
 
-def call(url: str, body: dict[str, Any] | None = None, **headers: str) -> tuple[int, Any]:
+def call(
+    url: str, body: dict[str, Any] | None = None, token: str = OPERATOR, **headers: str
+) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
-    headers = {"Authorization": f"Bearer {OPERATOR}", **headers}
+    headers = {"Authorization": f"Bearer {token}", **headers}
     request = urllib.request.Request(url, data=data, headers=headers)  # noqa: S310 (loopback)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
@@ -104,6 +106,28 @@ async def test_placing_an_order_stores_it_starts_its_saga_once_and_shows_its_out
         await eventually(cancelled, what="the order cancelled")
         listed = await asyncio.to_thread(call, f"{base}/orders?status=cancelled")
         assert [o["order_id"] for o in listed[1]] == ["o-1"]
+
+        # Customers act as themselves, and see and cancel their own orders only.
+        alice, mallory = customer("alice"), customer("mallory")
+        mine = {"order_id": "o-3", "amount_cents": 500}
+        status, placed = await asyncio.to_thread(call, f"{base}/orders", mine, alice)
+        assert (status, placed["customer_id"]) == (202, "alice"), "the customer from the token"
+        as_bob = {"order_id": "o-4", "amount_cents": 500, "customer_id": "bob"}
+        assert (await asyncio.to_thread(call, f"{base}/orders", as_bob, mallory))[0] == 403
+        assert (await asyncio.to_thread(call, f"{base}/orders/o-3", None, mallory))[0] == 404
+        assert (await asyncio.to_thread(call, f"{base}/orders/o-3", None, alice))[0] == 200
+        _, hers = await asyncio.to_thread(call, f"{base}/orders", None, mallory)
+        assert hers == [], "no one else's orders, nor their connection handles"
+        _, own = await asyncio.to_thread(call, f"{base}/orders", None, alice)
+        assert [o["order_id"] for o in own] == ["o-3", "o-1"], "hers: o-1 was placed for her"
+        stop = {"reason": "not mine to stop"}
+        url = f"{base}/orders/o-3/cancel"
+        assert (await asyncio.to_thread(call, url, stop, mallory))[0] == 404
+        assert (await asyncio.to_thread(call, url, stop, "not-a-token"))[0] == 401
+        _, everyone = await asyncio.to_thread(call, f"{base}/orders", None, "test-viewer")
+        assert {o["order_id"] for o in everyone} == {"o-1", "o-3"}, "staff see every order"
+        assert (await asyncio.to_thread(call, url, stop, "test-viewer"))[0] == 404, "sees only"
+        assert (await asyncio.to_thread(call, url, {"reason": "changed my mind"}, alice))[0] == 202
     finally:
         runtime.stop()
         await asyncio.wait_for(task, 30)

@@ -142,7 +142,7 @@ async def test_cancel_before_the_pivot_compensates_and_after_it_is_refused_both_
         running.start("payment")
         await until(running, [by_customer, by_operator], "compensated", timeout_s=90)
         states = await running.sagas([by_customer, by_operator])
-        assert states[by_customer]["reason"] == "cancelled by orders (too slow)"
+        assert states[by_customer]["reason"] == "cancelled by operator (too slow)"
         assert states[by_operator]["reason"] == "cancelled by alice (fraud suspected)"
         for order_id in (by_customer, by_operator):
             assert states[order_id]["steps"]["reserve"]["status"] == "compensated"

@@ -11,6 +11,7 @@ effect; every forgery is in the security dead-letter topic with its reason.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import uuid
 from pathlib import Path
@@ -32,6 +33,7 @@ from saga.messages.envelope import Envelope
 from saga.messages.topics import SECURITY_DEAD_LETTERS
 from saga.security.signing import Signer, Verifier, new_hmac_secret, parse_keys
 from saga.security.vault import VaultKeys
+from tests import http_helpers
 from tests.bank_provider import bank_provider
 from tests.conftest import Infra
 from tests.http_helpers import call_json
@@ -212,7 +214,9 @@ async def test_a_secured_system_uses_connect_tokens_and_leaks_no_secret(
                     "refresh_token": grant.refresh,
                     "expires_in": expires_in,
                 }
-                status, answer = call_json(f"{payment}/connections", "POST", body)
+                status, answer = call_json(
+                    f"{payment}/connections", "POST", body, token=http_helpers.customer(customer)
+                )
                 assert status == 201, answer
                 return str(answer["handle"])
 
@@ -220,8 +224,11 @@ async def test_a_secured_system_uses_connect_tokens_and_leaks_no_secret(
             bob = await asyncio.to_thread(connect, "bob", 3600)
             carol = await asyncio.to_thread(connect, "carol", 3600)
             gone = f"{payment}/connections/{bob}"
-            assert (await asyncio.to_thread(call_json, gone, "DELETE"))[0] == 200
-            assert (await asyncio.to_thread(call_json, gone, "DELETE"))[0] == 404
+            as_bob = functools.partial(call_json, token=http_helpers.customer("bob"))
+            as_mallory = functools.partial(call_json, token=http_helpers.customer("mallory"))
+            assert (await asyncio.to_thread(as_mallory, gone, "DELETE"))[0] == 404, "not hers"
+            assert (await asyncio.to_thread(as_bob, gone, "DELETE"))[0] == 200
+            assert (await asyncio.to_thread(as_bob, gone, "DELETE"))[0] == 404
 
             run = uuid.uuid4().hex[:6]
             ok, nowhere = f"ok-{run}", f"nowhere-{run}"
