@@ -66,7 +66,7 @@ class Console:
         return self.coordinator.definitions.get(saga_type)
 
 
-def create_app(settings: Settings, definitions: Sequence[SagaDefinition]) -> Starlette:
+def create_app(settings: Settings, definitions: Sequence[SagaDefinition]) -> Any:
     """The console for the sagas of ``definitions`` in ``settings``' database and broker."""
     console = Console(settings, definitions)
 
@@ -267,6 +267,10 @@ def create_app(settings: Settings, definitions: Sequence[SagaDefinition]) -> Sta
         return HTMLResponse(pages.sign_in())
 
     async def sign_in(request: Request) -> Response:
+        try:
+            _same_origin(request)
+        except Forbidden as why:
+            return HTMLResponse(pages.sign_in(str(why)), 403)
         token = (await _form(request)).get("token", "").strip()
         try:
             await console.auth.principal(f"Bearer {token}")
@@ -318,7 +322,30 @@ def create_app(settings: Settings, definitions: Sequence[SagaDefinition]) -> Sta
         Route("/audit", guarded(audit)),
         Mount("/static", static, name="static"),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return _Hardened(Starlette(routes=routes, lifespan=lifespan))
+
+
+class _Hardened:
+    """Every answer forbids framing (no clickjacking of the action buttons) and loads
+    scripts and styles from the console only."""
+
+    HEADERS = (
+        (b"content-security-policy", b"default-src 'self'; frame-ancestors 'none'"),
+        (b"x-frame-options", b"DENY"),
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"same-origin"),
+    )
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *self.HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, with_headers if scope["type"] == "http" else send)
 
 
 async def _principal(console: Console, request: Request) -> Principal:

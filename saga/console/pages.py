@@ -182,8 +182,15 @@ def sagas_page(
     note: str | None,
 ) -> str:
     src = "/sagas?" + urlencode({**wanted.query(), "fragment": "1"})
+    quick = (
+        '<p class="quick">Quick: <a href="/sagas?state=parked">parked</a>'
+        ' · <a href="/sagas?state=running&amp;older_than=10m">stuck: running over 10 min</a>'
+        ' · <a href="/sagas?state=compensating&amp;older_than=10m">compensating over 10'
+        " min</a></p>"
+    )
     body = (
-        filter_form(wanted, types, fields)
+        quick
+        + filter_form(wanted, types, fields)
         + f'<div id="live" data-live="{esc(src)}">{live}</div>'
         + bulk_form(wanted, who)
     )

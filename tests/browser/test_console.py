@@ -245,7 +245,8 @@ def test_an_operator_redrives_a_dead_letter_to_its_topic(running: System, browse
     row = section.locator(f"tr:has-text('{key}')").first
     shown = row.inner_text()
     assert f"{topic}[" in shown, "where it came from"
-    assert "coordinator" in shown, "the group that dead-lettered it"
+    assert "MissingHeader" in shown and "missing required header 'ce_id'" in shown, "why"
+    assert f"{running.prefix}" in shown.split(topic)[0], "the group that dead-lettered it"
     row.locator("input[type=checkbox]").check()
     section.locator("#redrive").click()
     assert "1 dead letter(s) redriven by alice" in page.locator(".note").inner_text()
