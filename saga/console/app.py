@@ -13,12 +13,14 @@ them. A POST authenticated by the cookie must come from the console's own pages:
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
+from aiokafka.errors import KafkaError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
@@ -34,6 +36,8 @@ from saga.coordinator.tasks import TaskError, decide_task
 from saga.definition.saga import SagaDefinition
 from saga.security.auth import Forbidden, Principal, Unauthenticated, authenticator
 from saga.settings import Settings
+
+log = logging.getLogger(__name__)
 
 COOKIE = "saga_console_token"
 #: Largest form body taken.
@@ -136,7 +140,7 @@ def create_app(settings: Settings, definitions: Sequence[SagaDefinition]) -> Any
             return HTMLResponse(live)
         letters = [
             letter
-            for found in (await _letters(console)).values()
+            for found in (await _letters(console))[0].values()
             for letter in found
             if letter.saga_id == saga_id
         ]
@@ -242,8 +246,9 @@ def create_app(settings: Settings, definitions: Sequence[SagaDefinition]) -> Any
         )
 
     async def letters(request: Request, who: Principal) -> Response:
-        found = await _letters(console, request.query_params.get("topic"))
-        return HTMLResponse(pages.letters_page(found, who, request.query_params.get("note")))
+        found, problem = await _letters(console, request.query_params.get("topic"))
+        note = request.query_params.get("note") or problem
+        return HTMLResponse(pages.letters_page(found, who, note))
 
     async def redrive(request: Request, who: Principal) -> Response:
         ids = [v for k, v in await _pairs(request) if k == "id"]
@@ -256,6 +261,8 @@ def create_app(settings: Settings, definitions: Sequence[SagaDefinition]) -> Any
             )
         except (LookupError, ValueError) as refused:
             return _back("/dead-letters", f"refused: {refused}")
+        except (KafkaError, OSError, TimeoutError) as failed:
+            return _back("/dead-letters", f"the broker failed: {type(failed).__name__}")
         return _back("/dead-letters", f"{len(done)} dead letter(s) redriven by {who.subject}")
 
     async def audit(request: Request, who: Principal) -> Response:
@@ -394,11 +401,14 @@ def _told(acted: Acted, action: str) -> str:
 
 async def _letters(
     console: Console, topic: str | None = None
-) -> dict[str, list[dead_letters.Letter]]:
+) -> tuple[dict[str, list[dead_letters.Letter]], str | None]:
+    """The dead letters, or none and why (the broker cannot be reached)."""
     try:
-        return await dead_letters.read_letters(console.settings, [topic] if topic else None)
-    except (OSError, TimeoutError):
-        return {}
+        found = await dead_letters.read_letters(console.settings, [topic] if topic else None)
+    except (KafkaError, OSError, TimeoutError) as failed:
+        log.warning("dead letters not read: %s", failed)
+        return {}, f"dead letters could not be read from the broker: {type(failed).__name__}"
+    return found, None
 
 
 def serve(settings: Settings, definitions: Sequence[SagaDefinition]) -> None:
