@@ -24,6 +24,7 @@ ORDER_SAGA = SagaDefinition(
     starts_with=OrderPlaced,
     cancelled_by=OrderCancelled,
     deadline=timedelta(minutes=10),
+    search=("order_id", "customer_id"),
     steps=[
         Step("reserve", RESERVE, reply_timeout=timedelta(seconds=10)),
         Step("charge", CHARGE, reply_timeout=timedelta(seconds=30)),

@@ -299,6 +299,19 @@ class Settings(BaseSettings):
         description="The JWT claim holding the caller's roles (a dotted path for nested claims).",
     )
 
+    # --- The saga console ---------------------------------------------------
+    console_host: str = Field(default="127.0.0.1", description="Address the console binds.")
+    console_port: int = Field(
+        default=8088, ge=0, le=65535, description="Port of the saga console (0: any free port)."
+    )
+    trace_url_template: str | None = Field(
+        default=None,
+        description=(
+            "Link from a saga to its trace, e.g. http://localhost:16686/trace/{trace_id}"
+            " (Jaeger); none: the console shows the trace id only."
+        ),
+    )
+
     # --- Fault injection ----------------------------------------------------
     faults: list[FaultRule] = Field(
         default_factory=list,

@@ -2,7 +2,8 @@
 
 Starts a throw-away embedded stack, then the coordinator and the orders,
 inventory, payment, shipping and notification services, each as its own
-process. Places a batch of orders over HTTP, in which faults injected through
+process, and the saga console (its address and a sign-in token are printed).
+Places a batch of orders over HTTP, in which faults injected through
 ``SAGA_FAULTS`` make every path happen: a SKU that always fails at the stock
 step, a share of card charges declined, addresses no carrier serves, and one
 order whose shipment never answers (the coordinator's step timeout acts).
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import statistics
 import tempfile
 import time
@@ -94,12 +96,18 @@ async def run_demo() -> int:
                 "SAGA_OTLP_EXPORT_INTERVAL_MS": "300",
                 "SAGA_FAULTS": os.environ.get("SAGA_FAULTS", json.dumps(FAULTS)),
             }
+            token = secrets.token_urlsafe(16)
+            if "SAGA_AUTH_TOKENS" not in env:
+                people = {token: {"sub": "demo", "roles": ["operator", "approver"]}}
+                env["SAGA_AUTH_TOKENS"] = json.dumps(people)
             system = LocalSystem(env, workdir, processes=PROCESSES)
             for name in PROCESSES:
                 pid = system.start(name)  # from this thread: children die with it (Linux)
                 pids.append(pid)
                 _say(f"  {name:<13} pid {pid:<7} (its own process)")
             _say(f"  traces        OTLP/HTTP to {endpoint}")
+            signed_in = "your SAGA_AUTH_TOKENS" if "SAGA_AUTH_TOKENS" in os.environ else token
+            _say(f"  console       {system.url('console')}/  (sign in with {signed_in})")
             await _run_orders(system, info.database_url, receiver, jaeger)
         finally:
             if system is not None:

@@ -15,6 +15,7 @@ PROCESSES: dict[str, list[str]] = {
     "payment": ["services.payment"],
     "shipping": ["services.shipping"],
     "notification": ["services.notification"],
+    "console": ["saga.cli", "console"],
 }
 
 #: Where the coordinator finds the example's saga definitions.

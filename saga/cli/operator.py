@@ -5,8 +5,9 @@ Every action is appended to the saga log with the operator's name and reason.
 Here the commands are registered, with ``saga coordinator`` and ``saga db``;
 they live by group: :mod:`saga.cli.sagas` (list, show, history),
 :mod:`saga.cli.actions` (retry, skip, resolve, cancel, dry-run),
-:mod:`saga.cli.definitions` (definition list/show/diff) and
-:mod:`saga.cli.vault` (vault new-key/rotate/revoke).
+:mod:`saga.cli.definitions` (definition list/show/diff),
+:mod:`saga.cli.vault` (vault new-key/rotate/revoke) and :mod:`saga.cli.console`
+(console, bulk, dead-letters list/redrive).
 """
 
 from __future__ import annotations
@@ -109,6 +110,10 @@ def register(commands: Any) -> None:
     dry.add_argument("saga_id")
     dry.add_argument("--fail", required=True, metavar="STEP")
     dry.set_defaults(run=dry_run)
+
+    from saga.cli import console as console_cli
+
+    console_cli.register(commands)
 
 
 def action_parser(

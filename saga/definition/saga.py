@@ -239,6 +239,9 @@ class SagaDefinition:
     #: The event (a :class:`~saga.messages.lifecycle.CancelRequested`) with which
     #: whoever started a saga asks to cancel it; operators cancel with ``saga cancel``.
     cancelled_by: type[CancelRequested] | None = None
+    #: Fields of the start event a saga is found by (its business keys), e.g.
+    #: ``("order_id", "customer_id")``: the console and ``saga list --key`` search them.
+    search: tuple[str, ...] = ()
     _by_name: dict[str, StepDefinition] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -258,6 +261,13 @@ class SagaDefinition:
         if self.ends_with is None and steps and steps[-1].completed_by:
             object.__setattr__(self, "ends_with", steps[-1].completed_by[0])
         object.__setattr__(self, "_by_name", {s.name: s for s in steps})
+        object.__setattr__(self, "search", tuple(self.search))
+        unknown = [f for f in self.search if f not in self.starts_with.model_fields]
+        if unknown:
+            raise DefinitionError(
+                f"saga {self.name!r}: search names {', '.join(unknown)}, not fields of"
+                f" {self.starts_with.__name__}"
+            )
 
     @property
     def end(self) -> type[Event]:

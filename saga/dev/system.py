@@ -1,8 +1,9 @@
 """A local saga system: the coordinator and step services as processes.
 
 Used by the example's demo and the tests. Each process gets the shared ``SAGA_*``
-environment plus its own health port, logs to ``<logdir>/<name>.log``, and is
-ready when its ``/readyz`` answers 200. Every process is stopped by its pid.
+environment plus its own health port (the console: its own port), logs to
+``<logdir>/<name>.log``, and is ready when its ``/readyz`` answers 200. Every process
+is stopped by its pid.
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ class LocalSystem:
                     **(env or {}),
                     "SAGA_HEALTH_PORT": str(port),
                     "SAGA_HEALTH_HOST": "127.0.0.1",
+                    # The console has no health port: its own port answers /readyz.
+                    "SAGA_CONSOLE_PORT": str(port),
+                    "SAGA_CONSOLE_HOST": "127.0.0.1",
                 },
                 stdout=out,
                 stderr=subprocess.STDOUT,

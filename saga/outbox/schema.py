@@ -133,6 +133,19 @@ MIGRATIONS: Final[dict[str, tuple[str, ...]]] = {
         CREATE INDEX saga_held_events_saga ON saga_held_events (saga_id, seq);
         CREATE INDEX saga_held_events_until ON saga_held_events (held_until);
         """,
+        # 4: what people did from the console and the CLI beyond the saga log:
+        # dead letters redriven, bulk actions (who, when, what, on what).
+        """
+        CREATE TABLE saga_audit (
+            id     bigserial   PRIMARY KEY,
+            at     timestamptz NOT NULL DEFAULT now(),
+            actor  text        NOT NULL,
+            action text        NOT NULL,
+            target text        NOT NULL,
+            detail jsonb       NOT NULL DEFAULT '{}'
+        );
+        CREATE INDEX saga_audit_at ON saga_audit (at);
+        """,
     ),
     "vault": (
         # 1: users' connect tokens, AES-GCM ciphertext only (see saga.security.vault).

@@ -25,7 +25,8 @@ def test_demo_completes_compensates_times_out_shows_a_trace_then_stops_everythin
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
     pids = [int(p) for p in re.findall(r"^  \w+ +pid (\d+)", out, re.M)]
-    assert len(pids) == 8, "broker, postgres, coordinator and five services"
+    assert len(pids) == 9, "broker, postgres, coordinator, five services and the console"
+    assert re.search(r"^  console +http://127\.0\.0\.1:\d+/  \(sign in with \S+\)$", out, re.M)
     assert "progress: " in out
 
     summary = re.search(r"^summary: (.*)$", out, re.M)

@@ -25,6 +25,9 @@ def test_the_wheel_installs_saga_and_its_command_and_no_example(tmp_path: Path) 
     tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"saga"}
     assert "saga/py.typed" in zipfile.ZipFile(wheel).namelist()
+    assert {"saga/console/static/console.js", "saga/console/static/console.css"} <= set(
+        zipfile.ZipFile(wheel).namelist()
+    ), "the console's assets are package data"
 
     venv = tmp_path / "venv"
     assert run(sys.executable, "-m", "venv", venv, cwd=tmp_path).returncode == 0
