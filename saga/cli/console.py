@@ -49,6 +49,12 @@ def register(commands: Any) -> None:
     how = bulk.add_mutually_exclusive_group(required=True)
     how.add_argument("--dry-run", action="store_true", help="say which sagas, change nothing")
     how.add_argument("--yes", action="store_true", help="act")
+    bulk.add_argument(
+        "--expect",
+        type=int,
+        metavar="N",
+        help="with --yes: act only if the filter still finds N sagas (what --dry-run said)",
+    )
     bulk.set_defaults(run=_bulk)
 
     letters = commands.add_parser("dead-letters", help="dead letters per topic; redrive them")
@@ -103,10 +109,20 @@ def _bulk(args: argparse.Namespace) -> int:
         if args.dry_run or not ids:
             return ids, None
         return ids, await operations.act_in_bulk(
-            coordinator, wanted, args.action, actor=actor, step=args.step, reason=args.reason
+            coordinator,
+            wanted,
+            args.action,
+            actor=actor,
+            step=args.step,
+            reason=args.reason,
+            expected=args.expect,
         )
 
-    ids, done = asyncio.run(with_coordinator(work))
+    try:
+        ids, done = asyncio.run(with_coordinator(work))
+    except operations.Refused as refused:
+        print(f"saga: error: {refused}", file=sys.stderr)
+        return 1
     print(f"{len(ids)} saga(s) match {wanted.describe()}")
     if done is None:
         for saga_id in ids:

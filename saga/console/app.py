@@ -95,9 +95,15 @@ def create_app(settings: Settings, definitions: Sequence[SagaDefinition]) -> Any
                     _same_origin(request)
                 if not who.can(role):
                     raise Forbidden(f"{who.subject} is not a {role}")
+                _text(
+                    request.url.path,
+                    *(t for pair in request.query_params.multi_items() for t in pair),
+                )
                 return await handler(request, who)
             except Forbidden as why:
                 return HTMLResponse(pages.problem("Forbidden", str(why), who), 403)
+            except _Invalid as why:
+                return HTMLResponse(pages.problem("Bad request", str(why), who), 400)
 
         return endpoint
 
@@ -189,6 +195,7 @@ def create_app(settings: Settings, definitions: Sequence[SagaDefinition]) -> Any
             wanted = SagaFilter.of(form)
         except ValueError as bad:
             return HTMLResponse(pages.problem("Bulk action", str(bad), who), 400)
+        shown = form.get("expected", "")
         try:
             done = await operations.act_in_bulk(
                 console.coordinator,
@@ -196,6 +203,7 @@ def create_app(settings: Settings, definitions: Sequence[SagaDefinition]) -> Any
                 form.get("action", ""),
                 actor=who.subject,
                 reason=form.get("reason"),
+                expected=int(shown) if shown.isdigit() else None,
             )
         except operations.Refused as refused:
             return _back("/sagas?" + urlencode(wanted.query()), f"refused: {refused}")
@@ -295,6 +303,10 @@ def create_app(settings: Settings, definitions: Sequence[SagaDefinition]) -> Any
         return answer
 
     async def sign_out(request: Request) -> Response:
+        try:
+            _same_origin(request)  # another site cannot sign anyone out either
+        except Forbidden as why:
+            return HTMLResponse(pages.problem("Forbidden", str(why), None), 403)
         answer = RedirectResponse("/sign-in", 303)
         answer.delete_cookie(COOKIE, path="/")
         return answer
@@ -374,11 +386,31 @@ def _same_origin(request: Request) -> None:
         raise Forbidden("a form post from another site is refused")
 
 
+class _Invalid(ValueError):
+    """Input no database stores as text (a NUL, a lone surrogate): 400."""
+
+
+def _text(*values: str) -> None:
+    for value in values:
+        if "\x00" in value or (not value.isascii() and not _encodes(value)):
+            raise _Invalid("a NUL or a lone surrogate is no text")
+
+
+def _encodes(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 async def _pairs(request: Request) -> list[tuple[str, str]]:
     body = await request.body()
     if len(body) > MAX_FORM_BYTES:
         raise Forbidden("form too large")
-    return parse_qsl(body.decode(errors="replace"), keep_blank_values=True)
+    pairs = parse_qsl(body.decode(errors="replace"), keep_blank_values=True)
+    _text(*(text for pair in pairs for text in pair))
+    return pairs
 
 
 async def _form(request: Request) -> dict[str, str]:

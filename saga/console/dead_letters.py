@@ -158,12 +158,10 @@ async def read_letters(
     )
     await reader.start()
     try:
-        known = await reader.topics()
-        wanted = (
-            [t for t in topics if t in known]
-            if topics
-            else dead_letter_topics(known, settings.topic_prefix)
-        )
+        # Dead-letter topics only, whatever is asked for: the console's credentials may
+        # read other topics, and a viewer must not read them through it.
+        dead = dead_letter_topics(await reader.topics(), settings.topic_prefix)
+        wanted = [t for t in topics if t in dead] if topics else dead
         found: dict[str, list[Letter]] = {t: [] for t in wanted}
         partitions = [
             TopicPartition(t, p)

@@ -82,13 +82,20 @@ async def act_in_bulk(
     actor: str,
     step: str | None = None,
     reason: str | None = None,
+    expected: int | None = None,
 ) -> BulkResult:
-    """``action`` on every saga ``wanted`` finds (skip: at ``step``, else the filter's)."""
+    """``action`` on every saga ``wanted`` finds (skip: at ``step``, else the filter's).
+    ``expected``: how many the person was shown; refused if the filter now finds more
+    or fewer (sagas moved meanwhile), before anything is done."""
     name = action_name(action, step or wanted.step)
     reason = check_reason(action, reason)
     async with coordinator.pool.acquire() as connection:
         ids = await queries.matching_ids(
             connection, wanted, queries.search_fields(coordinator.definitions.values())
+        )
+    if expected is not None and len(ids) != expected:
+        raise Refused(
+            f"the filter now finds {len(ids)} saga(s), not the {expected} shown: look again"
         )
     applied, refused = [], []
     for saga_id in ids:

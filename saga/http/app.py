@@ -125,7 +125,8 @@ class Authenticate:
         await self.app(scope, receive, send)
 
     def _open(self, scope: Scope) -> bool:
-        return any(route.matches(scope)[0] is not Match.NONE for route in self.open_routes)
+        # Path and method: a public POST opens no other method on its path.
+        return any(route.matches(scope)[0] is Match.FULL for route in self.open_routes)
 
 
 def _serve(

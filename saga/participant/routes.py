@@ -63,8 +63,9 @@ class HttpRequest:
 def parse_json(body: bytes) -> Any:
     """``body`` as JSON (empty: None); :class:`BadRequest` saying why it cannot be.
 
-    Refused as well as malformed JSON: a NUL anywhere (no database stores it in text),
-    nesting deeper than :data:`MAX_JSON_DEPTH`, and ``NaN``/``Infinity`` (not JSON).
+    Refused as well as malformed JSON: a NUL anywhere and a lone surrogate (no database
+    stores them in text), nesting deeper than :data:`MAX_JSON_DEPTH`, and
+    ``NaN``/``Infinity`` (not JSON).
     """
     if not body:
         return None
@@ -82,6 +83,15 @@ def parse_json(body: bytes) -> Any:
     return found
 
 
+def _lone_surrogate(text: str) -> bool:
+    """JSON may spell half a UTF-16 pair (``"\\ud800"``); no database stores it as text."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _not_json(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
@@ -93,6 +103,8 @@ def _check_tree(value: Any) -> None:
         if isinstance(item, str):
             if "\x00" in item:
                 raise BadRequest("the body holds a NUL character (\\u0000)")
+            if not item.isascii() and _lone_surrogate(item):
+                raise BadRequest("the body holds a lone surrogate (\\ud800-\\udfff), not text")
         elif isinstance(item, dict | list):
             if depth >= MAX_JSON_DEPTH:
                 raise BadRequest(f"the body nests deeper than {MAX_JSON_DEPTH} levels")

@@ -178,6 +178,11 @@ class JwtAuthenticator:
             raise Unauthenticated(f"the token has no {exc.claim!r} claim") from None
         except jwt.InvalidTokenError as exc:
             raise Unauthenticated(f"the token is not valid ({type(exc).__name__})") from None
+        except (TypeError, ValueError) as exc:
+            # E.g. an ES256 header naming an RSA key of the JWKS: the key does not fit.
+            raise Unauthenticated(
+                f"the token's algorithm does not fit its key ({type(exc).__name__})"
+            ) from None
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise Unauthenticated("the token has no subject")

@@ -34,6 +34,11 @@ async def test_bulk_retry_counts_first_then_acts_and_a_dead_letter_is_listed_and
         assert "dry run: nothing changed" in dry.stdout
         assert await running.statuses(sagas) == dict.fromkeys(sagas, "parked")
 
+        moved = running.cli("bulk", "retry", "--state", "parked", "--yes", "--expect", "4")
+        assert moved.returncode == 1, moved.stdout
+        assert "the filter now finds 3 saga(s), not the 4 shown" in moved.stderr
+        assert await running.statuses(sagas) == dict.fromkeys(sagas, "parked"), "nothing done"
+
         one = running.cli("bulk", "resolve", "--key", sagas[0], "--yes")
         assert one.returncode == 2 and "resolve needs a reason" in one.stderr
         done = running.cli(

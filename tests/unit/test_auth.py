@@ -98,6 +98,8 @@ async def test_a_valid_jwt_names_its_subject_and_roles_rs256_and_es256(jwks_url:
         ),
         (lambda: token(OTHER_KEY, kid="rsa-1", algorithm="RS512"), "not valid"),
         (lambda: "not-a-jwt", "not valid"),
+        # An EC algorithm naming the RSA key of the JWKS (anyone can read it): a 401, no 500.
+        (lambda: token(EC_KEY, kid="rsa-1", algorithm="ES256"), "does not fit its key"),
     ],
 )
 async def test_a_jwt_that_does_not_verify_is_unauthenticated_saying_why(

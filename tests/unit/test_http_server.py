@@ -43,6 +43,10 @@ def _service() -> Service:
     async def hook(request: HttpRequest, ctx: RequestContext) -> HttpResponse:
         return HttpResponse(200, {"anonymous": ctx.principal.subject == ""})
 
+    @service.route("DELETE", "/hooks/bank")
+    async def unhook(request: HttpRequest, ctx: RequestContext) -> HttpResponse:
+        return HttpResponse(200, {"by": ctx.principal.subject})
+
     return service
 
 
@@ -187,6 +191,7 @@ async def test_a_header_sent_slowly_past_the_limit_gets_431_and_the_connection_c
         (b'{"sku": "a\x00b"}', "NUL byte"),
         (b'{"sku": "a\\u0000b"}', "NUL character"),
         (b'{"a\\u0000": 1}', "NUL character"),
+        (b'{"reason": "\\ud800"}', "lone surrogate"),
         (b"[" * 33 + b"]" * 33, "deeper than 32"),
         (b"[" * 200_000 + b"]" * 200_000, "deeper than 32"),
         (b'{"amount": NaN}', "not JSON"),
@@ -247,6 +252,11 @@ async def test_no_token_gets_401_a_wrong_role_403_and_health_is_open(port: int) 
         assert (await exchange(port, _request("GET", path, token=None)))[0][0] == 200
     raw = _request("POST", "/hooks/bank", token=None, body=b"{}")
     assert await exchange(port, raw) == [(200, {"anonymous": True})]
+    # A public POST opens no other method on its path.
+    [(status, _)] = await exchange(port, _request("DELETE", "/hooks/bank", token=None))
+    assert status == 401
+    raw = _request("DELETE", "/hooks/bank", token="viewer-token")
+    assert await exchange(port, raw) == [(200, {"by": "vera"})]
 
 
 async def test_the_answer_to_401_names_the_bearer_scheme(port: int) -> None:
