@@ -34,6 +34,7 @@ from saga.coordinator.apply import Coordinator
 from saga.coordinator.runtime import open_store
 from saga.coordinator.tasks import TaskError, decide_task
 from saga.definition.saga import SagaDefinition
+from saga.messages.codec import unstorable
 from saga.security.auth import Forbidden, Principal, Unauthenticated, authenticator
 from saga.settings import Settings
 
@@ -391,17 +392,9 @@ class _Invalid(ValueError):
 
 
 def _text(*values: str) -> None:
-    for value in values:
-        if "\x00" in value or (not value.isascii() and not _encodes(value)):
-            raise _Invalid("a NUL or a lone surrogate is no text")
-
-
-def _encodes(value: str) -> bool:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    problem = unstorable(list(values))
+    if problem is not None:
+        raise _Invalid(f"the request holds {problem}")
 
 
 async def _pairs(request: Request) -> list[tuple[str, str]]:

@@ -182,13 +182,13 @@ def _json(value: bytes | None) -> Any:
     if _UNSTORABLE_ESCAPE.search(text):
         # Valid JSON and maybe a valid payload, but no database can store it: refused
         # here, once, rather than by every transaction that would try.
-        problem = _unstorable(data)
+        problem = unstorable(data)
         if problem is not None:
             raise PayloadValidationFailed(f"a string of the payload holds {problem}")
     return data
 
 
-def _unstorable(data: Any) -> str | None:
+def unstorable(data: Any) -> str | None:
     """What no PostgreSQL text can hold, in any string of ``data``: a NUL, or a lone
     surrogate (half of a UTF-16 pair, which UTF-8 cannot encode)."""
     pending = [data]

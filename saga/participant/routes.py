@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from saga.errors import SagaError
 from saga.messages.base import Event, Message
+from saga.messages.codec import unstorable
 from saga.messages.envelope import Envelope
 from saga.messages.lifecycle import CancelRequested
 from saga.participant.context import NoDatabase
@@ -83,15 +84,6 @@ def parse_json(body: bytes) -> Any:
     return found
 
 
-def _lone_surrogate(text: str) -> bool:
-    """JSON may spell half a UTF-16 pair (``"\\ud800"``); no database stores it as text."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
 def _not_json(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
@@ -101,10 +93,9 @@ def _check_tree(value: Any) -> None:
     while pending:
         item, depth = pending.pop()
         if isinstance(item, str):
-            if "\x00" in item:
-                raise BadRequest("the body holds a NUL character (\\u0000)")
-            if not item.isascii() and _lone_surrogate(item):
-                raise BadRequest("the body holds a lone surrogate (\\ud800-\\udfff), not text")
+            problem = unstorable(item)
+            if problem is not None:
+                raise BadRequest(f"the body holds {problem}")
         elif isinstance(item, dict | list):
             if depth >= MAX_JSON_DEPTH:
                 raise BadRequest(f"the body nests deeper than {MAX_JSON_DEPTH} levels")
