@@ -220,14 +220,24 @@ class Coordinator:
         return len(fired), written
 
     async def operate(
-        self, saga_id: str, action: str, *, actor: str, reason: str | None
+        self,
+        saga_id: str,
+        action: str,
+        *,
+        actor: str,
+        reason: str | None,
+        precondition: Callable[[SagaState], None] | None = None,
     ) -> tuple[Decision | None, list[Written]]:
-        """An operator's ``retry``, ``skip:<step>`` or ``resolve``, audited."""
+        """An operator's ``retry``, ``skip:<step>`` or ``resolve``, audited.
+        ``precondition``: checked on the saga as locked (raising refuses, nothing done),
+        so that nothing decided meanwhile slips between the check and the action."""
         async with self.pool.acquire() as connection, connection.transaction():
             batch, now = await self._open(connection, [saga_id])
             state = batch.states.get(saga_id)
             if state is None:
                 return None, []
+            if precondition is not None:
+                precondition(state)
             definition = self.definition_of(state)
             incoming = intake.from_operator(
                 saga_id, state.saga_type, action, actor=actor, reason=reason, now=now

@@ -25,6 +25,7 @@ from typing import Any
 
 from saga.coordinator import store
 from saga.coordinator.apply import Coordinator
+from saga.coordinator.state import SagaState
 from saga.errors import SagaError
 from saga.outbox.send_order import Written
 from saga.participant.routes import BadRequest, HttpRequest, parse_json
@@ -77,10 +78,24 @@ async def decide_task(
         raise TaskError(f"no task {task_id!r}", 404)
     if task["status"] != "open":
         raise TaskError(f"task {task_id} is {task['status']} already", 409)
+    refused = Forbidden(f"task {task_id} is assigned to someone else, not to {by}")
     if assignee_only and task["assignee"] != by:
-        raise Forbidden(f"task {task_id} is assigned to someone else, not to {by}")
+        raise refused
+
+    def still_assigned(state: SagaState) -> None:
+        # Again on the locked saga: an escalation decided meanwhile moved the task on.
+        step = state.steps.get(task["step"])
+        if step is not None and step.status == "running" and step.assignee != by:
+            raise refused
+
     action = f"{'approve' if approve else 'reject'}:{task['step']}"
-    decision, ids = await coordinator.operate(task["saga_id"], action, actor=by, reason=reason)
+    decision, ids = await coordinator.operate(
+        task["saga_id"],
+        action,
+        actor=by,
+        reason=reason,
+        precondition=still_assigned if assignee_only else None,
+    )
     if decision is None or decision.state is None:
         raise TaskError(f"saga {task['saga_id']} of task {task_id} is gone", 404)
     if not decision.applied:  # decided a moment ago by someone (or something) else
