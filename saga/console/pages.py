@@ -254,7 +254,7 @@ def saga_live(
             esc(e["kind"]),
             esc(e["type"]),
             esc(e["actor"]),
-            f"<code>{esc(json.dumps(e['detail'], sort_keys=True, default=str)[:400])}</code>",
+            _detail(e["detail"], 400),
         ]
         for e in log
     ]
@@ -393,6 +393,11 @@ def bulk_page(
     return layout("Bulk action", body, who)
 
 
+def _detail(detail: Any, limit: int) -> str:
+    """A log entry's detail as JSON, cut to ``limit`` characters, escaped."""
+    return f"<code>{esc(json.dumps(detail, sort_keys=True, default=str)[:limit])}</code>"
+
+
 def audit_page(entries: Sequence[Mapping[str, Any]], who: Principal) -> str:
     rows = [
         [
@@ -400,7 +405,7 @@ def audit_page(entries: Sequence[Mapping[str, Any]], who: Principal) -> str:
             esc(e["actor"]),
             esc(e["action"]),
             esc(e["target"]),
-            f"<code>{esc(json.dumps(e['detail'], sort_keys=True, default=str)[:300])}</code>",
+            _detail(e["detail"], 300),
         ]
         for e in entries
     ]

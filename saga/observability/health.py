@@ -32,17 +32,26 @@ def check_port_free(host: str, port: int) -> None:
             f"SAGA_HEALTH_HOST={host!r} is not an address of this machine ({exc.strerror})"
         ) from None
     for family, kind, protocol, _, address in found:
-        with socket.socket(family, kind, protocol) as probe:
-            # As asyncio's server binds: address reuse, and IPv6 sockets for IPv6 only.
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            try:
-                probe.bind(address)
-            except OSError as exc:
-                if exc.errno != errno.EADDRINUSE:
-                    raise
-                raise in_use(host, port) from None
+        bound(family, kind, protocol, address, host, port).close()
+
+
+def bound(
+    family: int, kind: int, protocol: int, address: Any, host: str, port: int
+) -> socket.socket:
+    """A socket bound to ``address`` as a server binds it (address reuse, IPv6 sockets for
+    IPv6 only); :func:`in_use` when the port is taken."""
+    sock = socket.socket(family, kind, protocol)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise in_use(host, port) from None
+    return sock
 
 
 def in_use(host: str, port: int) -> ConfigurationError:
