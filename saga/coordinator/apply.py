@@ -278,13 +278,21 @@ class Coordinator:
         held: Callable[[Incoming], HeldEvent] | None = None,
         refused: Mapping[str, DecisionError] | None = None,
     ) -> list[Written]:
+        # Events held for sagas this batch may open, read in one statement for the batch.
+        waiting = await store.held_for(
+            connection, [i.saga_id for i, _ in facts if i.saga_id not in batch.states]
+        )
+        taken: list[HeldEvent] = []
         for incoming, latest in facts:
             before = batch.states.get(incoming.saga_id)
             decision = self._decide_one(batch, incoming, latest, now)
             if decision.hold and held is not None:
                 batch.held.append(held(incoming))
             elif before is None and decision.state is not None:
-                await self._release_held(connection, batch, incoming.saga_id, now, refused or {})
+                released = waiting.pop(incoming.saga_id, [])
+                taken += released
+                self._release_held(batch, incoming.saga_id, released, now, refused or {})
+        await store.drop_taken(connection, taken)
         await store.hold_events(connection, batch.held)
         await store.persist(
             connection,
@@ -333,19 +341,19 @@ class Coordinator:
             tracestate=envelope.tracestate,
         )
 
-    async def _release_held(
+    def _release_held(
         self,
-        connection: Any,
         batch: Batch,
         saga_id: str,
+        stored: list[HeldEvent],
         now: datetime,
         refused: Mapping[str, DecisionError],
     ) -> None:
-        """Saga ``saga_id`` was opened by its start event: the events held for it are
-        decided right after it, in the order they were held. One whose decision is
-        refused, or that cannot be read any more, goes to its dead letters with why."""
-        waiting = await store.take_held(connection, saga_id)
-        waiting += [kept for kept in batch.held if kept.saga_id == saga_id]
+        """Saga ``saga_id`` was opened by its start event: the events held for it
+        (``stored``, then those held earlier in this batch) are decided right after it,
+        in the order they were held. One whose decision is refused, or that cannot be
+        read any more, goes to its dead letters with why."""
+        waiting = stored + [kept for kept in batch.held if kept.saga_id == saga_id]
         batch.held = [kept for kept in batch.held if kept.saga_id != saga_id]
         for held in waiting:
             error = refused.get(held.message_id)

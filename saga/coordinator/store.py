@@ -319,16 +319,29 @@ def _held(row: Any) -> HeldEvent:
     )
 
 
-async def take_held(connection: Any, saga_id: str) -> list[HeldEvent]:
-    """The events held for ``saga_id``, in the order held, deleted: its start event came.
-    (A row the orphan pass is dead-lettering is waited for, then gone.)"""
+async def held_for(connection: Any, saga_ids: Sequence[str]) -> dict[str, list[HeldEvent]]:
+    """The events held for any of ``saga_ids``, by saga, in the order held, locked (a row
+    the orphan pass is dead-lettering is waited for, then gone). One statement for a
+    whole batch; what is taken is deleted with :func:`drop_taken`."""
+    if not saga_ids:
+        return {}
     rows = await connection.fetch(
-        "WITH taken AS (DELETE FROM saga_held_events WHERE seq IN ("
-        "   SELECT seq FROM saga_held_events WHERE saga_id = $1 ORDER BY seq FOR UPDATE)"
-        " RETURNING *) SELECT * FROM taken ORDER BY seq",
-        saga_id,
+        "SELECT * FROM saga_held_events WHERE saga_id = ANY($1::text[]) ORDER BY seq FOR UPDATE",
+        sorted(set(saga_ids)),
     )
-    return [_held(row) for row in rows]
+    held: dict[str, list[HeldEvent]] = {}
+    for row in rows:
+        held.setdefault(row["saga_id"], []).append(_held(row))
+    return held
+
+
+async def drop_taken(connection: Any, taken: Sequence[HeldEvent]) -> None:
+    """Forget held events decided now: their saga's start event came."""
+    if taken:
+        await connection.execute(
+            "DELETE FROM saga_held_events WHERE message_id = ANY($1::text[])",
+            [h.message_id for h in taken],
+        )
 
 
 async def expired_held(connection: Any, limit: int) -> list[HeldEvent]:
