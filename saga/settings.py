@@ -175,7 +175,12 @@ class Settings(BaseSettings):
         ),
     )
     outbox_retention_hours: float = Field(
-        default=24, gt=0, description="How long sent outbox rows are kept (unsent ones always)."
+        default=0,
+        ge=0,
+        description=(
+            "How long sent outbox rows are kept for inspection; 0: deleted as soon as the"
+            " broker has them (unsent and parked ones are always kept)."
+        ),
     )
     prune_interval_ms: int = Field(
         default=600_000,

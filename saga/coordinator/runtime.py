@@ -71,7 +71,10 @@ def load_definitions(spec: str) -> list[SagaDefinition]:
 def open_store(settings: Settings) -> PostgresServiceStore:
     """The coordinator's database: saga tables plus its outbox."""
     return PostgresServiceStore(
-        settings.database_url.get_secret_value(), COORDINATOR, components=("coordinator",)
+        settings.database_url.get_secret_value(),
+        COORDINATOR,
+        components=("coordinator",),
+        keep_sent=settings.outbox_retention_hours > 0,
     )
 
 

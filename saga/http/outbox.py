@@ -78,7 +78,11 @@ async def outbox_relay(settings: Settings, *, service: str) -> AsyncIterator[Out
     """Publish ``service``'s committed outbox rows to Kafka while the block runs (every
     ``SAGA_RELAY_INTERVAL_MS``); creates the outbox tables in ``SAGA_DATABASE_URL`` first.
     On exit, what is left is published and the connections are closed."""
-    store = PostgresServiceStore(settings.database_url.get_secret_value(), service)
+    store = PostgresServiceStore(
+        settings.database_url.get_secret_value(),
+        service,
+        keep_sent=settings.outbox_retention_hours > 0,
+    )
     publisher = Publisher(settings, client_id=f"{service}-outbox")
     relay = OutboxRelay.of(store, publisher, settings)
     await store.start()

@@ -141,8 +141,12 @@ class PostgresServiceStore:
         pool_size: int = 10,
         command_timeout_s: float = 60.0,
         components: Sequence[str] = ("service",),
+        keep_sent: bool = False,
     ) -> None:
         self.database_url = database_url
+        #: Sent rows are kept (``sent_at`` set, pruned after the retention) rather than
+        #: deleted once the broker has them.
+        self.keep_sent = keep_sent
         self.service = service
         self._schema = schema
         self._command_timeout_s = command_timeout_s
@@ -320,10 +324,20 @@ class PostgresServiceStore:
         ]
 
     async def mark_sent(self, connection: Any, ids: Sequence[int]) -> None:
-        """``connection``: within a transaction, or the pool (a statement of its own)."""
-        await connection.execute(
-            "UPDATE saga_outbox SET sent_at = now() WHERE id = ANY($1::bigint[])", list(ids)
-        )
+        """The broker has these rows: deleted, or kept with ``sent_at`` set (``keep_sent``).
+        ``connection``: within a transaction, or the pool (a statement of its own).
+
+        A delete writes a few bytes of WAL; an update writes the whole row again (its
+        value and headers) and a new entry in its primary key.
+        """
+        if self.keep_sent:
+            await connection.execute(
+                "UPDATE saga_outbox SET sent_at = now() WHERE id = ANY($1::bigint[])", list(ids)
+            )
+        else:
+            await connection.execute(
+                "DELETE FROM saga_outbox WHERE id = ANY($1::bigint[])", list(ids)
+            )
 
     async def park(self, connection: Any, row_id: int, reason: str) -> None:
         await connection.execute(

@@ -67,6 +67,7 @@ class ServiceRuntime:
                 service.name,
                 schema=service.schema,
                 components=("service", "vault") if needs_vault else ("service",),
+                keep_sent=settings.outbox_retention_hours > 0,
             )
             if service.store == "postgres"
             else None

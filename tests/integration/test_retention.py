@@ -71,7 +71,7 @@ async def _left(
 
 
 async def test_pruning_deletes_only_rows_past_retention(infra: Infra) -> None:
-    store = PostgresServiceStore(infra.database_url, f"keep{uuid.uuid4().hex[:6]}")
+    store = PostgresServiceStore(infra.database_url, f"keep{uuid.uuid4().hex[:6]}", keep_sent=True)
     other = f"other{uuid.uuid4().hex[:6]}"
     await store.start()
     try:
@@ -87,7 +87,7 @@ async def test_pruning_deletes_only_rows_past_retention(infra: Infra) -> None:
 
 
 async def test_the_relay_loop_prunes_on_its_interval(infra: Infra, settings: Settings) -> None:
-    store = PostgresServiceStore(infra.database_url, f"loop{uuid.uuid4().hex[:6]}")
+    store = PostgresServiceStore(infra.database_url, f"loop{uuid.uuid4().hex[:6]}", keep_sent=True)
     other = f"other{uuid.uuid4().hex[:6]}"
     await store.start()
     try:

@@ -112,12 +112,15 @@ async def test_a_handler_that_swallows_a_database_error_is_caught_not_silently_l
     assert await rows(infra, table) == 0
 
 
+@pytest.mark.parametrize("keep_sent", [False, True], ids=["sent-deleted", "sent-kept"])
 async def test_relay_parks_a_row_the_broker_cannot_take_and_sends_the_rest(
-    infra: Infra, settings: Settings, unique: Callable[[str], str]
+    infra: Infra, settings: Settings, unique: Callable[[str], str], keep_sent: bool
 ) -> None:
     topic = unique("payment.events")
     await ensure_topics(settings, [topic], partitions=1)
-    store = PostgresServiceStore(infra.database_url, f"relay{uuid.uuid4().hex[:6]}")
+    store = PostgresServiceStore(
+        infra.database_url, f"relay{uuid.uuid4().hex[:6]}", keep_sent=keep_sent
+    )
     await store.start()
     try:
         async with store.pool.acquire() as connection, connection.transaction():
@@ -135,16 +138,20 @@ async def test_relay_parks_a_row_the_broker_cannot_take_and_sends_the_rest(
             assert await relay.publish_pending() == 3
             assert await relay.publish_pending() == 0, "nothing left to retry"
         states = await store.pool.fetch(
-            "SELECT id, sent_at IS NOT NULL AS sent, parked_reason FROM saga_outbox"
-            " WHERE id = ANY($1::bigint[]) ORDER BY id",
+            "SELECT w.id, o.id IS NOT NULL AS kept, o.sent_at IS NOT NULL AS sent,"
+            " o.parked_reason FROM unnest($1::bigint[]) AS w(id)"
+            " LEFT JOIN saga_outbox o ON o.id = w.id ORDER BY w.id",
             [row.id for row in written],
         )
     finally:
         await store.stop()
-    assert [(r["sent"], r["parked_reason"] is not None) for r in states] == [
-        (True, False),
-        (False, True),
-        (True, False),
+    # Sent rows are deleted once the broker has them, or kept marked sent; the parked
+    # row stays either way, unsent, with its reason.
+    sent = (True, True, False) if keep_sent else (False, False, False)
+    assert [(r["kept"], r["sent"], r["parked_reason"] is not None) for r in states] == [
+        sent,
+        (True, False, True),
+        sent,
     ]
     assert "over the limit of 4096 bytes" in states[1]["parked_reason"]
     records = await read_records(settings, topic, 2)

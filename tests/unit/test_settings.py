@@ -41,9 +41,10 @@ def test_defaults_are_safe_for_production() -> None:
 def test_retention_keeps_a_week_of_inbox_by_default_and_zero_interval_turns_pruning_off(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # Sent outbox rows are not kept by default: deleted once the broker has them.
     default = Retention.of(Settings())
     assert default == Retention(
-        inbox=timedelta(days=7), outbox=timedelta(days=1), every=timedelta(minutes=10)
+        inbox=timedelta(days=7), outbox=timedelta(0), every=timedelta(minutes=10)
     )
     monkeypatch.setenv("SAGA_INBOX_RETENTION_HOURS", "720")
     monkeypatch.setenv("SAGA_OUTBOX_RETENTION_HOURS", "0.5")
