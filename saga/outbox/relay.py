@@ -7,6 +7,12 @@ the broker has acknowledged those. A background loop (:meth:`run`)
 publishes what is left, e.g. after a crash between commit and publish, once it
 has been unsent for ``settled_s``. A row is marked sent only after the broker
 acknowledged it, so a crash at any point means a row is sent again, never lost.
+
+What the broker acknowledged is marked sent (deleted, see
+:meth:`PostgresServiceStore.mark_sent`) by the loop's next pass, in one statement
+for everything acknowledged since the last, not by a statement of its own after
+every publish: a crash in between sends those rows again (consumers drop the copies
+by message id), as one between publish and marking always did.
 """
 
 from __future__ import annotations
@@ -52,6 +58,8 @@ class OutboxRelay:
         self._stopping = asyncio.Event()
         self.order = SendOrder(hold_s=10 * self._settled_s)
         self._retention = retention
+        #: Rows the broker acknowledged, to be marked sent by the next pass.
+        self._acked: list[int] = []
 
     @classmethod
     def of(
@@ -85,15 +93,27 @@ class OutboxRelay:
         except BaseException:
             self.order.unsent(ids)  # still in the outbox: the relay loop sends them
             raise
+        self._acked.extend(ids)
+        self.order.sent(ids)
+        return len(ids)
+
+    async def mark_acknowledged(self) -> int:
+        """Mark what the broker acknowledged since the last call as sent, in one
+        statement; how many rows. On failure they stay to be marked next time."""
+        if not self._acked:
+            return 0
+        ids, self._acked = self._acked, []
         try:
             await self._store.mark_sent(self._store.pool, ids)
-        finally:
-            self.order.sent(ids)  # unmarked after a failure: sent again later, deduplicated
+        except BaseException:
+            self._acked = ids + self._acked
+            raise
         return len(ids)
 
     async def publish_pending(self, *, settled_s: float = 0.0) -> int:
-        """Publish every unsent row of this service (unsent for ``settled_s`` at
-        least), oldest first; count sent."""
+        """Mark what was acknowledged, then publish every unsent row of this service
+        (unsent for ``settled_s`` at least), oldest first; count sent."""
+        await self.mark_acknowledged()
         total = 0
         while True:
             sent = await self._publish_locked(settled_s)
@@ -141,7 +161,8 @@ class OutboxRelay:
                 None,
                 self._batch,
                 settled_s=settled_s,
-                skip=self.order.in_flight,
+                # Acknowledged meanwhile (by a publish after commit), not marked yet.
+                skip=[*self.order.in_flight, *self._acked],
             )
             if not rows:
                 return 0

@@ -167,7 +167,8 @@ async def _decide_offline(
     """What a coordinator does for ``events`` up to the moment it dies.
 
     The batch is decided and committed (one command in the outbox); with
-    ``publish`` the command is also sent. Offsets are never committed.
+    ``publish`` the command is also sent and marked sent, as the relay's next pass
+    does. Offsets are never committed.
     """
     store = PostgresServiceStore(running.database_url, "coordinator", components=("coordinator",))
     await store.start()
@@ -177,7 +178,9 @@ async def _decide_offline(
         assert len(ids) == 1, "one compensation command decided"
         if publish:
             async with Publisher(running.settings) as publisher:
-                assert await OutboxRelay(store, publisher).publish(ids) == 1
+                relay = OutboxRelay(store, publisher)
+                assert await relay.publish(ids) == 1
+                assert await relay.mark_acknowledged() == 1
     finally:
         await store.stop()
 

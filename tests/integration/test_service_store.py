@@ -254,6 +254,8 @@ async def test_a_row_whose_predecessor_is_in_flight_elsewhere_goes_after_its_ack
             publisher.gate.set()
             if acknowledged:
                 assert await handing_over == 2, "the second went once the first was acknowledged"
+                assert await unsent_rows(store) == 2, "marked by the relay's next pass"
+                assert await relay.mark_acknowledged() == 2
             else:
                 with pytest.raises(KafkaTimeoutError):
                     await handing_over
