@@ -1,4 +1,5 @@
-"""Compensation: completed steps undone one at a time, latest completion first.
+"""Compensation: completed steps undone one at a time, latest completion first, or
+all at once when the definition says ``compensation="parallel"``.
 
 A compensation that fails or goes unconfirmed is sent again with backoff (the step's
 compensation retry policy); when attempts run out the saga is parked for an operator.
@@ -46,12 +47,13 @@ def reopen(b: Builder) -> None:
 
 
 def advance(b: Builder) -> None:
-    """Send the next compensation, or finish: one at a time, latest completion first."""
+    """Send the next compensation, or finish: one at a time, latest completion first
+    (or every one at once, ``compensation="parallel"``)."""
     if b.state.status not in ("compensating",):
         return
     steps = b.definition.steps
     if any(b.step(s.name).status == "compensating" for s in steps):
-        return  # one in flight: wait for its confirmation
+        return  # in flight: wait for their confirmation
     in_flight = [s.name for s in steps if b.step(s.name).status == "running"]
     if in_flight:
         # A parallel branch still running: its outcome decides what to undo.
@@ -85,8 +87,21 @@ def advance(b: Builder) -> None:
         b.state = evolve(b.state, status="compensated", finished_at=b.now)
         b.note("saga compensated")
         return
+    if d.compensation == "parallel":
+        # Every undo at once; one whose outcome is unknown and must not be guessed
+        # parks the saga once the others are done, as in reverse order.
+        now = sorted(
+            (s for s in due if not _parks(b, s)),
+            key=lambda s: b.step(s.name).order or 0,
+            reverse=True,  # sent latest completion first all the same
+        )
+        for step in now:
+            if b.state.status == "compensating":  # not parked by an undo it cannot build
+                _start(b, step)
+        if now:
+            return
     step = max(due, key=lambda s: b.step(s.name).order or 0)
-    if b.step(step.name).status == "timed_out" and b.definition.timeout_rule(step) == "park":
+    if _parks(b, step):
         # Its outcome is unknown and the definition says not to guess: an operator
         # retries (undo it) or skips (nothing to undo). Reached from every timeout:
         # the step's own, and the saga's deadline.
@@ -95,6 +110,15 @@ def advance(b: Builder) -> None:
         b.state = evolve(b.state, status="parked", reason=why)
         b.note(f"{why}: saga parked for an operator")
         return
+    _start(b, step)
+
+
+def _parks(b: Builder, step: StepDefinition) -> bool:
+    """``step`` timed out and its definition says to park rather than guess."""
+    return b.step(step.name).status == "timed_out" and b.definition.timeout_rule(step) == "park"
+
+
+def _start(b: Builder, step: StepDefinition) -> None:
     b.update(
         step.name, status="compensating", compensation_attempts=0, compensation_started_at=b.now
     )

@@ -244,7 +244,9 @@ def _compensated(b: Builder, step: StepDefinition, incoming: Incoming) -> None:
     else:
         b.update(step.name, status="compensated", compensated_at=incoming.at)
         b.note(f"{step.name} compensated")
-    if b.state.status == "parked":
+    failed = [s.name for s in b.definition.steps if b.step(s.name).status == "compensation_failed"]
+    if b.state.status == "parked" and not failed:
+        # (With compensation="parallel", another undo may have parked the saga: it stays.)
         b.state = evolve(b.state, status="compensating")
     compensate.advance(b)
 

@@ -45,6 +45,11 @@ Beyond a chain of steps:
 * **Cancellation**: ``cancelled_by`` names the event with which whoever started a
   saga cancels it; its completed steps are compensated in reverse order. Once the
   pivot (the first step that cannot be undone) started, a cancel is refused.
+* **Compensation order**: completed steps are undone one at a time, latest
+  completion first (``compensation="reverse"``, the default: each undo may rely on
+  the ones after it being undone already). ``compensation="parallel"`` sends every
+  compensation at once and waits for all of them: for undos that do not depend on
+  each other, the saga is compensated in one round trip instead of one per step.
 
 Whether services react to each other's events (choreography) or the coordinator
 sends each step its trigger (orchestration) is a setting of the whole system,
@@ -78,6 +83,10 @@ COMPENSATION_RETRY = RetryPolicy(
 )
 
 SagaMode = Literal["choreography", "orchestration"]
+
+#: How a failed saga's completed steps are undone: one at a time, latest completion
+#: first (``"reverse"``), or all at once (``"parallel"``).
+CompensationOrder = Literal["reverse", "parallel"]
 
 #: How the coordinator starts again a step that must go forward (the pivot whose
 #: ``on_timeout`` is ``"retry"``, a step after the pivot that failed or timed out):
@@ -242,6 +251,9 @@ class SagaDefinition:
     #: Fields of the start event a saga is found by (its business keys), e.g.
     #: ``("order_id", "customer_id")``: the console and ``saga list --key`` search them.
     search: tuple[str, ...] = ()
+    #: ``"reverse"``: completed steps undone one at a time, latest completion first;
+    #: ``"parallel"``: every compensation sent at once (undos independent of each other).
+    compensation: CompensationOrder = "reverse"
     _by_name: dict[str, StepDefinition] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -262,6 +274,11 @@ class SagaDefinition:
             object.__setattr__(self, "ends_with", steps[-1].completed_by[0])
         object.__setattr__(self, "_by_name", {s.name: s for s in steps})
         object.__setattr__(self, "search", tuple(self.search))
+        if self.compensation not in ("reverse", "parallel"):
+            raise DefinitionError(
+                f"saga {self.name!r}: compensation={self.compensation!r}, not 'reverse' or"
+                " 'parallel'"
+            )
         unknown = [f for f in self.search if f not in self.starts_with.model_fields]
         if unknown:
             raise DefinitionError(
