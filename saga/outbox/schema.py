@@ -146,6 +146,11 @@ MIGRATIONS: Final[dict[str, tuple[str, ...]]] = {
         );
         CREATE INDEX saga_audit_at ON saga_audit (at);
         """,
+        # 5: pruning finished sagas (saga.coordinator.retention) deletes their tasks
+        # by saga id, not by a walk over every task.
+        """
+        CREATE INDEX saga_tasks_saga ON saga_tasks (saga_id);
+        """,
     ),
     "vault": (
         # 1: users' connect tokens, AES-GCM ciphertext only (see saga.security.vault).
