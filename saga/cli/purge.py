@@ -71,8 +71,8 @@ def _purge(args: argparse.Namespace) -> int:
     wrong = not_finished(statuses)
     if wrong:
         print(
-            f"saga: error: {', '.join(wrong)}: not a finished saga's status; a saga is"
-            f" purged only once {' or '.join(sorted(FINISHED))}",
+            f"saga: error: {', '.join(wrong)}: not a finished saga's status; only"
+            f" {', '.join(sorted(FINISHED))} sagas are purged",
             file=sys.stderr,
         )
         return 2
