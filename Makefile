@@ -46,9 +46,10 @@ bench: $(BENCH_STAMP)
 chaos: $(STAMP)
 	$(BIN)/python -m tests.chaos.run
 
-# Steady load for 10 minutes: every process's RSS at the start and the end.
+# Steady load for 10 minutes: every process's RSS at the start and the end, and what
+# history costs (CPU per saga, database size, rows); e.g. SOAK="--retention-minutes 2".
 soak: $(STAMP)
-	$(BIN)/python -m tests.benchmarks.soak
+	$(BIN)/python -m tests.benchmarks.soak $(SOAK)
 
 bench-transport: $(STAMP)
 	$(BIN)/python -m tests.benchmarks.transport

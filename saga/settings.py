@@ -185,7 +185,10 @@ class Settings(BaseSettings):
     prune_interval_ms: int = Field(
         default=600_000,
         ge=0,
-        description="How often old inbox and sent outbox rows are deleted; 0: never.",
+        description=(
+            "How often old inbox rows, sent outbox rows and (by the coordinator) finished"
+            " sagas are deleted; 0: never."
+        ),
     )
     memory_trim_interval_ms: int = Field(
         default=60_000,
@@ -228,6 +231,22 @@ class Settings(BaseSettings):
             " then the event goes to its topic's dead letters as an OrphanEvent. Longer"
             " than the lag between the coordinator's topics can be (a rebalance, a"
             " catch-up after downtime)."
+        ),
+    )
+    finished_saga_retention_hours: float = Field(
+        default=168,
+        gt=0,
+        description=(
+            "How long the coordinator keeps a completed or compensated saga (its row, log"
+            " and tasks) after it finished: at least as long as the topics keep records."
+        ),
+    )
+    resolved_saga_retention_hours: float = Field(
+        default=720,
+        gt=0,
+        description=(
+            "How long the coordinator keeps a saga an operator resolved after it finished;"
+            " parked and running sagas are kept until they finish."
         ),
     )
     coordinator_cached_sagas: int = Field(

@@ -6,8 +6,8 @@ Here the commands are registered, with ``saga coordinator`` and ``saga db``;
 they live by group: :mod:`saga.cli.sagas` (list, show, history),
 :mod:`saga.cli.actions` (retry, skip, resolve, cancel, dry-run),
 :mod:`saga.cli.definitions` (definition list/show/diff),
-:mod:`saga.cli.vault` (vault new-key/rotate/revoke) and :mod:`saga.cli.console`
-(console, bulk, dead-letters list/redrive).
+:mod:`saga.cli.vault` (vault new-key/rotate/revoke), :mod:`saga.cli.purge` (purge)
+and :mod:`saga.cli.console` (console, bulk, dead-letters list/redrive).
 """
 
 from __future__ import annotations
@@ -112,8 +112,10 @@ def register(commands: Any) -> None:
     dry.set_defaults(run=dry_run)
 
     from saga.cli import console as console_cli
+    from saga.cli import purge as purge_cli
 
     console_cli.register(commands)
+    purge_cli.register(commands)
 
 
 def action_parser(

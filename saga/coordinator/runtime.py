@@ -18,6 +18,7 @@ from opentelemetry.trace import Span
 
 from saga.coordinator import tasks
 from saga.coordinator.apply import COORDINATOR, LIFECYCLE_TOPIC, Coordinator, DecisionError
+from saga.coordinator.retention import SagaRetention, prune_sagas
 from saga.definition.saga import SagaDefinition
 from saga.errors import ConfigurationError, import_named
 from saga.http.app import Endpoint, http_app
@@ -156,6 +157,9 @@ class CoordinatorRuntime:
             asyncio.create_task(self._timers(), name="timers"),
             asyncio.create_task(self._orphans(), name="orphans"),
         ]
+        retention = SagaRetention.of(self.settings)
+        if retention is not None:
+            self._tasks.append(asyncio.create_task(self._prune(retention), name="retention"))
         await self.consumer.start()
         self._ready = True
         log.info("coordinator consuming %s", ", ".join(self.coordinator.topics()))
@@ -225,6 +229,21 @@ class CoordinatorRuntime:
             except Exception as exc:
                 log.warning("orphan pass failed (%s); retrying", describe_error(exc))
             await asyncio.sleep(interval)
+
+    async def _prune(self, retention: SagaRetention) -> None:
+        """Delete the finished sagas past their retention, every ``retention.every``."""
+        while True:
+            try:
+                pruned = await prune_sagas(self.store.pool, retention.by_status())
+                if any(pruned.values()):
+                    log.info(
+                        "pruned %d finished saga(s) past retention (%s)",
+                        sum(pruned.values()),
+                        ", ".join(f"{n} {status}" for status, n in pruned.items() if n),
+                    )
+            except Exception as exc:
+                log.warning("pruning finished sagas failed (%s)", describe_error(exc))
+            await asyncio.sleep(retention.every.total_seconds())
 
     async def _send_dead_letter(self, letter: DeadLetter) -> None:
         """Returns once the broker has ``letter`` (shrunk if it is over the size limit)."""

@@ -16,6 +16,7 @@ Exported over OTLP when ``SAGA_OTLP_METRICS_ENDPOINT`` is set (see
 | ``saga.dead_letters`` | counter | {record} | messaging.destination.name, error.type |
 | ``saga.security.rejected`` | counter | {record} | messaging.destination.name, error.type |
 | ``saga.coordinator.orphans`` | counter | {record} | messaging.destination.name |
+| ``saga.coordinator.pruned`` | counter | {saga} | saga.status |
 | ``saga.partitions.stalled`` | up-down counter | {partition} | consumer group, destination |
 """
 
@@ -63,6 +64,11 @@ orphans = _meter.create_counter(
     "saga.coordinator.orphans",
     unit="{record}",
     description="Events of a saga never started, dead-lettered after their hold",
+)
+sagas_pruned = _meter.create_counter(
+    "saga.coordinator.pruned",
+    unit="{saga}",
+    description="Finished sagas deleted past their retention (saga.coordinator.retention)",
 )
 partitions_stalled = _meter.create_up_down_counter(
     "saga.partitions.stalled",

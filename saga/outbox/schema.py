@@ -155,6 +155,11 @@ MIGRATIONS: Final[dict[str, tuple[str, ...]]] = {
         CREATE INDEX saga_instances_status ON saga_instances (status, created_at);
         ALTER TABLE saga_instances SET (fillfactor = 70);
         """,
+        # 6: pruning finished sagas (saga.coordinator.retention) deletes their tasks
+        # by saga id, not by a walk over every task.
+        """
+        CREATE INDEX saga_tasks_saga ON saga_tasks (saga_id);
+        """,
     ),
     "vault": (
         # 1: users' connect tokens, AES-GCM ciphertext only (see saga.security.vault).

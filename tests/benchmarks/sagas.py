@@ -138,12 +138,17 @@ class Running:
 
 @asynccontextmanager
 async def running_system(
-    settings: Settings, logdir: Path, *, trace_memory: bool = False
+    settings: Settings,
+    logdir: Path,
+    *,
+    trace_memory: bool = False,
+    coordinator_env: dict[str, str] | None = None,
 ) -> AsyncIterator[Running]:
     """Coordinator and step services as processes, with a database and namespace of their own.
 
     ``trace_memory``: each process runs under tracemalloc (:mod:`tests.benchmarks.traced`)
     and writes where its memory grew to ``<logdir>/<process>.memory``.
+    ``coordinator_env``: more settings for the coordinator alone.
     """
     prefix = f"b{uuid.uuid4().hex[:6]}."
     database = fresh_database(settings.database_url.get_secret_value())
@@ -157,7 +162,12 @@ async def running_system(
     try:
         for name in PROCESSES:
             traced = ["tests.benchmarks.traced", str(logdir / f"{name}.memory"), *SYSTEM[name]]
-            await asyncio.to_thread(system.start, name, module=traced if trace_memory else None)
+            await asyncio.to_thread(
+                system.start,
+                name,
+                module=traced if trace_memory else None,
+                env=coordinator_env if name == "coordinator" else None,
+            )
         await finished.start()
         yield Running(config, system, finished, topic)
     finally:

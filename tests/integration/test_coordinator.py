@@ -167,7 +167,7 @@ async def test_saga_show_prints_the_full_timeline_of_a_compensated_saga(full: Sy
     assert dry.returncode == 0, dry.stderr
     migrated = full.cli("db", "migrate")
     assert migrated.returncode == 0, migrated.stderr
-    assert "coordinator: schema version 5" in migrated.stdout
+    assert "coordinator: schema version 6" in migrated.stdout
     assert "service: schema version 4" in migrated.stdout
     shown_definition = full.cli("definition", "show", "order")
     assert "1. reserve (inventory)" in shown_definition.stdout
