@@ -111,9 +111,8 @@ def cpu_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
     ]
     heads = "".join(f"{head:>9}" for _, head in used)
     lines = [
-        "CPU ms per completed saga/chain/workflow, many in flight (user + system;"
-        " -idle: the total less the same processes' idle CPU over as long):",
-        f"{'':<26}{heads}{'total':>9}{'-idle':>9}{'driver':>9}",
+        "CPU ms per completed saga/chain/workflow, many in flight (user + system):",
+        f"{'':<26}{heads}{'total':>9}{'driver':>9}",
     ]
     for row in rows:
         extra = row["extra"]
@@ -121,7 +120,6 @@ def cpu_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
         lines.append(
             f"{short(row['name'])[:25]:<26}{cells}"
             f"{_cell(extra, 'cpu_ms_total', 'total', '{:.2f}'):>9}"
-            f"{_cell(extra, 'cpu_ms_total_above_idle', '-idle', '{:.2f}'):>9}"
             f"{_cell(extra, 'cpu_ms_driver', 'driver', '{:.2f}'):>9}"
         )
     lines += ["", "idle CPU, % of one core (started, no load):", f"{'':<26}{heads}{'total':>9}"]

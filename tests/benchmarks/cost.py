@@ -8,9 +8,8 @@ saga (chain, workflow):
   ``tree``, such as PostgreSQL's postmaster, with all its children: those
   present at both ends by their difference, those started meanwhile in full,
   and those that ended meanwhile through the CPU their parent reaped);
-  ``cpu_ms_total``: all of them but the bench driver; ``cpu_ms_total_above_idle``:
-  that total less what the processes spend idle over as long (where :meth:`Meter.idle`
-  ran first); ``remote_<process>``: 1 for a process that runs elsewhere (not measured);
+  ``cpu_ms_total``: all of them but the bench driver; ``remote_<process>``: 1 for
+  a process that runs elsewhere (not measured);
 * ``pg_statements`` (``pg_stat_statements`` calls in the database, where the
   extension is loaded; else ``pg_rows``: rows returned, fetched, inserted,
   updated and deleted from ``pg_stat_database``), ``pg_commits``
@@ -178,9 +177,6 @@ class Meter:
     database: str | None = None
     _cpu: dict[str, Sample | None] = field(default_factory=dict, repr=False)
     _db: DatabaseSample | None = field(default=None, repr=False)
-    _began: float = field(default=0.0, repr=False)
-    #: From :meth:`idle`: each process's idle CPU, % of a core.
-    _idle: dict[str, float] = field(default_factory=dict, repr=False)
 
     def to_json(self) -> str:
         return json.dumps({"watched": [asdict(w) for w in self.watched], "database": self.database})
@@ -196,15 +192,11 @@ class Meter:
             await enable_statements(self.database)
             self._db = await database_sample(self.database)
         self._cpu = {w.name: sample(w) for w in self.watched}
-        self._began = time.perf_counter()
 
     async def stop(self, completed: int) -> dict[str, float]:
         """Figures per completed unit since :meth:`start`."""
         cpu = {w.name: sample(w) for w in self.watched}
         figures = per_unit(self._cpu, cpu, completed)
-        figures.update(
-            above_idle(figures, self._idle, time.perf_counter() - self._began, completed)
-        )
         figures.update({f"remote_{w.name}": 1.0 for w in self.watched if w.pid is None})
         if self.database is not None and self._db is not None:
             await asyncio.sleep(STATS_SETTLE_S)
@@ -223,8 +215,7 @@ class Meter:
         await asyncio.sleep(seconds)
         end = {w.name: sample(w) for w in self.watched}
         wall = time.perf_counter() - began
-        self._idle = idle_percent(start, end, wall)
-        return self._idle
+        return idle_percent(start, end, wall)
 
 
 def per_unit(
@@ -257,17 +248,6 @@ def idle_percent(
     if parts:
         figures["idle_pct_total"] = sum(parts)
     return figures
-
-
-def above_idle(
-    cpu: Mapping[str, float], idle: Mapping[str, float], wall_s: float, completed: int
-) -> dict[str, float]:
-    """``cpu_ms_total_above_idle``: the total less what the same processes spend idle over
-    the same time (their polling), per unit; where idle CPU was measured."""
-    if "cpu_ms_total" not in cpu or "idle_pct_total" not in idle or completed <= 0:
-        return {}
-    idle_ms = 10 * idle["idle_pct_total"] * wall_s  # % of a core over wall_s, in ms
-    return {"cpu_ms_total_above_idle": cpu["cpu_ms_total"] - idle_ms / completed}
 
 
 def database_per_unit(

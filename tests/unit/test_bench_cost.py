@@ -5,14 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.benchmarks.breakdown import Target, targets
-from tests.benchmarks.cost import (
-    DRIVER,
-    DatabaseSample,
-    Sample,
-    above_idle,
-    cpu_seconds,
-    database_per_unit,
-)
+from tests.benchmarks.cost import DRIVER, DatabaseSample, Sample, cpu_seconds, database_per_unit
 from tests.benchmarks.cost import per_unit as cpu_per_unit
 
 
@@ -68,10 +61,3 @@ def test_a_target_survives_its_round_trip_through_json() -> None:
     target = Target("throughput", 0.01, 0.06, at_most=False)
     assert target.met is False
     assert Target.from_dict(target.name, target.as_dict()) == target
-
-
-def test_above_idle_takes_off_what_the_processes_spend_idle_as_long() -> None:
-    # 40% of a core idle over 10 s is 4,000 ms: 2 ms of each of 2,000 sagas' 5 ms.
-    cpu, idle = {"cpu_ms_total": 5.0}, {"idle_pct_total": 40.0}
-    assert above_idle(cpu, idle, 10.0, 2000) == {"cpu_ms_total_above_idle": pytest.approx(3.0)}
-    assert above_idle(cpu, {}, 10.0, 2000) == {}
