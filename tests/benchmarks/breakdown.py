@@ -13,11 +13,11 @@ from typing import Any
 
 #: CPU ms per saga, all processes of ours together (coordinator, 4 step services, the
 #: broker, PostgreSQL; not the bench driver), with many sagas in flight: commit ad08ca8's
-#: system, measured 2026-12-05 06:29-06:41 UTC on 2 cores (AMD EPYC), embedded broker and
+#: system, measured 2026-12-05 06:29-07:01 UTC on 2 cores (AMD EPYC), embedded broker and
 #: PostgreSQL with pg_stat_statements, `compare --runs 1 --count 1500 --rounds 100`:
-#: 9.81, 8.43 and 10.45 ms in three measurements (the median), while other work kept the
-#: machine's load average at 16-23. On a quiet machine it is lower (about 6 ms).
-BASELINE_CPU_MS_PER_SAGA = 9.8
+#: 9.81, 8.43, 10.45, 7.88 and 7.22 ms in five measurements (the median), while other
+#: work kept the machine's load average at 10-24. On a quiet machine it is lower.
+BASELINE_CPU_MS_PER_SAGA = 8.4
 CPU_SHARE_OF_BASELINE = 0.5
 TARGET_SHARE_OF_FLOOR = 0.06
 TARGET_P50_TIMES_FLOOR = 2.5
