@@ -48,7 +48,7 @@ from typing import Any
 from tests.benchmarks import breakdown, coordinator, floor, sagas
 from tests.benchmarks.cost import Meter, Watched
 from tests.benchmarks.figures import Figures
-from tests.benchmarks.revision import source_tree
+from tests.benchmarks.revision import resolve, source_tree
 from tests.benchmarks.stack import Stack, bench_stack
 from tests.system_helpers import ROOT, fresh_database
 
@@ -362,6 +362,11 @@ def main() -> None:
         help="also run ours from git revision REV's source, interleaved (before/after)",
     )
     args = parser.parse_args()
+    if args.baseline:
+        try:
+            resolve(args.baseline)
+        except ValueError as e:
+            parser.error(str(e))
     # Client noise when the floor's consumers stop mid-commit: not a figure.
     for noisy in ("aiokafka", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)

@@ -22,7 +22,7 @@ def source_tree(rev: str) -> Iterator[tuple[Path, str]]:
     ``sys.path``, before the editable install): checked once, here. Removed on exit,
     whatever happens.
     """
-    commit = _git("rev-parse", "--verify", f"{rev}^{{commit}}").strip()
+    commit = resolve(rev)
     tmp = Path(tempfile.mkdtemp(prefix="saga-bench-rev-"))
     try:
         archive = subprocess.run(
@@ -42,6 +42,14 @@ def source_tree(rev: str) -> Iterator[tuple[Path, str]]:
         yield tmp, commit
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def resolve(rev: str) -> str:
+    """The commit ``rev`` names; ``ValueError`` if it names none."""
+    try:
+        return _git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}").strip()
+    except subprocess.CalledProcessError:
+        raise ValueError(f"{rev!r} names no commit of this repository") from None
 
 
 def imported_saga(cwd: Path) -> Path:
