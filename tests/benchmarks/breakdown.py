@@ -177,7 +177,7 @@ def cpu_panel(axis: Any, rows: Sequence[dict[str, Any]]) -> None:
         values = [r["extra"].get(f"cpu_ms_{name}", 0.0) for r in measured]
         if not any(values):
             continue
-        axis.barh(names, values, left=left, label=name)
+        axis.barh(names, values, left=left, label="own process" if name == "process" else name)
         left = [a + b for a, b in zip(left, values, strict=True)]
     axis.set_xlabel("CPU ms per completed unit, many in flight")
     axis.legend(fontsize="small")
