@@ -38,7 +38,8 @@ $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
-# Floor, ours and peers side by side; writes bench-results/results.json and .png.
+# Floor, ours and peers side by side, with CPU per saga by process; writes
+# bench-results/results.json and .png (options: python -m tests.benchmarks.compare --help).
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m tests.benchmarks.compare
 

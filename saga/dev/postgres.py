@@ -12,6 +12,7 @@ import pwd
 import shutil
 import stat
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 import psutil
@@ -33,8 +34,14 @@ def bin_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
-def start_postgres(workdir: Path, port: int, *, detached: bool) -> ServerProcess:
-    """Initialise (once) and start PostgreSQL on 127.0.0.1:``port``; create db ``saga``."""
+def start_postgres(
+    workdir: Path, port: int, *, detached: bool, options: Mapping[str, str] | None = None
+) -> ServerProcess:
+    """Initialise (once) and start PostgreSQL on 127.0.0.1:``port``; create db ``saga``.
+
+    ``options``: more server settings (``-c name=value``), e.g. the benchmark's
+    ``shared_preload_libraries=pg_stat_statements``.
+    """
     bins = bin_dir()
     user = _system_user()
     data = workdir / "postgres"
@@ -74,6 +81,7 @@ def start_postgres(workdir: Path, port: int, *, detached: bool) -> ServerProcess
             "fsync=off",
             "-c",
             "max_connections=200",
+            *(arg for name, value in (options or {}).items() for arg in ("-c", f"{name}={value}")),
         ],
         port=port,
         log=workdir / "postgres.log",

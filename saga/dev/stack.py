@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import signal
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,8 +75,12 @@ class DevStack:
         *,
         kafka_port: int | None = DEFAULT_KAFKA_PORT,
         postgres_port: int | None = DEFAULT_POSTGRES_PORT,
+        postgres_options: Mapping[str, str] | None = None,
     ) -> StackInfo:
-        """Start both servers (free ports if the preferred ones are taken) and wait for them."""
+        """Start both servers (free ports if the preferred ones are taken) and wait for them.
+
+        ``postgres_options``: more PostgreSQL settings (``-c name=value``) for this start.
+        """
         running = self.status()
         if running is not None:
             return running
@@ -87,7 +92,10 @@ class DevStack:
         try:
             with stopped_on_failure(broker):
                 postgres = start_postgres(
-                    self.workdir, free_port(postgres_port), detached=self.detached
+                    self.workdir,
+                    free_port(postgres_port),
+                    detached=self.detached,
+                    options=postgres_options,
                 )
         except BaseException:
             self.state_file.unlink(missing_ok=True)

@@ -16,6 +16,13 @@ ratios are taken between those medians. Prints a table with the ratios, and
 writes ``bench-results/results.json`` (every run's rows too) and
 ``bench-results/results.png``. Asserts nothing: the targets are printed as met
 or missed.
+
+Each row also says where the CPU goes (:mod:`tests.benchmarks.cost`): ms of CPU
+per completed saga by process while many are in flight, each process's CPU when
+idle, and PostgreSQL's statements, commits and WAL per saga.
+``--bootstrap-servers`` / ``--database-url`` run it on a cluster and a PostgreSQL
+server of one's own; ``--baseline REV`` runs ours a second time from revision
+REV's source, interleaved, for a before/after in one run.
 """
 
 from __future__ import annotations
@@ -32,55 +39,117 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
+from contextlib import ExitStack
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from saga.settings import Settings
-from tests.benchmarks import coordinator, floor, sagas
+from tests.benchmarks import breakdown, coordinator, floor, sagas
+from tests.benchmarks.cost import Meter, Watched
 from tests.benchmarks.figures import Figures
-from tests.benchmarks.stack import embedded
+from tests.benchmarks.revision import resolve, source_tree
+from tests.benchmarks.stack import Stack, bench_stack
 from tests.system_helpers import ROOT, fresh_database
-
-TARGET_SAGAS_PER_S = 1000
-TARGET_SHARE_OF_FLOOR = 0.25
-TARGET_P50_TIMES_FLOOR = 2.0
 
 
 async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """``args.runs`` rounds of every row on one stack; each figure is the median of its runs."""
-    with embedded(workdir) as settings:
+    with (
+        bench_stack(
+            workdir,
+            bootstrap_servers=args.bootstrap_servers,
+            database_url=args.database_url,
+            partitions=args.partitions,
+            idempotence=args.idempotence,
+            fetch_max_wait_ms=args.fetch_max_wait_ms,
+        ) as stack,
+        ExitStack() as cleanup,
+    ):
+        baseline: tuple[Path, str] | None = None
+        if args.baseline:
+            baseline = cleanup.enter_context(source_tree(args.baseline))
+            say(f"ours at {args.baseline}: {baseline[1][:10]}'s source in {baseline[0]}")
         logdir = workdir / "logs"
         logdir.mkdir()
         runs: list[list[Figures]] = []
         for number in range(1, args.runs + 1):
             say(f"run {number} of {args.runs}")
-            runs.append(await one_run(args, settings, logdir))
+            runs.append(await one_run(args, stack, logdir, baseline))
     results = report([median(row) for row in zip(*runs, strict=True)])
     results["runs"] = [[asdict(r) for r in rows] for rows in runs]
+    results["stack"] = {
+        "bootstrap_servers": stack.settings.bootstrap_servers,
+        "embedded_broker": stack.broker_pid is not None,
+        "embedded_postgres": stack.postgres_pid is not None,
+        "enable_idempotence": stack.settings.enable_idempotence,
+        "fetch_max_wait_ms": stack.settings.fetch_max_wait_ms,
+        "partitions": stack.settings.topic_partitions,
+    }
+    if baseline is not None:
+        results["baseline"] = {"rev": args.baseline, "commit": baseline[1]}
     return results
 
 
-async def one_run(args: argparse.Namespace, settings: Settings, logdir: Path) -> list[Figures]:
+async def one_run(
+    args: argparse.Namespace, stack: Stack, logdir: Path, baseline: tuple[Path, str] | None
+) -> list[Figures]:
+    settings = stack.settings
+    broker = Watched("broker", stack.broker_pid)
+    postgres = Watched("postgres", stack.postgres_pid, tree=True)
+    idle_s = args.idle_seconds
     rows: list[Figures] = []
     say("floor: raw aiokafka chain ...")
-    rows.append(await floor.measure(settings, args.count, args.rounds))
+    rows.append(
+        await floor.measure(settings, args.count, args.rounds, servers=[broker], idle_s=idle_s)
+    )
     say("ours: order saga through processes ...")
-    ours = await sagas.measure(settings, logdir, args.count, args.rounds, args.failures)
+    ours = await sagas.measure(
+        settings,
+        logdir,
+        args.count,
+        args.rounds,
+        args.failures,
+        servers=[broker, postgres],
+        idle_s=idle_s,
+    )
     say("ours: coordinator on a backlog ...")
     ours.extra["coordinator_events_per_s"] = await coordinator.events_per_second(
         settings, args.count
     )
     rows.append(ours)
+    if baseline is not None:
+        tree, commit = baseline
+        say(f"ours at {args.baseline} ({commit[:10]}): order saga through processes ...")
+        try:
+            rows.append(
+                await sagas.measure(
+                    settings,
+                    logdir,
+                    args.count,
+                    args.rounds,
+                    args.failures,
+                    servers=[broker, postgres],
+                    idle_s=idle_s,
+                    cwd=tree,
+                    name=f"ours at {args.baseline}: order saga, 4 services + coordinator",
+                )
+            )
+        except Exception as e:
+            rows.append(Figures(f"ours at {args.baseline}", note=f"not measured: {e!r}"[:200]))
     if not args.no_peers:
         peer_db = fresh_database(settings.database_url.get_secret_value())
-        for module, extra in (
-            ("faststream_chain", ["--kafka", settings.bootstrap_servers]),
-            ("dbos_workflow", ["--database", peer_db]),
-            ("temporal_workflow", []),
+        faststream = ["--kafka", settings.bootstrap_servers, "--partitions"]
+        faststream += [str(settings.topic_partitions), "--fetch-max-wait-ms"]
+        faststream += [str(settings.fetch_max_wait_ms)]
+        faststream += ["--idempotence"] if settings.enable_idempotence else []
+        for module, extra, meter in (
+            ("faststream_chain", faststream, Meter([broker])),
+            ("dbos_workflow", ["--database", peer_db], Meter([postgres], peer_db)),
+            ("temporal_workflow", [], Meter([])),
         ):
             say(f"peer: {module} ...")
+            extra += ["--meter", meter.to_json(), "--idle-seconds", str(idle_s)]
             rows.append(peer(module, [*extra, "--count", str(args.peer_count)], args.rounds))
     return rows
 
@@ -128,25 +197,26 @@ def report(rows: list[Figures]) -> dict[str, Any]:
     ratios: dict[str, float | None] = {
         "ours/floor throughput": _ratio(ours.throughput, floor_row.throughput),
         "ours/floor p50": _ratio(ours.p50_ms, floor_row.p50_ms),
+        "ours/floor CPU per unit": _ratio(
+            ours.extra.get("cpu_ms_total"), floor_row.extra.get("cpu_ms_total")
+        ),
     }
     for row in rows[2:]:
         ratios[f"ours/{row.name.split(',')[0]} throughput"] = _ratio(
             ours.throughput, row.throughput
         )
         ratios[f"ours/{row.name.split(',')[0]} p50"] = _ratio(ours.p50_ms, row.p50_ms)
-    targets = {
-        f"sustained >= {TARGET_SAGAS_PER_S} sagas/s": (ours.throughput or 0) >= TARGET_SAGAS_PER_S,
-        f">= {TARGET_SHARE_OF_FLOOR} of the floor": (ratios["ours/floor throughput"] or 0)
-        >= TARGET_SHARE_OF_FLOOR,
-        f"p50 <= {TARGET_P50_TIMES_FLOOR}x the floor's": (ratios["ours/floor p50"] or 99)
-        <= TARGET_P50_TIMES_FLOOR,
-    }
+        ratios[f"ours/{row.name.split(',')[0]} CPU per unit"] = _ratio(
+            ours.extra.get("cpu_ms_total"), row.extra.get("cpu_ms_total")
+        )
+    targets = breakdown.targets(asdict(floor_row), asdict(ours))
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "rows": [asdict(r) for r in rows],
         "ratios": ratios,
-        "targets": targets,
+        "targets": {t.name: t.as_dict() for t in targets},
+        "baseline_cpu_ms_per_saga": breakdown.BASELINE_CPU_MS_PER_SAGA,
     }
 
 
@@ -199,11 +269,13 @@ def table(results: dict[str, Any]) -> str:
         ),
         "",
     ]
+    lines += breakdown.cpu_lines(results["rows"])
+    lines.append("")
     lines += [f"{name:<40} {num(value, '{:.2f}')}" for name, value in results["ratios"].items()]
     lines.append("")
-    lines += [
-        f"target {name}: {'met' if ok else 'MISSED'}" for name, ok in results["targets"].items()
-    ]
+    lines += breakdown.target_lines(
+        [breakdown.Target.from_dict(name, t) for name, t in results["targets"].items()]
+    )
     return "\n".join(lines)
 
 
@@ -217,7 +289,7 @@ def chart(results: dict[str, Any], path: Path) -> bool:
         return False
     rows = [r for r in results["rows"] if r["throughput"]]
     names = [r["name"].split(",")[0].split(":")[0] for r in rows]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (left, right, cpu) = plt.subplots(1, 3, figsize=(18, 4.5))
     left.barh(names, [r["throughput"] for r in rows], color="#4477aa")
     left.set_xscale("log")
     left.set_xlabel("completed per second, many in flight (log)")
@@ -233,6 +305,7 @@ def chart(results: dict[str, Any], path: Path) -> bool:
     right.set_xlabel("one at a time, ms")
     right.legend()
     right.invert_yaxis()
+    breakdown.cpu_panel(cpu, results["rows"])
     machine_ = results["machine"]
     fig.suptitle(f"4 trivial steps, {results['date'][:10]}, {machine_['cores']} cores")
     fig.tight_layout()
@@ -253,7 +326,47 @@ def main() -> None:
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--runs", type=int, default=3, help="rounds; figures are their medians")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
+    parser.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=10,
+        help="how long each system's idle CPU is sampled (0: not at all)",
+    )
+    parser.add_argument(
+        "--bootstrap-servers",
+        default=os.environ.get("SAGA_BENCH_BOOTSTRAP_SERVERS"),
+        help="a Kafka cluster to run on instead of the embedded broker",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("SAGA_BENCH_DATABASE_URL"),
+        help="a PostgreSQL server (URL of a database whose user may create databases) to"
+        " run on instead of the embedded one",
+    )
+    parser.add_argument("--partitions", type=int, default=6, help="of each topic created")
+    parser.add_argument(
+        "--idempotence",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="idempotent producers (default: on with --bootstrap-servers, else off)",
+    )
+    parser.add_argument(
+        "--fetch-max-wait-ms",
+        type=int,
+        default=None,
+        help="consumers' fetch wait (default: the product's with --bootstrap-servers, else 5)",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also run ours from git revision REV's source, interleaved (before/after)",
+    )
     args = parser.parse_args()
+    if args.baseline:
+        try:
+            resolve(args.baseline)
+        except ValueError as e:
+            parser.error(str(e))
     # Client noise when the floor's consumers stop mid-commit: not a figure.
     for noisy in ("aiokafka", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)

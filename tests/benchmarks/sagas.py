@@ -10,7 +10,9 @@ when the coordinator has committed its outcome.
 * failure to compensated: sagas that fail at the shipping step (after reserve
   and charge), from the coordinator taking the failure to the saga compensated
   (refund and release, each a round trip), p50 / p99 from the saga log's times;
-* RSS of every process at the end.
+* RSS of every process at the end;
+* CPU per saga of every process, and PostgreSQL's statements, commits and WAL per
+  saga, over the throughput phase; CPU of every process idle (:mod:`tests.benchmarks.cost`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +41,7 @@ from saga.messages.base import Message
 from saga.messages.envelope import Envelope
 from saga.settings import Settings
 from services.system import PROCESSES as SYSTEM
+from tests.benchmarks.cost import DRIVER, Meter, Watched
 from tests.benchmarks.figures import Figures, latencies, percentile
 from tests.system_helpers import ROOT, fresh_database
 
@@ -50,7 +53,7 @@ def system_env(settings: Settings, prefix: str, database: str) -> dict[str, str]
         **os.environ,
         "SAGA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
         "SAGA_DATABASE_URL": database,
-        "SAGA_ENABLE_IDEMPOTENCE": "false",
+        "SAGA_ENABLE_IDEMPOTENCE": str(settings.enable_idempotence).lower(),
         "SAGA_FETCH_MAX_WAIT_MS": str(settings.fetch_max_wait_ms),
         "SAGA_TOPIC_PREFIX": prefix,
         "SAGA_TOPIC_PARTITIONS": str(settings.topic_partitions),
@@ -129,6 +132,9 @@ class Running:
     finished: Finished
     topic: str  # where OrderPlaced goes
 
+    def watched(self) -> list[Watched]:
+        return [Watched(name, self.system.running[name][0].pid) for name in PROCESSES]
+
     def rss_mb(self) -> dict[str, float]:
         return {
             name: psutil.Process(self.system.running[name][0].pid).memory_info().rss / 2**20
@@ -143,19 +149,21 @@ async def running_system(
     *,
     trace_memory: bool = False,
     coordinator_env: dict[str, str] | None = None,
+    cwd: Path = ROOT,
 ) -> AsyncIterator[Running]:
     """Coordinator and step services as processes, with a database and namespace of their own.
 
     ``trace_memory``: each process runs under tracemalloc (:mod:`tests.benchmarks.traced`)
     and writes where its memory grew to ``<logdir>/<process>.memory``.
-    ``coordinator_env``: more settings for the coordinator alone.
+    ``coordinator_env``: more settings for the coordinator alone. ``cwd``: the
+    source tree the processes import (another revision's, for a before/after).
     """
     prefix = f"b{uuid.uuid4().hex[:6]}."
     database = fresh_database(settings.database_url.get_secret_value())
     config = settings.model_copy(
         update={"topic_prefix": prefix, "database_url": SecretStr(database)}
     )
-    system = LocalSystem(system_env(settings, prefix, database), logdir, cwd=ROOT, processes=SYSTEM)
+    system = LocalSystem(system_env(settings, prefix, database), logdir, cwd=cwd, processes=SYSTEM)
     topic = f"{prefix}orders.events"
     await ensure_topics(config, [topic, f"{prefix}saga.events"])
     finished = Finished(config, f"{prefix}saga.events")
@@ -176,16 +184,32 @@ async def running_system(
 
 
 async def measure(
-    settings: Settings, logdir: Path, count: int, rounds: int, failures: int
+    settings: Settings,
+    logdir: Path,
+    count: int,
+    rounds: int,
+    failures: int,
+    *,
+    servers: Sequence[Watched] = (),
+    idle_s: float = 0,
+    cwd: Path = ROOT,
+    name: str = "ours: order saga, 4 services + coordinator",
 ) -> Figures:
-    async with running_system(settings, logdir) as running:
+    """``servers``: the broker and PostgreSQL processes to meter with the system's own."""
+    async with running_system(settings, logdir, cwd=cwd) as running:
         config, finished, topic = running.config, running.finished, running.topic
+        meter = Meter(
+            [Watched(DRIVER, os.getpid()), *running.watched(), *servers],
+            config.database_url.get_secret_value(),
+        )
         async with Publisher(config) as publisher:
             warm = {f"warm-{i}" for i in range(50)}
             await publisher.publish_many([(topic, order(s, i)) for i, s in enumerate(warm)])
             await finished.wait_for(warm)
+            idle = await meter.idle(idle_s) if idle_s > 0 else {}
 
             ids = [f"load-{i}" for i in range(count)]
+            await meter.start()
             start = time.perf_counter()
             for chunk in range(0, count, 500):
                 batch = ids[chunk : chunk + 500]
@@ -194,6 +218,7 @@ async def measure(
                 )
             await finished.wait_for(set(ids))
             end = max(finished.seen[s][1] for s in ids)
+            cost = await meter.stop(count)
             throughput = count / (end - start)
             completed = sum(1 for s in ids if finished.seen[s][0] == "completed")
 
@@ -211,8 +236,10 @@ async def measure(
                 await finished.wait_for({saga_id})
         undo_ms = sorted(await _compensation_ms(config.database_url.get_secret_value(), failing))
         rss = running.rss_mb()
-    figures = latencies("ours: order saga, 4 services + coordinator", samples, throughput)
+    figures = latencies(name, samples, throughput)
     figures.extra = {
+        **cost,
+        **idle,
         "completed_share": completed / count,
         "compensate_p50_ms": percentile(undo_ms, 50),
         "compensate_p99_ms": percentile(undo_ms, 99),

@@ -1,7 +1,8 @@
 """Peer: DBOS, a workflow of 4 steps on the same PostgreSQL (its own database).
 
 ``python -m tests.benchmarks.peers.dbos_workflow --database URL`` prints its
-figures as the last line (JSON).
+figures as the last line (JSON). ``--meter``: what else to meter with this process
+(:mod:`tests.benchmarks.cost`); its PostgreSQL figures are the database's.
 """
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import time
 
 from dbos import DBOS, DBOSConfig
 
+from tests.benchmarks.cost import Meter, Watched
 from tests.benchmarks.figures import Figures, latencies
 
 
@@ -41,7 +44,9 @@ async def four_steps(x: int) -> int:
     return await step_four(await step_three(await step_two(await step_one(x))))
 
 
-async def measure(database_url: str, count: int, rounds: int) -> Figures:
+async def measure(
+    database_url: str, count: int, rounds: int, *, meter: Meter, idle_s: float = 0
+) -> Figures:
     config: DBOSConfig = {
         "name": "bench",
         "system_database_url": database_url,
@@ -52,11 +57,14 @@ async def measure(database_url: str, count: int, rounds: int) -> Figures:
     logging.getLogger("dbos").setLevel(logging.WARNING)
     try:
         await four_steps(0)  # warm-up
+        idle = await meter.idle(idle_s) if idle_s > 0 else {}
+        await meter.start()
         start = time.perf_counter()
         handles = [await DBOS.start_workflow_async(four_steps, i) for i in range(count)]
         for handle in handles:
             await handle.get_result()
         throughput = count / (time.perf_counter() - start)
+        cost = await meter.stop(count)
         samples = []
         for i in range(rounds):
             sent = time.perf_counter()
@@ -64,7 +72,9 @@ async def measure(database_url: str, count: int, rounds: int) -> Figures:
             samples.append(time.perf_counter() - sent)
     finally:
         DBOS.destroy()
-    return latencies("DBOS 3.4, 4-step workflow", samples, throughput)
+    figures = latencies("DBOS 3.4, 4-step workflow", samples, throughput)
+    figures.extra = {**cost, **idle}
+    return figures
 
 
 def main() -> None:
@@ -72,8 +82,15 @@ def main() -> None:
     parser.add_argument("--database", required=True)
     parser.add_argument("--count", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=100)
+    parser.add_argument("--meter", default="", help="processes to meter too (JSON)")
+    parser.add_argument("--idle-seconds", type=float, default=0)
     args = parser.parse_args()
-    asyncio.run(measure(args.database, args.count, args.rounds)).print_json()
+    meter = Meter.from_json(args.meter, Watched("process", os.getpid()))
+    meter.database = args.database
+    figures = asyncio.run(
+        measure(args.database, args.count, args.rounds, meter=meter, idle_s=args.idle_seconds)
+    )
+    figures.print_json()
 
 
 if __name__ == "__main__":

@@ -2,13 +2,15 @@
 
 ``python -m tests.benchmarks.peers.temporal_workflow`` starts the dev server on
 free ports (stopped by its pid at the end) and prints its figures as the last
-line (JSON).
+line (JSON). The meter (:mod:`tests.benchmarks.cost`) counts this process and the
+dev server (with any processes it starts).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import subprocess
 import sys
@@ -22,6 +24,7 @@ from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from saga.dev.processes import die_with_parent, free_port
+from tests.benchmarks.cost import Meter, Watched
 from tests.benchmarks.figures import Figures, latencies
 
 QUEUE = "bench"
@@ -61,9 +64,14 @@ def start_server(port: int, ui: int) -> subprocess.Popen[bytes]:
     )
 
 
-async def measure(count: int, rounds: int) -> Figures:
+async def measure(count: int, rounds: int, *, meter_json: str = "", idle_s: float = 0) -> Figures:
     port, ui = free_port(), free_port()
     server = start_server(port, ui)
+    meter = Meter.from_json(
+        meter_json,
+        Watched("process", os.getpid()),
+        Watched("temporal server", server.pid, tree=True),
+    )
     try:
         client = await _connect(f"127.0.0.1:{port}")
         async with Worker(
@@ -77,6 +85,8 @@ async def measure(count: int, rounds: int) -> Figures:
         ):
             run = uuid.uuid4().hex[:6]
             await client.execute_workflow(FourActivities.run, 0, id=f"warm-{run}", task_queue=QUEUE)
+            idle = await meter.idle(idle_s) if idle_s > 0 else {}
+            await meter.start()
             start = time.perf_counter()
             handles = [
                 await client.start_workflow(
@@ -86,6 +96,7 @@ async def measure(count: int, rounds: int) -> Figures:
             ]
             await asyncio.gather(*(h.result() for h in handles))
             throughput = count / (time.perf_counter() - start)
+            cost = await meter.stop(count)
             samples = []
             for i in range(rounds):
                 sent = time.perf_counter()
@@ -100,7 +111,9 @@ async def measure(count: int, rounds: int) -> Figures:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
-    return latencies("Temporal dev server, 4 activities", samples, throughput)
+    figures = latencies("Temporal dev server, 4 activities", samples, throughput)
+    figures.extra = {**cost, **idle}
+    return figures
 
 
 async def _connect(target: str) -> Client:
@@ -118,8 +131,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=50)
+    parser.add_argument("--meter", default="", help="processes to meter too (JSON)")
+    parser.add_argument("--idle-seconds", type=float, default=0)
     args = parser.parse_args()
-    asyncio.run(measure(args.count, args.rounds)).print_json()
+    figures = asyncio.run(
+        measure(args.count, args.rounds, meter_json=args.meter, idle_s=args.idle_seconds)
+    )
+    figures.print_json()
 
 
 if __name__ == "__main__":
