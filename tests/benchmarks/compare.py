@@ -260,7 +260,10 @@ def table(results: dict[str, Any]) -> str:
     lines += [
         "",
         f"ours: failure to compensated p50 {num(ours.get('compensate_p50_ms'), '{:.1f}')} ms,"
-        f" p99 {num(ours.get('compensate_p99_ms'), '{:.1f}')} ms;"
+        f" p99 {num(ours.get('compensate_p99_ms'), '{:.1f}')} ms"
+        " (undos at once: p50"
+        f" {num(ours.get('compensate_parallel_p50_ms'), '{:.1f}')} ms, p99"
+        f" {num(ours.get('compensate_parallel_p99_ms'), '{:.1f}')} ms);"
         f" coordinator {num(ours.get('coordinator_events_per_s'))} events/s;"
         f" completed {num(100 * ours.get('completed_share', 0), '{:.1f}')}%",
         "ours: RSS MB "

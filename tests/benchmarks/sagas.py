@@ -234,8 +234,21 @@ async def measure(
             for i, saga_id in enumerate(failing):
                 await publisher.publish(topic, order(saga_id, i))
                 await finished.wait_for({saga_id})
-        undo_ms = sorted(await _compensation_ms(config.database_url.get_secret_value(), failing))
-        rss = running.rss_mb()
+            rss = running.rss_mb()
+            # The same saga declared compensation="parallel": its two undos sent at once.
+            await asyncio.to_thread(running.system.stop, "coordinator")
+            await asyncio.to_thread(
+                running.system.start,
+                "coordinator",
+                env={"SAGA_DEFINITIONS": "tests.integration.sagas:relaxed_parallel"},
+            )
+            at_once = [f"nowhere-parallel-{i}" for i in range(failures)]
+            for i, saga_id in enumerate(at_once):
+                await publisher.publish(topic, order(saga_id, i))
+                await finished.wait_for({saga_id})
+        database = config.database_url.get_secret_value()
+        undo_ms = sorted(await _compensation_ms(database, failing))
+        parallel_ms = sorted(await _compensation_ms(database, at_once))
     figures = latencies(name, samples, throughput)
     figures.extra = {
         **cost,
@@ -243,6 +256,8 @@ async def measure(
         "completed_share": completed / count,
         "compensate_p50_ms": percentile(undo_ms, 50),
         "compensate_p99_ms": percentile(undo_ms, 99),
+        "compensate_parallel_p50_ms": percentile(parallel_ms, 50),
+        "compensate_parallel_p99_ms": percentile(parallel_ms, 99),
         **{f"rss_mb_{name}": value for name, value in rss.items()},
     }
     return figures

@@ -28,6 +28,11 @@ def relaxed() -> list[SagaDefinition]:
     return [replace(ORDER_SAGA, steps=steps, deadline=timedelta(minutes=30))]
 
 
+def relaxed_parallel() -> list[SagaDefinition]:
+    """:func:`relaxed`, its undos sent at once (``compensation="parallel"``)."""
+    return [replace(definition, compensation="parallel") for definition in relaxed()]
+
+
 def outage() -> list[SagaDefinition]:
     """Short step timers, the default compensation retry (2 s doubling, 10 attempts):
     a service down for several seconds is outlasted by the retries of its undo."""
