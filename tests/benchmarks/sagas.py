@@ -20,7 +20,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +71,8 @@ class Finished:
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
         )
         self.seen: dict[str, tuple[str, float]] = {}
+        #: When each saga's announcement was read, wall clock ns (as spans are timed).
+        self.received_ns: dict[str, int] = {}
         self.changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -88,12 +90,14 @@ class Finished:
         while True:
             batches = await self.consumer.getmany(timeout_ms=100, max_records=1000)
             now = time.perf_counter()
+            now_ns = time.time_ns()
             for records in batches.values():
                 for record in records:
                     if dict(record.headers).get("ce_type") != b"saga.SagaFinished":
                         continue
                     status = json.loads(record.value or b"{}").get("status", "?")
                     self.seen[(record.key or b"").decode()] = (status, now)
+                    self.received_ns[(record.key or b"").decode()] = now_ns
             if batches:
                 self.changed.set()
 
@@ -138,9 +142,15 @@ class Running:
 
 @asynccontextmanager
 async def running_system(
-    settings: Settings, logdir: Path, *, trace_memory: bool = False
+    settings: Settings,
+    logdir: Path,
+    *,
+    trace_memory: bool = False,
+    env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Running]:
     """Coordinator and step services as processes, with a database and namespace of their own.
+
+    ``env``: more settings for every process (e.g. tracing, :mod:`tests.benchmarks.hops`).
 
     ``trace_memory``: each process runs under tracemalloc (:mod:`tests.benchmarks.traced`)
     and writes where its memory grew to ``<logdir>/<process>.memory``.
@@ -150,7 +160,12 @@ async def running_system(
     config = settings.model_copy(
         update={"topic_prefix": prefix, "database_url": SecretStr(database)}
     )
-    system = LocalSystem(system_env(settings, prefix, database), logdir, cwd=ROOT, processes=SYSTEM)
+    system = LocalSystem(
+        {**system_env(settings, prefix, database), **(env or {})},
+        logdir,
+        cwd=ROOT,
+        processes=SYSTEM,
+    )
     topic = f"{prefix}orders.events"
     await ensure_topics(config, [topic, f"{prefix}saga.events"])
     finished = Finished(config, f"{prefix}saga.events")
@@ -166,9 +181,15 @@ async def running_system(
 
 
 async def measure(
-    settings: Settings, logdir: Path, count: int, rounds: int, failures: int
+    settings: Settings,
+    logdir: Path,
+    count: int,
+    rounds: int,
+    failures: int,
+    *,
+    env: Mapping[str, str] | None = None,
 ) -> Figures:
-    async with running_system(settings, logdir) as running:
+    async with running_system(settings, logdir, env=env) as running:
         config, finished, topic = running.config, running.finished, running.topic
         async with Publisher(config) as publisher:
             warm = {f"warm-{i}" for i in range(50)}
