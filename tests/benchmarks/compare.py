@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from saga.settings import Settings
-from tests.benchmarks import coordinator, floor, sagas
+from tests.benchmarks import coordinator, floor, hops, sagas
 from tests.benchmarks.figures import Figures
 from tests.benchmarks.stack import embedded
 from tests.system_helpers import ROOT, fresh_database
@@ -54,15 +54,20 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         logdir = workdir / "logs"
         logdir.mkdir()
         runs: list[list[Figures]] = []
+        hop_runs: list[hops.Measured] = []
         for number in range(1, args.runs + 1):
             say(f"run {number} of {args.runs}")
-            runs.append(await one_run(args, settings, logdir))
+            runs.append(await one_run(args, settings, logdir, hop_runs))
     results = report([median(row) for row in zip(*runs, strict=True)])
     results["runs"] = [[asdict(r) for r in rows] for rows in runs]
+    if hop_runs:
+        results["hops"] = hops.result_of(hop_runs)
     return results
 
 
-async def one_run(args: argparse.Namespace, settings: Settings, logdir: Path) -> list[Figures]:
+async def one_run(
+    args: argparse.Namespace, settings: Settings, logdir: Path, hop_runs: list[hops.Measured]
+) -> list[Figures]:
     rows: list[Figures] = []
     say("floor: raw aiokafka chain ...")
     rows.append(await floor.measure(settings, args.count, args.rounds))
@@ -73,6 +78,7 @@ async def one_run(args: argparse.Namespace, settings: Settings, logdir: Path) ->
         settings, args.count
     )
     rows.append(ours)
+    rows += await hops.after_ours(args, settings, logdir, hop_runs)
     if not args.no_peers:
         peer_db = fresh_database(settings.database_url.get_secret_value())
         for module, extra in (
@@ -129,7 +135,8 @@ def report(rows: list[Figures]) -> dict[str, Any]:
         "ours/floor throughput": _ratio(ours.throughput, floor_row.throughput),
         "ours/floor p50": _ratio(ours.p50_ms, floor_row.p50_ms),
     }
-    for row in rows[2:]:
+    ratios.update(hops.tracing_ratios(rows))
+    for row in (r for r in rows[2:] if not r.name.startswith("ours")):
         ratios[f"ours/{row.name.split(',')[0]} throughput"] = _ratio(
             ours.throughput, row.throughput
         )
@@ -204,6 +211,8 @@ def table(results: dict[str, Any]) -> str:
     lines += [
         f"target {name}: {'met' if ok else 'MISSED'}" for name, ok in results["targets"].items()
     ]
+    if "hops" in results:
+        lines += ["", hops.render(results["hops"])]
     return "\n".join(lines)
 
 
@@ -216,7 +225,7 @@ def chart(results: dict[str, Any], path: Path) -> bool:
     except ImportError:
         return False
     rows = [r for r in results["rows"] if r["throughput"]]
-    names = [r["name"].split(",")[0].split(":")[0] for r in rows]
+    names = [hops.label(r["name"]) for r in rows]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     left.barh(names, [r["throughput"] for r in rows], color="#4477aa")
     left.set_xscale("log")
@@ -253,6 +262,7 @@ def main() -> None:
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--runs", type=int, default=3, help="rounds; figures are their medians")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
+    hops.add_arguments(parser)
     args = parser.parse_args()
     # Client noise when the floor's consumers stop mid-commit: not a figure.
     for noisy in ("aiokafka", "asyncio"):

@@ -422,6 +422,7 @@ class Measured:
     hops: list[list[Hop]] = field(default_factory=list)
     end_to_end_ms: list[float] = field(default_factory=list)
     incomplete: int = 0
+    fetch_max_wait_ms: int = 0
 
 
 async def measure_hops(
@@ -434,7 +435,7 @@ async def measure_hops(
 ) -> Measured:
     """``count`` order sagas one at a time, every span exported (after ``warm`` not counted);
     ``keep_spans``: where to copy the spans received (JSON)."""
-    measured = Measured()
+    measured = Measured(fetch_max_wait_ms=settings.fetch_max_wait_ms)
     with tempfile.TemporaryDirectory(prefix="saga-hops-") as tmp:
         spans_file = Path(tmp) / "spans.json"
         times: dict[str, BenchTimes] = {}
@@ -466,14 +467,14 @@ async def measure_hops(
     return measured
 
 
-def result_of(runs: Sequence[Measured], settings: Settings) -> dict[str, Any]:
+def result_of(runs: Sequence[Measured]) -> dict[str, Any]:
     """The breakdown over every run's sagas, for ``results["hops"]``."""
     result = breakdown(
         [hops for run in runs for hops in run.hops],
         [ms for run in runs for ms in run.end_to_end_ms],
     )
     result["incomplete"] = sum(run.incomplete for run in runs)
-    result["fetch_max_wait_ms"] = settings.fetch_max_wait_ms
+    result["fetch_max_wait_ms"] = max((run.fetch_max_wait_ms for run in runs), default=None)
     return result
 
 
@@ -515,6 +516,43 @@ def tracing_ratios(rows: Sequence[Figures]) -> dict[str, float | None]:
     return out
 
 
+# --- hooks for compare.py (make bench) ---------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--hop-sagas", type=int, default=100, help="sagas of the per-hop breakdown (0: none)"
+    )
+    parser.add_argument(
+        "--no-tracing-rows", action="store_true", help="leave out ours with tracing on"
+    )
+
+
+async def after_ours(
+    args: argparse.Namespace, settings: Settings, logdir: Path, runs: list[Measured]
+) -> list[Figures]:
+    """Once per run of ``make bench``, after ours: the breakdown (into ``runs``) and the
+    rows of ours with tracing on."""
+    if args.hop_sagas:
+        _say("ours: per-hop breakdown, one saga at a time, every span ...")
+        runs.append(await measure_hops(settings, logdir, args.hop_sagas))
+    if args.no_tracing_rows:
+        return []
+    _say("ours: with tracing on ...")
+    return await tracing_rows(settings, logdir, args.count, args.rounds, args.failures)
+
+
+def label(name: str) -> str:
+    """A row's short name for a chart."""
+    if name.startswith("ours, traced: "):
+        return "ours traced, " + name.removeprefix("ours, traced: ").split(" over")[0]
+    return name.split(",")[0].split(":")[0]
+
+
+def _say(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
 # --- python -m tests.benchmarks.hops ------------------------------------------------------
 
 
@@ -532,13 +570,13 @@ async def _main(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         logdir.mkdir()
         print("breakdown ...", flush=True)
         measured = await measure_hops(settings, logdir, args.sagas, keep_spans=args.spans)
-        results: dict[str, Any] = {"hops": result_of([measured], settings)}
+        results: dict[str, Any] = {"hops": result_of([measured])}
         if not args.no_rows:
             rows = []
             print("ours, untraced ...", flush=True)
-            rows.append(await sagas.measure(settings, logdir, args.count, args.rounds, 0))
+            rows.append(await sagas.measure(settings, logdir, args.count, args.rounds, 10))
             print("ours, traced ...", flush=True)
-            rows += await tracing_rows(settings, logdir, args.count, args.rounds, 0)
+            rows += await tracing_rows(settings, logdir, args.count, args.rounds, 10)
             results["rows"] = [asdict(row) for row in rows]
             results["ratios"] = tracing_ratios(rows)
     return results
