@@ -53,6 +53,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
 from saga.dev.otlp_decode import CollectedSpan
 from saga.kafka.publisher import Publisher
 from saga.observability import tracing
@@ -321,6 +323,12 @@ def render(result: Mapping[str, Any]) -> str:
         f" {result['sum_of_hops']['p90']:.1f}); end to end as the bench timed it p50"
         f" {result['end_to_end']['p50']:.1f} ms (p90 {result['end_to_end']['p90']:.1f})"
     )
+    alone = result.get("statements_alone") or {}
+    if alone:
+        lines.append(
+            "a service's statements alone, same pace, from the bench (p50 ms): "
+            + ", ".join(f"{phase} {stats['p50']:.2f}" for phase, stats in alone.items())
+        )
     counts = result["hops"][1] if len(result["hops"]) > 1 else result["hops"][0]
     lines.append(
         f"per hop: 1 record in, {counts['records_out']:g} out; {counts['commits']:g} transaction"
@@ -423,6 +431,8 @@ class Measured:
     end_to_end_ms: list[float] = field(default_factory=list)
     incomplete: int = 0
     fetch_max_wait_ms: int = 0
+    #: The service's statements alone (see :func:`statements_alone`), ms per sample.
+    statements_ms: dict[str, list[float]] = field(default_factory=dict)
 
 
 async def measure_hops(
@@ -454,6 +464,9 @@ async def measure_hops(
                             received_ns = finished.received_ns[saga_id]
                             times[saga_id] = BenchTimes(sent_ns, acked_ns, received_ns)
                             measured.end_to_end_ms.append((finished.seen[saga_id][1] - sent) * 1000)
+                measured.statements_ms = await statements_alone(
+                    running.config.database_url.get_secret_value(), count
+                )
             # The processes have stopped: their last spans were flushed on the way out.
         if keep_spans is not None:
             await asyncio.to_thread(shutil.copyfile, spans_file, keep_spans)
@@ -467,6 +480,47 @@ async def measure_hops(
     return measured
 
 
+async def statements_alone(
+    database: str, count: int, pace_s: float = 0.07
+) -> dict[str, list[float]]:
+    """A step service's transaction without the service: pool acquire + BEGIN, the
+    inbox INSERT, the outbox INSERT, COMMIT, from the bench process, one every
+    ``pace_s`` (a saga's pace here) while the system idles: what the statements
+    themselves take on this machine now."""
+    pool = await asyncpg.create_pool(database, min_size=1, max_size=1)
+    out: dict[str, list[float]] = {"tx begin": [], "writes": [], "commit": []}
+    try:
+        for i in range(count):
+            await asyncio.sleep(pace_s)
+            t0 = time.perf_counter()
+            async with pool.acquire() as connection:
+                transaction = connection.transaction()
+                await transaction.start()
+                await connection.fetchval(
+                    "INSERT INTO saga_inbox (service, message_id, message_type, saga_id,"
+                    " outcome, attempts) VALUES ('bench', $1, 't', $1, 'completed', 1)"
+                    " ON CONFLICT (service, message_id) DO NOTHING RETURNING true",
+                    f"alone-{i}-{time.time_ns()}",
+                )
+                t1 = time.perf_counter()
+                await connection.execute(
+                    "INSERT INTO saga_outbox (service, topic, key, value, headers)"
+                    " VALUES ('bench', 't', $1, $2, '[]'::jsonb)",
+                    b"k",
+                    b"v" * 300,
+                )
+                t2 = time.perf_counter()
+                await transaction.commit()
+                t3 = time.perf_counter()
+            out["tx begin"].append((t1 - t0) * 1000)
+            out["writes"].append((t2 - t1) * 1000)
+            out["commit"].append((t3 - t2) * 1000)
+        await pool.execute("DELETE FROM saga_outbox WHERE service = 'bench'")
+    finally:
+        await pool.close()
+    return out
+
+
 def result_of(runs: Sequence[Measured]) -> dict[str, Any]:
     """The breakdown over every run's sagas, for ``results["hops"]``."""
     result = breakdown(
@@ -474,6 +528,11 @@ def result_of(runs: Sequence[Measured]) -> dict[str, Any]:
         [ms for run in runs for ms in run.end_to_end_ms],
     )
     result["incomplete"] = sum(run.incomplete for run in runs)
+    result["statements_alone"] = {
+        phase: _stats(samples)
+        for phase in ("tx begin", "writes", "commit")
+        if (samples := [ms for run in runs for ms in run.statements_ms.get(phase, [])])
+    }
     result["fetch_max_wait_ms"] = max((run.fetch_max_wait_ms for run in runs), default=None)
     return result
 
@@ -571,14 +630,19 @@ async def _main(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         print("breakdown ...", flush=True)
         measured = await measure_hops(settings, logdir, args.sagas, keep_spans=args.spans)
         results: dict[str, Any] = {"hops": result_of([measured])}
-        if not args.no_rows:
-            rows = []
-            print("ours, untraced ...", flush=True)
-            rows.append(await sagas.measure(settings, logdir, args.count, args.rounds, 10))
-            print("ours, traced ...", flush=True)
+        runs: list[list[Figures]] = []
+        for number in range(1, 0 if args.no_rows else args.runs + 1):
+            _say(f"rows, run {number} of {args.runs}: ours untraced, then traced ...")
+            rows = [await sagas.measure(settings, logdir, args.count, args.rounds, 10)]
             rows += await tracing_rows(settings, logdir, args.count, args.rounds, 10)
+            runs.append(rows)
+        if runs:
+            from tests.benchmarks.compare import median
+
+            rows = [median(row) for row in zip(*runs, strict=True)]
             results["rows"] = [asdict(row) for row in rows]
             results["ratios"] = tracing_ratios(rows)
+            results["runs"] = [[asdict(r) for r in rows] for rows in runs]
     return results
 
 
@@ -591,6 +655,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1000, help="sagas in flight, traced rows")
     parser.add_argument("--rounds", type=int, default=100, help="one-at-a-time samples")
     parser.add_argument("--no-rows", action="store_true", help="the breakdown only")
+    parser.add_argument("--runs", type=int, default=3, help="interleaved runs of the rows")
     parser.add_argument("--spans", type=Path, default=None, help="keep the breakdown's spans")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results" / "hops.json")
     args = parser.parse_args()
