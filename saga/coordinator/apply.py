@@ -23,6 +23,7 @@ Around it: :mod:`~saga.coordinator.intake` (facts in), :mod:`~saga.coordinator.b
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -44,7 +45,7 @@ from saga.messages.base import Message
 from saga.messages.codec import RawRecord, decode, encode, header_map
 from saga.messages.envelope import Envelope
 from saga.messages.topics import prefixed, topic_for_type
-from saga.observability import metrics
+from saga.observability import metrics, tracing
 from saga.outbox.send_order import Written
 from saga.outbox.store import PostgresServiceStore
 
@@ -74,6 +75,9 @@ class Applied:
     written: list[Written]
     #: Events not decided on, by message id: for the dead-letter topic.
     refused: dict[str, DecisionError]
+    #: Where the transaction's time went: span events (name, wall clock ns) for the
+    #: events' ``process`` spans (see :mod:`saga.observability.tracing`).
+    marks: tuple[tuple[str, int], ...] = ()
 
 
 class Coordinator:
@@ -130,18 +134,23 @@ class Coordinator:
         again without it, and the saga log notes it. Before that, :class:`DecisionError`
         goes to the caller."""
         raw = {e.id: r for e, r in zip(envelopes, records or (), strict=False)}
+        marks: list[tuple[str, int]] = []
         written, refused = await refusals.setting_aside(
-            lambda r: self._apply_events(envelopes, r, raw), self._raising, self.refuse_after_s
+            lambda r: self._apply_events(envelopes, r, raw, marks),
+            self._raising,
+            self.refuse_after_s,
         )
         refusals.decided(self._raising, (envelope.id for envelope in envelopes))
-        return Applied(written, refused)
+        return Applied(written, refused, tuple(marks))
 
     async def _apply_events(
         self,
         envelopes: Sequence[Envelope[Message]],
         refused: dict[str, DecisionError],
         records: Mapping[str, RawRecord],
+        marks: list[tuple[str, int]],
     ) -> list[Written]:
+        """``marks``: set to where the (last) transaction's time went."""
         async with self.pool.acquire() as connection, connection.transaction():
             unique = list({e.id: e for e in envelopes}.values())
             # A refused event is not logged as read: sent again (after a fix), it is decided.
@@ -150,6 +159,7 @@ class Coordinator:
             )
             # Every saga of the batch is locked (duplicates' too: they are rare).
             batch, now = await self._open(connection, [e.saga_id for e in unique])
+            batch.marks.append((tracing.LOADED, time.time_ns()))
             facts: list[tuple[Incoming, SagaDefinition]] = []
             ignored: list[store.LogEntry] = []
             for envelope in unique:
@@ -176,6 +186,9 @@ class Coordinator:
                 held=lambda i: self._held(by_id[i.message_id], records, now),
                 refused=refused,
             )
+            batch.marks.append((tracing.WRITTEN, time.time_ns()))
+        batch.marks.append((tracing.COMMITTED, time.time_ns()))
+        marks[:] = batch.marks
         batch.committed()
         self._remember(batch)
         return written
@@ -293,6 +306,7 @@ class Coordinator:
                 taken += released
                 self._release_held(batch, incoming.saga_id, released, now, refused or {})
         await store.drop_taken(connection, taken)
+        batch.marks.append((tracing.DECIDED, time.time_ns()))
         await store.hold_events(connection, batch.held)
         await store.persist(
             connection,

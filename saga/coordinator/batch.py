@@ -54,6 +54,8 @@ class Batch:
     tasks: list[tuple[str, str, list[TaskChange]]] = field(default_factory=list)
     #: Events of sagas not started yet, to keep for their start event, in order.
     held: list[HeldEvent] = field(default_factory=list)
+    #: Where the transaction's time went: (span event, wall clock ns), see ``Applied``.
+    marks: list[tuple[str, int]] = field(default_factory=list)
 
     def record(self, incoming: Incoming, decision: Decision, outgoing: Outgoing) -> None:
         """Add what ``decision`` (on ``incoming``) does to the batch, in its own span."""

@@ -33,6 +33,7 @@ from saga.messages.codec import RawRecord
 from saga.messages.envelope import Envelope
 from saga.messages.steps import CompensationFailed, StepFailed
 from saga.messages.topics import COORDINATOR_OWNER
+from saga.observability import tracing
 from saga.outbox.relay import OutboxRelay
 from saga.outbox.send_order import Written
 from saga.outbox.store import PostgresServiceStore
@@ -194,6 +195,7 @@ class CoordinatorRuntime:
         self, envelopes: list[Envelope[Message]], spans: list[Span], records: list[RawRecord]
     ) -> dict[str, DecisionError]:
         applied = await self.coordinator.apply_events(envelopes, records)
+        tracing.mark_all(spans, applied.marks)
         await self._publish(applied.written)
         return applied.refused  # dead-lettered by the consumer
 

@@ -69,6 +69,8 @@ class CollectedSpan:
     status_code: StatusCode
     links: tuple[tuple[str, str], ...]
     """``(trace_id, span_id)`` of every linked span."""
+    events: tuple[tuple[str, int], ...] = ()
+    """``(name, time in ns)`` of every span event, in the order sent."""
 
     @property
     def duration_ms(self) -> float:
@@ -177,6 +179,7 @@ def _spans_of(request: ExportTraceServiceRequest) -> Iterable[CollectedSpan]:
                     attributes=_attributes(span.attributes),
                     status_code=_STATUS_CODES.get(int(span.status.code), "unset"),
                     links=tuple((link.trace_id.hex(), link.span_id.hex()) for link in span.links),
+                    events=tuple((event.name, event.time_unix_nano) for event in span.events),
                 )
 
 

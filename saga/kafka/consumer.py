@@ -328,10 +328,13 @@ class Consumer:
             await self._handle(records[0])
 
     async def _handle(self, record: ConsumerRecord) -> None:
+        taken_ns = time.time_ns()
         read, raw = await self._intake.read(record)
         if read is None:
             return
-        with tracing.processing(raw, read, self._group_id) as span:
+        decoded_ns = time.time_ns()
+        with tracing.processing(raw, read, self._group_id, taken_ns) as span:
+            tracing.mark(tracing.DECODED, span, decoded_ns)
             envelope = tracing.within(span, read)
             try:
                 await self._call(lambda: self._handler_of(envelope), envelope.type)
@@ -352,14 +355,23 @@ class Consumer:
     async def _handle_batch(self, records: Sequence[ConsumerRecord]) -> None:
         """One call of the batch handler for the valid envelopes among ``records``."""
         assert self._batch_handler is not None
+        taken_ns = time.time_ns()
         read = [await self._intake.read(record) for record in records]
         valid = [(envelope, raw) for envelope, raw in read if envelope is not None]
         if valid:
-            await self._handle_valid(valid)
+            await self._handle_valid(valid, (taken_ns, time.time_ns()))
 
-    async def _handle_valid(self, valid: Sequence[tuple[Envelope[Message], RawRecord]]) -> None:
+    async def _handle_valid(
+        self,
+        valid: Sequence[tuple[Envelope[Message], RawRecord]],
+        read_ns: tuple[int, int] | None = None,
+    ) -> None:
+        """``read_ns``: when the batch was taken up and when it was decoded (wall clock)."""
         assert self._batch_handler is not None
-        spans = [tracing.start_process_span(raw, e, self._group_id) for e, raw in valid]
+        taken_ns, decoded_ns = read_ns or (None, None)
+        spans = [tracing.start_process_span(raw, e, self._group_id, taken_ns) for e, raw in valid]
+        if decoded_ns is not None:
+            tracing.mark_all(spans, [(tracing.DECODED, decoded_ns)])
         envelopes = [tracing.within(span, e) for span, (e, _) in zip(spans, valid, strict=True)]
         handler = self._batch_handler
         refused: Mapping[str, Exception] = {}

@@ -16,6 +16,21 @@ OpenTelemetry messaging semantic conventions:
 
 ``saga.id``, ``saga.type`` and ``saga.step`` are set wherever they are known.
 
+Where the time of one handling goes is told by span events (a few microseconds
+each, made only when the span records) on its ``process <topic>`` span, which
+starts when the consumer takes the record up, before decoding it:
+
+* ``saga.decoded``: the record is an envelope;
+* a step service: ``saga.inbox.claimed`` (its transaction began and the message id
+  was claimed in the inbox), ``saga.handled`` (the handler returned),
+  ``saga.outbox.written`` (its records are in the outbox), ``saga.committed``;
+* the coordinator: ``saga.loaded`` (its transaction began, the events were
+  logged, the sagas locked and read), ``saga.decided``, ``saga.outbox.written``
+  (sagas, log and outbox rows written), ``saga.committed``.
+
+Then the records leave in their ``send <topic>`` spans (until the broker's
+acknowledgement); the process span ends once they are marked sent.
+
 Nothing here blocks or fails a saga: with no exporter configured the spans are
 no-ops; with one, they are batched on a background thread, and an unreachable
 collector costs a warning in the log, bounded by ``SAGA_OTLP_TIMEOUT_MS``.
@@ -41,6 +56,15 @@ _tracer = trace.get_tracer("saga")
 _propagator = TraceContextTextMapPropagator()
 
 SYSTEM = "kafka"
+
+#: Span events on a ``process <topic>`` span: where the time of one handling went.
+DECODED = "saga.decoded"
+CLAIMED = "saga.inbox.claimed"
+LOADED = "saga.loaded"
+HANDLED = "saga.handled"
+DECIDED = "saga.decided"
+WRITTEN = "saga.outbox.written"
+COMMITTED = "saga.committed"
 
 
 def tracer() -> trace.Tracer:
@@ -71,8 +95,27 @@ def saga_attributes(envelope: Envelope[Message]) -> dict[str, Any]:
     return attributes
 
 
-def start_process_span(raw: RawRecord, envelope: Envelope[Message], group: str) -> Span:
-    """The CONSUMER span of one handled record, child of the context in its headers."""
+def mark(name: str, span: Span | None = None, at_ns: int | None = None) -> None:
+    """The span event ``name`` on ``span`` (the current span when ``None``), at
+    ``at_ns`` (wall clock, now when ``None``), if the span records."""
+    span = trace.get_current_span() if span is None else span
+    if span.is_recording():
+        span.add_event(name, timestamp=at_ns)
+
+
+def mark_all(spans: Sequence[Span], marks: Sequence[tuple[str, int]]) -> None:
+    """The events ``marks`` (name, wall clock ns) on each of ``spans`` that records."""
+    for span in spans:
+        if span.is_recording():
+            for name, at_ns in marks:
+                span.add_event(name, timestamp=at_ns)
+
+
+def start_process_span(
+    raw: RawRecord, envelope: Envelope[Message], group: str, start_ns: int | None = None
+) -> Span:
+    """The CONSUMER span of one handled record, child of the context in its headers;
+    ``start_ns``: when the consumer took the record up (wall clock), if before now."""
     return _tracer.start_span(
         f"process {raw.topic}",
         context=context_of(envelope.traceparent, envelope.tracestate),
@@ -90,6 +133,7 @@ def start_process_span(raw: RawRecord, envelope: Envelope[Message], group: str) 
             "saga.message.type": envelope.type,
             **saga_attributes(envelope),
         },
+        start_time=start_ns,
     )
 
 
@@ -102,9 +146,11 @@ def within(span: Span, envelope: Envelope[Message]) -> Envelope[Message]:
 
 
 @contextmanager
-def processing(raw: RawRecord, envelope: Envelope[Message], group: str) -> Iterator[Span]:
+def processing(
+    raw: RawRecord, envelope: Envelope[Message], group: str, start_ns: int | None = None
+) -> Iterator[Span]:
     """``process <topic>`` as the current span around one handler call."""
-    span = start_process_span(raw, envelope, group)
+    span = start_process_span(raw, envelope, group, start_ns)
     with trace.use_span(
         span, end_on_exit=True, record_exception=True, set_status_on_exception=True
     ):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ class Delivery:
     outgoing: list[tuple[str, EncodedRecord]] = field(default_factory=list)
     #: The outbox rows written for ``outgoing``, once the block is done.
     written: list[Written] = field(default_factory=list)
+    #: When every write was done, before the commit (wall clock ns; for tracing).
+    written_ns: int | None = None
 
     def emit(self, topic: str, record: EncodedRecord) -> None:
         self.outgoing.append((topic, record))
@@ -74,6 +77,8 @@ class DeliveryBatch:
     written: list[Written] = field(default_factory=list)
     outcomes: dict[str, str] = field(default_factory=dict)
     returned: list[str] = field(default_factory=list)
+    #: When every write was done, before the commit (wall clock ns; for tracing).
+    written_ns: int | None = None
     _open: bool = False
 
     def emit(self, topic: str, record: EncodedRecord) -> None:
@@ -210,6 +215,7 @@ class PostgresServiceStore:
             yield delivery
             if delivery.outgoing and not delivery.duplicate:
                 delivery.written = await self.write_outbox(connection, delivery.outgoing)
+            delivery.written_ns = time.time_ns()
 
     @asynccontextmanager
     async def batch(self, claims: Sequence[Claim]) -> AsyncIterator[DeliveryBatch]:
@@ -250,6 +256,7 @@ class PostgresServiceStore:
                 )
             if batch.outgoing:
                 batch.written = await self.write_outbox(connection, batch.outgoing)
+            batch.written_ns = time.time_ns()
 
     async def write_outbox(
         self, connection: Any, outgoing: Sequence[tuple[str, EncodedRecord]]

@@ -11,6 +11,7 @@ and a batch of one run alone too.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -20,6 +21,7 @@ from opentelemetry.trace import Span
 
 from saga.messages.base import Message
 from saga.messages.envelope import Envelope
+from saga.observability import tracing
 from saga.outbox.send_order import Written
 from saga.outbox.store import BatchStore, Claim, DeliveryBatch
 from saga.participant.outcomes import Outcome, describe_step, reported
@@ -126,6 +128,7 @@ class Batches:
         # locks until the batch commits, and two batches taking the same rows in
         # different orders would deadlock.
         async with self._slot, guarded(store.batch(claims)) as batch:
+            tracing.mark_all([span for _, span in runs], [(tracing.CLAIMED, time.time_ns())])
             first = set(batch.claimed)
             for index, (envelope, span) in enumerate(runs):
                 if envelope.id not in first:
@@ -145,6 +148,11 @@ class Batches:
                     alone = Alone(verdicts[index], error)
                     break
                 outcomes.append(reported(span, outcome))
+        marks = [(tracing.WRITTEN, batch.written_ns)] if batch.written_ns else []
+        tracing.mark_all(
+            [span for _, span in runs[: len(outcomes)]],
+            [*marks, (tracing.COMMITTED, time.time_ns())],
+        )
         await self._publish([], batch.written)
         return outcomes, alone
 

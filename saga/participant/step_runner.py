@@ -43,6 +43,7 @@ from saga.kafka.publisher import record_size
 from saga.messages.base import Event, Message
 from saga.messages.codec import EncodedRecord, encode
 from saga.messages.envelope import Envelope
+from saga.observability import tracing
 from saga.outbox.send_order import Written
 from saga.outbox.store import BatchStore, Delivery, DeliveryBatch, DeliveryStore
 from saga.participant.attempts import (
@@ -202,6 +203,7 @@ class StepRunner:
                 raise injected()
             ctx = StepContext(envelope, step.name, 1, logger, span, batch.connection, None)
             result = await call(step, self.service.timeout_for(step), envelope.payload, ctx)
+            tracing.mark(tracing.HANDLED, span)
             emitted = [self._caused(envelope, e, step, 1) for e in self._events(result)]
             records = [self._encode(out) for out in emitted]
             try:
@@ -252,18 +254,24 @@ class StepRunner:
             async with self._delivery(envelope, "completed", number) as delivery:
                 if delivery.duplicate:
                     raise Duplicate
+                tracing.mark(tracing.CLAIMED, span)
                 if verdict == "fail":
                     raise injected()
                 ctx = StepContext(
                     envelope, step.name, number, logger, span, delivery.connection, token
                 )
                 result = await call(step, timeout, envelope.payload, ctx)
+                tracing.mark(tracing.HANDLED, span)
                 emitted = [self._caused(envelope, e, step, number) for e in self._events(result)]
                 for out in emitted:
                     delivery.emit(self.events_topic, self._encode(out))
                 if delivery.connection is not None and not delivery.outgoing:
                     # With outgoing records, the outbox write finds out (see guarded).
                     await check_transaction(delivery.connection)
+            tracing.mark_all(
+                [span], [(tracing.WRITTEN, delivery.written_ns)] if delivery.written_ns else []
+            )
+            tracing.mark(tracing.COMMITTED, span)
             return emitted, delivery.written
 
         try:

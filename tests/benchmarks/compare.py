@@ -45,7 +45,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tests.benchmarks import breakdown, coordinator, floor, sagas
+from tests.benchmarks import breakdown, coordinator, floor, hops, sagas
 from tests.benchmarks.cost import Meter, Watched
 from tests.benchmarks.figures import Figures
 from tests.benchmarks.revision import resolve, source_tree
@@ -73,9 +73,10 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         logdir = workdir / "logs"
         logdir.mkdir()
         runs: list[list[Figures]] = []
+        hop_runs: list[hops.Measured] = []
         for number in range(1, args.runs + 1):
             say(f"run {number} of {args.runs}")
-            runs.append(await one_run(args, stack, logdir, baseline))
+            runs.append(await one_run(args, stack, logdir, baseline, hop_runs))
     results = report([median(row) for row in zip(*runs, strict=True)])
     results["runs"] = [[asdict(r) for r in rows] for rows in runs]
     results["stack"] = {
@@ -88,11 +89,17 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     }
     if baseline is not None:
         results["baseline"] = {"rev": args.baseline, "commit": baseline[1]}
+    if hop_runs:
+        results["hops"] = hops.result_of(hop_runs)
     return results
 
 
 async def one_run(
-    args: argparse.Namespace, stack: Stack, logdir: Path, baseline: tuple[Path, str] | None
+    args: argparse.Namespace,
+    stack: Stack,
+    logdir: Path,
+    baseline: tuple[Path, str] | None,
+    hop_runs: list[hops.Measured],
 ) -> list[Figures]:
     settings = stack.settings
     broker = Watched("broker", stack.broker_pid)
@@ -137,6 +144,7 @@ async def one_run(
             )
         except Exception as e:
             rows.append(Figures(f"ours at {args.baseline}", note=f"not measured: {e!r}"[:200]))
+    rows += await hops.after_ours(args, settings, logdir, hop_runs, servers=[broker, postgres])
     if not args.no_peers:
         peer_db = fresh_database(settings.database_url.get_secret_value())
         faststream = ["--kafka", settings.bootstrap_servers, "--partitions"]
@@ -201,7 +209,8 @@ def report(rows: list[Figures]) -> dict[str, Any]:
             ours.extra.get("cpu_ms_total"), floor_row.extra.get("cpu_ms_total")
         ),
     }
-    for row in rows[2:]:
+    ratios.update(hops.tracing_ratios(rows))
+    for row in (r for r in rows[2:] if not r.name.startswith("ours, traced")):
         ratios[f"ours/{row.name.split(',')[0]} throughput"] = _ratio(
             ours.throughput, row.throughput
         )
@@ -279,6 +288,8 @@ def table(results: dict[str, Any]) -> str:
     lines += breakdown.target_lines(
         [breakdown.Target.from_dict(name, t) for name, t in results["targets"].items()]
     )
+    if "hops" in results:
+        lines += ["", hops.render(results["hops"])]
     return "\n".join(lines)
 
 
@@ -291,7 +302,7 @@ def chart(results: dict[str, Any], path: Path) -> bool:
     except ImportError:
         return False
     rows = [r for r in results["rows"] if r["throughput"]]
-    names = [r["name"].split(",")[0].split(":")[0] for r in rows]
+    names = [hops.label(r["name"]) for r in rows]
     fig, (left, right, cpu) = plt.subplots(1, 3, figsize=(18, 4.5))
     left.barh(names, [r["throughput"] for r in rows], color="#4477aa")
     left.set_xscale("log")
@@ -364,6 +375,7 @@ def main() -> None:
         metavar="REV",
         help="also run ours from git revision REV's source, interleaved (before/after)",
     )
+    hops.add_arguments(parser)
     args = parser.parse_args()
     if args.baseline:
         try:

@@ -22,7 +22,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +74,8 @@ class Finished:
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
         )
         self.seen: dict[str, tuple[str, float]] = {}
+        #: When each saga's announcement was read, wall clock ns (as spans are timed).
+        self.received_ns: dict[str, int] = {}
         self.changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -91,12 +93,14 @@ class Finished:
         while True:
             batches = await self.consumer.getmany(timeout_ms=100, max_records=1000)
             now = time.perf_counter()
+            now_ns = time.time_ns()
             for records in batches.values():
                 for record in records:
                     if dict(record.headers).get("ce_type") != b"saga.SagaFinished":
                         continue
                     status = json.loads(record.value or b"{}").get("status", "?")
                     self.seen[(record.key or b"").decode()] = (status, now)
+                    self.received_ns[(record.key or b"").decode()] = now_ns
             if batches:
                 self.changed.set()
 
@@ -150,8 +154,11 @@ async def running_system(
     trace_memory: bool = False,
     coordinator_env: dict[str, str] | None = None,
     cwd: Path = ROOT,
+    env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Running]:
     """Coordinator and step services as processes, with a database and namespace of their own.
+
+    ``env``: more settings for every process (e.g. tracing, :mod:`tests.benchmarks.hops`).
 
     ``trace_memory``: each process runs under tracemalloc (:mod:`tests.benchmarks.traced`)
     and writes where its memory grew to ``<logdir>/<process>.memory``.
@@ -163,7 +170,12 @@ async def running_system(
     config = settings.model_copy(
         update={"topic_prefix": prefix, "database_url": SecretStr(database)}
     )
-    system = LocalSystem(system_env(settings, prefix, database), logdir, cwd=cwd, processes=SYSTEM)
+    system = LocalSystem(
+        {**system_env(settings, prefix, database), **(env or {})},
+        logdir,
+        cwd=cwd,
+        processes=SYSTEM,
+    )
     topic = f"{prefix}orders.events"
     await ensure_topics(config, [topic, f"{prefix}saga.events"])
     finished = Finished(config, f"{prefix}saga.events")
@@ -194,9 +206,11 @@ async def measure(
     idle_s: float = 0,
     cwd: Path = ROOT,
     name: str = "ours: order saga, 4 services + coordinator",
+    env: Mapping[str, str] | None = None,
 ) -> Figures:
-    """``servers``: the broker and PostgreSQL processes to meter with the system's own."""
-    async with running_system(settings, logdir, cwd=cwd) as running:
+    """``servers``: the broker and PostgreSQL processes to meter with the system's own;
+    ``env``: more settings for every process."""
+    async with running_system(settings, logdir, cwd=cwd, env=env) as running:
         config, finished, topic = running.config, running.finished, running.topic
         meter = Meter(
             [Watched(DRIVER, os.getpid()), *running.watched(), *servers],

@@ -59,6 +59,8 @@ def emit_parent_and_child(provider: TracerProvider) -> None:
             },
             links=[Link(parent_ctx)],
         ) as child:
+            child.add_event("saga.decoded", timestamp=child.start_time + 1_000)  # type: ignore[attr-defined]
+            child.add_event("saga.committed")
             child.set_status(Status(StatusCode.ERROR, "declined"))
 
 
@@ -93,6 +95,10 @@ def test_spans_are_decoded_with_ids_kind_service_and_attributes(receiver: OtlpRe
     }
     assert parent.start_ns <= child.start_ns <= child.end_ns <= parent.end_ns
     assert 0 <= child.duration_ms <= parent.duration_ms
+    assert parent.events == ()
+    assert [name for name, _ in child.events] == ["saga.decoded", "saga.committed"]
+    assert child.events[0][1] == child.start_ns + 1_000
+    assert child.start_ns <= child.events[1][1] <= child.end_ns
 
     traces = receiver.traces()
     assert list(traces) == [parent.trace_id]
