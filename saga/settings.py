@@ -160,7 +160,8 @@ class Settings(BaseSettings):
         gt=0,
         description=(
             "Deliveries of one partition a service with a PostgreSQL store handles in one"
-            " transaction (each in a savepoint); 1: a transaction each."
+            " transaction (with a savepoint per delivery only after a handler failed); 1: a"
+            " transaction each."
         ),
     )
     relay_interval_ms: int = Field(

@@ -60,6 +60,22 @@ class Claim:
 _SAVEPOINT = "delivery"
 
 
+class UndoNeedsSavepoints(Exception):
+    """A delivery of a batch without savepoints must be undone: only the whole
+    transaction can be. The batch is rolled back and run again with savepoints.
+
+    ``message_id`` and ``error``: the delivery whose handler failed, and how; its
+    first attempt has failed so, and is not made again in the batch run again.
+    ``error`` is ``None`` when the failure may be another handler's doing (the
+    transaction was found aborted): then that delivery runs again too.
+    """
+
+    def __init__(self, message_id: str, error: Exception | None) -> None:
+        super().__init__(message_id)
+        self.message_id = message_id
+        self.error = error
+
+
 @dataclass
 class DeliveryBatch:
     """Several deliveries in one transaction, each within a savepoint of its own.
@@ -69,10 +85,15 @@ class DeliveryBatch:
     :meth:`end`; :meth:`undo` throws away its writes. What the batch does not
     get to is handed back (:meth:`give_back`), and outcomes other than
     ``completed`` are recorded with :meth:`record`.
+
+    ``savepoints=False``: no savepoint per delivery (a round trip each saved); a
+    delivery that must be undone then undoes the whole batch
+    (:class:`UndoNeedsSavepoints`).
     """
 
     connection: Any
     claimed: set[str]
+    savepoints: bool = True
     outgoing: list[tuple[str, EncodedRecord]] = field(default_factory=list)
     written: list[Written] = field(default_factory=list)
     outcomes: dict[str, str] = field(default_factory=dict)
@@ -86,7 +107,7 @@ class DeliveryBatch:
 
     async def begin(self) -> None:
         """A savepoint for the next delivery (the previous one's is released first)."""
-        if not self._open:
+        if self.savepoints and not self._open:
             await self.connection.execute(f"SAVEPOINT {_SAVEPOINT}")
             self._open = True
 
@@ -95,6 +116,8 @@ class DeliveryBatch:
         aborted (``asyncpg.InFailedSQLTransactionError``), and then the savepoint
         is still there to :meth:`undo`. Not ``last``: the next savepoint is taken in
         the same round trip."""
+        if not self.savepoints:
+            return
         if last:
             await self.connection.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
             self._open = False
@@ -103,6 +126,8 @@ class DeliveryBatch:
 
     async def undo(self) -> None:
         """Throw away the current delivery's writes; its savepoint stays for the next."""
+        if not self.savepoints:
+            raise RuntimeError("no savepoint to undo to: this batch runs without them")
         await self.connection.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
 
     async def close(self) -> None:
@@ -131,7 +156,9 @@ class DeliveryStore(Protocol):
 class BatchStore(DeliveryStore, Protocol):
     """A store that also runs several deliveries in one transaction."""
 
-    def batch(self, claims: Sequence[Claim]) -> AbstractAsyncContextManager[DeliveryBatch]: ...
+    def batch(
+        self, claims: Sequence[Claim], *, savepoints: bool = True
+    ) -> AbstractAsyncContextManager[DeliveryBatch]: ...
 
 
 class PostgresServiceStore:
@@ -218,8 +245,11 @@ class PostgresServiceStore:
             delivery.written_ns = time.time_ns()
 
     @asynccontextmanager
-    async def batch(self, claims: Sequence[Claim]) -> AsyncIterator[DeliveryBatch]:
-        """One transaction for several deliveries: :class:`DeliveryBatch`.
+    async def batch(
+        self, claims: Sequence[Claim], *, savepoints: bool = True
+    ) -> AsyncIterator[DeliveryBatch]:
+        """One transaction for several deliveries: :class:`DeliveryBatch` (with a
+        savepoint per delivery, or none).
 
         A message already in the inbox (or twice in ``claims``) is not in
         ``claimed`` after its first occurrence: a duplicate.
@@ -236,7 +266,9 @@ class PostgresServiceStore:
                 [claim.message_type for claim in unique],
                 [claim.saga_id for claim in unique],
             )
-            batch = DeliveryBatch(connection, claimed={row["message_id"] for row in rows})
+            batch = DeliveryBatch(
+                connection, claimed={row["message_id"] for row in rows}, savepoints=savepoints
+            )
             yield batch
             await batch.close()
             if batch.returned:

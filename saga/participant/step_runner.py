@@ -45,7 +45,13 @@ from saga.messages.codec import EncodedRecord, encode
 from saga.messages.envelope import Envelope
 from saga.observability import tracing
 from saga.outbox.send_order import Written
-from saga.outbox.store import BatchStore, Delivery, DeliveryBatch, DeliveryStore
+from saga.outbox.store import (
+    BatchStore,
+    Delivery,
+    DeliveryBatch,
+    DeliveryStore,
+    UndoNeedsSavepoints,
+)
 from saga.participant.attempts import (
     Duplicate,
     Logger,
@@ -193,12 +199,16 @@ class StepRunner:
         verdict: Verdict,
         *,
         last: bool,
+        failed: Exception | None = None,
     ) -> tuple[Outcome | None, Exception | None]:
         """The first attempt of one delivery within ``batch``: its outcome, or
-        ``(None, error)`` when it failed and is to be retried alone."""
+        ``(None, error)`` when it failed and is to be retried alone. ``failed``: the
+        attempt was made already, in a batch rolled back since, and failed so."""
         logger = self._logger(step, envelope)
         await store_call(batch.begin())
         try:
+            if failed is not None:
+                raise failed
             if verdict == "fail":
                 raise injected()
             ctx = StepContext(envelope, step.name, 1, logger, span, batch.connection, None)
@@ -213,6 +223,9 @@ class StepRunner:
         except (StoreUnavailable, RecordRefused):
             raise
         except Exception as exc:
+            if not batch.savepoints:  # the batch runs again, with savepoints
+                aborted = isinstance(exc, asyncpg.InFailedSQLTransactionError | AbortedTransaction)
+                raise UndoNeedsSavepoints(envelope.id, None if aborted else exc) from exc
             await store_call(batch.undo())
             if not self._keep_going() and not isinstance(exc, StepFailure):
                 raise  # shutting down: the batch rolls back and is read again

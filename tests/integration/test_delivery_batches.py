@@ -182,3 +182,49 @@ async def test_a_fault_is_decided_once_per_delivery_when_a_retry_splits_the_batc
         ("completed", 1),
     ]
     assert faults.decided == {e.id: 1 for e in batch}, "delays are slept once, not per batch"
+
+
+async def test_a_batch_runs_without_savepoints_until_a_handler_fails_then_with_them(
+    infra: Infra,
+) -> None:
+    table = f"charges_{uuid.uuid4().hex[:8]}"
+    service = Service(
+        f"pay{uuid.uuid4().hex[:6]}",
+        store="postgres",
+        schema=(f"CREATE TABLE IF NOT EXISTS {table} (order_id text PRIMARY KEY)",),
+    )
+    calls: Counter[str] = Counter()
+
+    @service.on(InventoryReserved, fails_with=PaymentFailed)
+    async def charge(event: InventoryReserved, ctx: StepContext) -> PaymentCharged:
+        calls[event.order_id] += 1
+        await ctx.db.execute(f"INSERT INTO {table} VALUES ($1)", event.order_id)  # noqa: S608
+        if event.order_id.startswith("declined"):
+            raise StepFailure("card declined after writing", error_type="Declined")
+        return PaymentCharged(order_id=event.order_id, amount_cents=500, charge_id="c")
+
+    async with ServiceTestKit(service, database_url=infra.database_url) as kit:
+        first = await kit.deliver_batch([reserved("ok-1"), reserved("ok-2")])
+        assert dict(calls) == {"ok-1": 1, "ok-2": 1}, "no failure: one run each"
+        # Without savepoints the declined charge's write can only be undone with the
+        # whole transaction: the batch runs again with savepoints. The charge before it
+        # runs again (its first run was rolled back); the declined one does not.
+        second = await kit.deliver_batch(
+            [reserved("ok-3"), reserved("declined-4"), reserved("ok-5")]
+        )
+        assert dict(calls) == {"ok-1": 1, "ok-2": 1, "ok-3": 2, "declined-4": 1, "ok-5": 1}
+        # For a while after, batches take savepoints from the start: a failure undoes
+        # only its own delivery, and nothing runs twice.
+        third = await kit.deliver_batch([reserved("ok-6"), reserved("declined-7")])
+        assert calls["ok-6"] == calls["declined-7"] == 1
+    assert [o.kind for o in first] == ["completed", "completed"]
+    assert [(o.kind, o.attempts) for o in second] == [
+        ("completed", 1),
+        ("failed", 1),
+        ("completed", 1),
+    ]
+    assert [o.kind for o in third] == ["completed", "failed"]
+    # Each effect once: the declined charges' writes undone, the others kept once.
+    assert await written(infra, table) == {"ok-1", "ok-2", "ok-3", "ok-5", "ok-6"}
+    rows = {r[0]: r for r in await inbox(infra, service.name)}
+    assert len(rows) == 7
