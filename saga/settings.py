@@ -98,7 +98,7 @@ class Settings(BaseSettings):
         description="Longest a fetch waits for data. Use 5 with the embedded dev broker.",
     )
     fetch_idle_max_wait_ms: int = Field(
-        default=100,
+        default=50,
         ge=0,
         description=(
             "Longest a fetch waits for data once its consumer has been idle: the wait"

@@ -7,6 +7,11 @@ partitions per request, ``fetch_max_wait_ms``, ``max_partition_fetch_bytes`` and
 ``isolation_level``, interleaved over ``--repeat`` rounds::
 
     python -m tests.benchmarks.empty_fetch --repeat 2
+
+``--wake`` measures instead what the idle fetch wait (:mod:`saga.kafka.fetch_wait`,
+driven as :class:`saga.kafka.consumer.Consumer` drives it) costs one hop: a record is
+produced after ``--quiet-seconds`` of nothing, and timed until the consumer has it, for
+each ``SAGA_FETCH_IDLE_MAX_WAIT_MS`` of ``--bounds``, interleaved.
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from saga.kafka.consumer import set_fetch_wait
+from saga.kafka.fetch_wait import FetchWait
 from saga.kafka.provisioning import ensure_topics
 from saga.settings import Settings
 from tests.benchmarks.stack import embedded
@@ -88,6 +95,48 @@ async def measure(
     }
 
 
+async def wake(settings: Settings, bound_ms: int, quiet_s: float, samples: int) -> list[float]:
+    """One hop's latency (ms) after ``quiet_s`` idle, with the wait bounded by ``bound_ms``."""
+    topic = f"wake-{bound_ms}-{time.monotonic_ns()}"
+    await ensure_topics(settings.model_copy(update={"topic_partitions": 6}), [topic])
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        fetch_max_wait_ms=5,
+        auto_offset_reset="latest",
+        enable_auto_commit=False,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+    await consumer.start()
+    await producer.start()
+    schedule = FetchWait(base_ms=5, idle_ms=bound_ms)
+    arrived: asyncio.Queue[float] = asyncio.Queue()
+
+    async def poll() -> None:
+        while True:
+            batches = await consumer.getmany(timeout_ms=100)
+            wait_ms = schedule.update(busy=bool(batches), now=time.monotonic())
+            set_fetch_wait(consumer, wait_ms)
+            if batches:
+                arrived.put_nowait(time.perf_counter())
+
+    consumer.assign([TopicPartition(topic, p) for p in range(6)])
+    poller = asyncio.create_task(poll())
+    out = []
+    try:
+        await asyncio.sleep(1)
+        for i in range(samples):
+            await asyncio.sleep(quiet_s)
+            sent = time.perf_counter()
+            await producer.send_and_wait(topic, b"x", partition=i % 6)
+            out.append((await arrived.get() - sent) * 1000)
+    finally:
+        poller.cancel()
+        await asyncio.gather(poller, return_exceptions=True)
+        await producer.stop()
+        await consumer.stop()
+    return out
+
+
 async def main_async(repeat: int, seconds: float) -> None:
     with tempfile.TemporaryDirectory(prefix="saga-fetch-") as tmp, embedded(Path(tmp)) as base:
         state = json.loads((Path(tmp) / "stack" / "stack.json").read_text())
@@ -99,12 +148,29 @@ async def main_async(repeat: int, seconds: float) -> None:
                 print(json.dumps({"shape": name, "round": round_, **rounded}), flush=True)
 
 
+async def wake_async(bounds: list[int], quiet_s: float, samples: int, repeat: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="saga-fetch-") as tmp, embedded(Path(tmp)) as base:
+        for round_ in range(repeat):
+            for bound in bounds:
+                ms = sorted(await wake(base, bound, quiet_s, samples))
+                line = {"bound_ms": bound, "round": round_, "hop_ms": [round(x, 1) for x in ms]}
+                print(json.dumps(line), flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--wake", action="store_true")
+    parser.add_argument("--bounds", default="0,50,100")
+    parser.add_argument("--quiet-seconds", type=float, default=6)
+    parser.add_argument("--samples", type=int, default=8)
     args = parser.parse_args(argv)
-    asyncio.run(main_async(args.repeat, args.seconds))
+    if args.wake:
+        bounds = [int(b) for b in args.bounds.split(",")]
+        asyncio.run(wake_async(bounds, args.quiet_seconds, args.samples, args.repeat))
+    else:
+        asyncio.run(main_async(args.repeat, args.seconds))
 
 
 if __name__ == "__main__":

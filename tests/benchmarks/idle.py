@@ -10,7 +10,9 @@ throughput on a shared machine):
   client and broker);
 * the first saga after each idle window: publish to finished, ms;
 * load: CPU ms per saga over ``--count`` sagas all in flight;
-* one at a time: p50 over ``--rounds`` sagas.
+* one at a time: p50 over ``--rounds`` sagas;
+* waking up: ``--wake-cycles`` times, ``--wake-idle-seconds`` of idle, then one saga
+  (what an idle spell costs the first saga after it).
 
 A variant is ``name:SAGA_X=1,SAGA_Y=2``; ``SAGA_FETCH_MAX_WAIT_MS`` and
 ``SAGA_TOPIC_PARTITIONS`` also set the bench's reader and the created topics. Variants
@@ -106,7 +108,14 @@ async def _one(running: Running, publisher: Publisher, saga_id: str, i: int) -> 
 
 
 async def run_variant(
-    base: Settings, workdir: Path, env: Mapping[str, str], *, idle_s: float, count: int, rounds: int
+    base: Settings,
+    workdir: Path,
+    env: Mapping[str, str],
+    *,
+    idle_s: float,
+    count: int,
+    rounds: int,
+    wakes: tuple[int, float] = (0, 0.0),
 ) -> dict[str, object]:
     """One run of one variant on the running stack (topics and database of its own)."""
     with _environment(env), tempfile.TemporaryDirectory(prefix="logs-", dir=workdir) as logs:
@@ -118,7 +127,9 @@ async def run_variant(
         )
         async with running_system(settings, Path(logs)) as running:
             meter = Meter(running, *_stack_pids(workdir))
-            return await _measure(running, meter, idle_s=idle_s, count=count, rounds=rounds)
+            return await _measure(
+                running, meter, idle_s=idle_s, count=count, rounds=rounds, wakes=wakes
+            )
 
 
 def _stack_pids(workdir: Path) -> tuple[int, int]:
@@ -127,7 +138,13 @@ def _stack_pids(workdir: Path) -> tuple[int, int]:
 
 
 async def _measure(
-    running: Running, meter: Meter, *, idle_s: float, count: int, rounds: int
+    running: Running,
+    meter: Meter,
+    *,
+    idle_s: float,
+    count: int,
+    rounds: int,
+    wakes: tuple[int, float],
 ) -> dict[str, object]:
     async with Publisher(running.config) as publisher:
         warm = {f"warm-{i}" for i in range(50)}
@@ -161,12 +178,20 @@ async def _measure(
         per_saga = {k: v * 1000 / count for k, v in Meter.delta(before, meter.read()).items()}
 
         samples = [await _one(running, publisher, f"one-{i}", i) for i in range(rounds)]
+
+        woken = []
+        cycles, quiet_s = wakes
+        for i in range(cycles):
+            await asyncio.sleep(quiet_s)
+            woken.append(await _one(running, publisher, f"wake-{i}", i))
     return {
+        "wake_ms": woken,
         "idle_pct": idle,
         "idle_pct_without_reader": unread,
         "first_after_idle_ms": first,
         "cpu_ms_per_saga": per_saga,
         "p50_ms": statistics.median(samples),
+        "one_ms": [round(x) for x in samples],
     }
 
 
@@ -187,6 +212,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--idle-seconds", type=float, default=10)
     parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--wake-cycles", type=int, default=0)
+    parser.add_argument("--wake-idle-seconds", type=float, default=10)
     parser.add_argument("--out", type=Path, default=None, help="append JSON lines here")
     args = parser.parse_args(argv)
     variants = [_parse(v) for v in args.variants]
@@ -201,6 +228,7 @@ def main(argv: list[str] | None = None) -> None:
                         idle_s=args.idle_seconds,
                         count=args.count,
                         rounds=args.rounds,
+                        wakes=(args.wake_cycles, args.wake_idle_seconds),
                     )
                 )
                 line = json.dumps({"variant": name, "repeat": repeat, "env": env, **figures})
