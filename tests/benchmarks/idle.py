@@ -5,7 +5,8 @@ system (coordinator + 4 step services) with topics and a database
 of its own, then, per process (CPU time from psutil, which drifts far less than
 throughput on a shared machine):
 
-* idle: % of a core over ``--idle-seconds`` with nothing to do, then again with the
+* idle: % of a core over ``--idle-seconds`` with nothing to do (after
+  ``--settle-seconds`` of quiet), then again with the
   bench's own ``Finished`` reader paused (the difference is that reader's cost,
   client and broker);
 * the first saga after each idle window: publish to finished, ms;
@@ -116,6 +117,7 @@ async def run_variant(
     count: int,
     rounds: int,
     wakes: tuple[int, float] = (0, 0.0),
+    settle_s: float = 1.0,
 ) -> dict[str, object]:
     """One run of one variant on the running stack (topics and database of its own)."""
     with _environment(env), tempfile.TemporaryDirectory(prefix="logs-", dir=workdir) as logs:
@@ -128,7 +130,13 @@ async def run_variant(
         async with running_system(settings, Path(logs)) as running:
             meter = Meter(running, *_stack_pids(workdir))
             return await _measure(
-                running, meter, idle_s=idle_s, count=count, rounds=rounds, wakes=wakes
+                running,
+                meter,
+                idle_s=idle_s,
+                count=count,
+                rounds=rounds,
+                wakes=wakes,
+                settle_s=settle_s,
             )
 
 
@@ -145,12 +153,13 @@ async def _measure(
     count: int,
     rounds: int,
     wakes: tuple[int, float],
+    settle_s: float,
 ) -> dict[str, object]:
     async with Publisher(running.config) as publisher:
         warm = {f"warm-{i}" for i in range(50)}
         await publisher.publish_many([(running.topic, order(s, i)) for i, s in enumerate(warm)])
         await running.finished.wait_for(warm)
-        await asyncio.sleep(1)
+        await asyncio.sleep(settle_s)
 
         before = meter.read()
         await asyncio.sleep(idle_s)
@@ -158,9 +167,8 @@ async def _measure(
         first = [await _one(running, publisher, "first-0", 0)]
 
         reader = running.finished.consumer
-        await asyncio.sleep(1)
+        await asyncio.sleep(settle_s)
         reader.pause(*reader.assignment())
-        await asyncio.sleep(0.5)
         before = meter.read()
         await asyncio.sleep(idle_s)
         unread = _percent(Meter.delta(before, meter.read()), idle_s)
@@ -212,6 +220,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--idle-seconds", type=float, default=10)
     parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument(
+        "--settle-seconds", type=float, default=1, help="quiet before each idle window"
+    )
     parser.add_argument("--wake-cycles", type=int, default=0)
     parser.add_argument("--wake-idle-seconds", type=float, default=10)
     parser.add_argument("--out", type=Path, default=None, help="append JSON lines here")
@@ -229,6 +240,7 @@ def main(argv: list[str] | None = None) -> None:
                         count=args.count,
                         rounds=args.rounds,
                         wakes=(args.wake_cycles, args.wake_idle_seconds),
+                        settle_s=args.settle_seconds,
                     )
                 )
                 line = json.dumps({"variant": name, "repeat": repeat, "env": env, **figures})
