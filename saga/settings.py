@@ -97,6 +97,17 @@ class Settings(BaseSettings):
         ge=0,
         description="Longest a fetch waits for data. Use 5 with the embedded dev broker.",
     )
+    fetch_idle_max_wait_ms: int = Field(
+        default=50,
+        ge=0,
+        description=(
+            "Longest a fetch waits for data once its consumer has been idle: the wait"
+            " doubles from fetch_max_wait_ms after each idle second up to this, and"
+            " drops back with the first record. For a broker that answers a waiting fetch"
+            " only when the wait is over (the embedded dev broker); no effect when not"
+            " above fetch_max_wait_ms (Apache Kafka's 500)."
+        ),
+    )
     max_poll_records: int = Field(default=500, gt=0, description="Records per fetched batch.")
     max_concurrency: int = Field(
         default=16, gt=0, description="Partitions handled at once by one consumer."

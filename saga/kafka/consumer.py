@@ -53,6 +53,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 from saga.kafka.commits import Commits
 from saga.kafka.config import client_kwargs
 from saga.kafka.dead_letter import describe_error
+from saga.kafka.fetch_wait import FetchWait
 from saga.kafka.intake import Intake
 from saga.kafka.partitions import Abandoned, PartitionWorker, drain
 from saga.kafka.publisher import Publisher
@@ -84,6 +85,8 @@ BatchHandler = Callable[
 _FETCH_HEADROOM = 1_048_576
 #: How often partitions are checked for stalls.
 _STALL_CHECK_S = 0.5
+#: An idle consumer's fetch wait doubles after each this long without work.
+_IDLE_STEP_S = 1.0
 
 
 class Consumer:
@@ -174,6 +177,12 @@ class Consumer:
             # this); the broker must not evict us meanwhile.
             rebalance_timeout_ms=settings.max_poll_interval_ms,
         )
+        self._fetch_wait = FetchWait(
+            base_ms=settings.fetch_max_wait_ms,
+            idle_ms=settings.fetch_idle_max_wait_ms,
+            step_s=_IDLE_STEP_S,
+        )
+        self._fetch_wait_ms = settings.fetch_max_wait_ms
         self._stalls = StallWatch(group_id, settings.stall_after_ms / 1000)
         self._stalls_checked = 0.0
         self._slots = asyncio.Semaphore(settings.max_concurrency)
@@ -231,6 +240,7 @@ class Consumer:
                     log.warning("fetch failed (%s); retrying", describe_error(exc))
                     await asyncio.sleep(0.5)
                     continue
+                self._adapt_fetch_wait(busy=bool(batches))
                 for tp, records in batches.items():
                     self._dispatch(tp, records)
                 if self._commits.due:
@@ -257,6 +267,18 @@ class Consumer:
             await self._kafka.stop()  # leaves the group
             if self._own_publisher:
                 await self._publisher.stop()
+
+    def _adapt_fetch_wait(self, *, busy: bool) -> None:
+        """Lengthen the wait of the next fetches while idle, shorten it with the first
+        record (:mod:`saga.kafka.fetch_wait`). Set before the next await, so the fetch
+        that follows a record already waits the short time."""
+        if not self._fetch_wait.adapts:
+            return
+        busy = busy or any(w.waiting for w in self._workers.values())
+        wait_ms = self._fetch_wait.update(busy=busy, now=time.monotonic())
+        if wait_ms != self._fetch_wait_ms:
+            self._fetch_wait_ms = wait_ms
+            set_fetch_wait(self._kafka, wait_ms)
 
     def _watch_stalls(self) -> None:
         now = time.monotonic()
@@ -448,3 +470,16 @@ class Consumer:
             keep_going=lambda: not self._stopping.is_set(),
             before_sleep=retrying,
         )
+
+
+def set_fetch_wait(kafka: AIOKafkaConsumer, wait_ms: int) -> bool:
+    """Make the next fetch requests of ``kafka`` wait up to ``wait_ms``; whether it could.
+
+    aiokafka builds each fetch request from its fetcher's ``_fetch_max_wait_ms``
+    (0.11 to 0.14; a unit test checks it still does). Before ``start`` there is no
+    fetcher, and nothing changes."""
+    fetcher = getattr(kafka, "_fetcher", None)
+    if fetcher is None or not hasattr(fetcher, "_fetch_max_wait_ms"):
+        return False
+    fetcher._fetch_max_wait_ms = wait_ms
+    return True

@@ -145,3 +145,27 @@ async def test_one_sagas_messages_are_handled_in_the_order_sent(
     async with running(consumer):
         await eventually(lambda: len(seen) == 200, what="all 200 records")
     assert seen == list(range(1, 201))
+
+
+async def test_an_idle_consumer_waits_longer_per_fetch_until_the_first_record(
+    settings: Settings, unique: Callable[[str], str], registry: MessageRegistry
+) -> None:
+    settings = settings.model_copy(update={"fetch_max_wait_ms": 5, "fetch_idle_max_wait_ms": 20})
+    topic = unique("orders.events")
+    await ensure_topics(settings, [topic])
+    received: asyncio.Queue[Envelope[Message]] = asyncio.Queue()
+    consumer = Consumer(
+        settings, topics=[topic], group_id=unique("g"), handler=received.put, registry=registry
+    )
+
+    def wait_ms() -> int:
+        waited: int = consumer._kafka._fetcher._fetch_max_wait_ms
+        return waited
+
+    async with running(consumer), Publisher(settings) as publisher:
+        # 5, then 10 after an idle second, then 20 (the bound) after two.
+        await eventually(lambda: wait_ms() == 20, what="the idle wait at its bound")
+        await publisher.publish(topic, full_envelope("order-1"))
+        await asyncio.wait_for(received.get(), 30)
+        assert wait_ms() == 5  # set back before the record was handed on
+        await eventually(lambda: wait_ms() == 10, what="idle again")
