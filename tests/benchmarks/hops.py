@@ -333,7 +333,7 @@ def render(result: Mapping[str, Any]) -> str:
     counts = result["hops"][1] if len(result["hops"]) > 1 else result["hops"][0]
     lines.append(
         f"per hop: 1 record in, {counts['records_out']:g} out; {counts['commits']:g} transaction"
-        " on the path, then the outbox row marked sent (one more) after the ack"
+        " on the path; the outbox row marked sent by the relay's next pass, off the path"
     )
     return "\n".join(lines)
 
