@@ -152,7 +152,6 @@ async def running_system(
     logdir: Path,
     *,
     trace_memory: bool = False,
-    coordinator_env: dict[str, str] | None = None,
     cwd: Path = ROOT,
     env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Running]:
@@ -162,8 +161,7 @@ async def running_system(
 
     ``trace_memory``: each process runs under tracemalloc (:mod:`tests.benchmarks.traced`)
     and writes where its memory grew to ``<logdir>/<process>.memory``.
-    ``coordinator_env``: more settings for the coordinator alone. ``cwd``: the
-    source tree the processes import (another revision's, for a before/after).
+    ``cwd``: the source tree the processes import (another revision's, for a before/after).
     """
     prefix = f"b{uuid.uuid4().hex[:6]}."
     database = fresh_database(settings.database_url.get_secret_value())
@@ -186,7 +184,6 @@ async def running_system(
                 system.start,
                 name,
                 module=traced if trace_memory else None,
-                env=coordinator_env if name == "coordinator" else None,
             )
         await finished.start()
         yield Running(config, system, finished, topic)

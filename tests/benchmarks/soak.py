@@ -9,10 +9,11 @@ then stops). Asserts nothing; prints figures.
 Each minute it also prints what history costs: the coordinator's CPU time per saga
 finished in that minute, the database's size and the rows of ``saga_instances`` and
 ``saga_log``; at the end, whether each was flat over the second half.
-``--retention-minutes M`` has the coordinator delete finished sagas M minutes after
-they finished, pruning every 30 s (``SAGA_*_SAGA_RETENTION_HOURS``,
+``--retention-minutes M`` has the coordinator delete finished sagas, and each
+service the ids of the messages it handled, M minutes after, pruning every 30 s
+(``SAGA_*_SAGA_RETENTION_HOURS``, ``SAGA_INBOX_RETENTION_HOURS``,
 ``SAGA_PRUNE_INTERVAL_MS``): with it, rows and CPU per saga stay flat; without it
-(the defaults keep sagas a week), they grow with the run.
+(the defaults keep sagas and message ids a week), they grow with the run.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from saga.settings import Settings
 from tests.benchmarks.sagas import PROCESSES, Running, order, running_system
 from tests.benchmarks.stack import embedded
 
-#: How often the coordinator prunes with --retention-minutes.
+#: How often every process prunes with --retention-minutes.
 PRUNE_S = 30
 
 #: How much a figure may move over the second half and still be called flat: a
@@ -105,19 +106,20 @@ async def soak(
     trace_memory: bool = False,
     retention_minutes: float | None = None,
 ) -> None:
-    coordinator_env = (
+    # Every process prunes on the interval: the coordinator its finished sagas, each
+    # service its inbox (handled message ids, kept as long as the sagas here).
+    env = (
         {
             "SAGA_FINISHED_SAGA_RETENTION_HOURS": str(retention_minutes / 60),
             "SAGA_RESOLVED_SAGA_RETENTION_HOURS": str(retention_minutes / 60),
+            "SAGA_INBOX_RETENTION_HOURS": str(retention_minutes / 60),
             "SAGA_PRUNE_INTERVAL_MS": str(PRUNE_S * 1000),
         }
         if retention_minutes is not None
         else None
     )
     history: list[dict[str, float]] = []
-    async with running_system(
-        settings, logdir, trace_memory=trace_memory, coordinator_env=coordinator_env
-    ) as running:
+    async with running_system(settings, logdir, trace_memory=trace_memory, env=env) as running:
         db = await asyncpg.connect(running.config.database_url.get_secret_value())
         costs = Costs(Costs.cpu_s_of(running), 0)
 
@@ -209,8 +211,8 @@ def main() -> None:
     parser.add_argument(
         "--retention-minutes",
         type=float,
-        help="the coordinator deletes finished sagas this long after they finished"
-        " (pruning every 30 s); default: the settings' (a week)",
+        help="the coordinator deletes finished sagas, and each service its handled"
+        " message ids, this long after (pruning every 30 s); default: the settings' (a week)",
     )
     parser.add_argument(
         "--trace-memory",
