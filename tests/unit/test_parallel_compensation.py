@@ -16,6 +16,14 @@ from saga.definition.saga import DefinitionError
 from tests.unit.test_coordinator_decide import REFUNDED, RELEASE_FAILED, RELEASED, order_saga
 
 PARALLEL = replace(ORDER_SAGA, compensation="parallel")
+#: Every undo sent once: its first failure parks the saga.
+ONE_ATTEMPT = replace(
+    PARALLEL,
+    steps=[
+        replace(s, compensation_retry=replace(s.compensation_retry, maximum_attempts=1))
+        for s in PARALLEL.steps
+    ],
+)
 
 
 def test_every_compensation_goes_at_once_and_the_saga_ends_when_all_are_confirmed() -> None:
@@ -40,14 +48,7 @@ def test_the_default_still_undoes_one_at_a_time() -> None:
 
 
 def test_an_undo_that_runs_out_of_attempts_parks_the_saga_and_the_others_leave_it_parked() -> None:
-    definition = replace(
-        PARALLEL,
-        steps=[
-            replace(s, compensation_retry=replace(s.compensation_retry, maximum_attempts=1))
-            for s in PARALLEL.steps
-        ],
-    )
-    scenario = order_saga("reserve", "charge", definition=definition)
+    scenario = order_saga("reserve", "charge", definition=ONE_ATTEMPT)
     scenario.receive(ShippingFailed(error_type="NoCarrier"))
     scenario.expect_commands(RefundPayment, ReleaseInventory)
     scenario.receive(RELEASE_FAILED, service="inventory")
@@ -64,14 +65,7 @@ def test_an_undo_that_runs_out_of_attempts_parks_the_saga_and_the_others_leave_i
 
 
 def test_a_late_confirmation_of_the_parked_undo_itself_still_finishes_the_saga() -> None:
-    definition = replace(
-        PARALLEL,
-        steps=[
-            replace(s, compensation_retry=replace(s.compensation_retry, maximum_attempts=1))
-            for s in PARALLEL.steps
-        ],
-    )
-    scenario = order_saga("reserve", "charge", definition=definition)
+    scenario = order_saga("reserve", "charge", definition=ONE_ATTEMPT)
     scenario.receive(ShippingFailed(error_type="NoCarrier"))
     scenario.receive(PaymentRefunded(order_id="o-1", refunded=True))
     scenario.receive(
