@@ -223,30 +223,34 @@ def per_unit(
 ) -> dict[str, float]:
     """``cpu_ms_<name>`` per unit for each process measured at both ends, and their total
     (the driver left out)."""
-    figures: dict[str, float] = {}
-    for name, first in start.items():
-        last = end.get(name)
-        if first is None or last is None or completed <= 0:
-            continue
-        figures[f"cpu_ms_{name}"] = 1000 * cpu_seconds(first, last) / completed
-    parts = [v for k, v in figures.items() if k != f"cpu_ms_{DRIVER}"]
-    if parts:
-        figures["cpu_ms_total"] = sum(parts)
-    return figures
+    return _cpu_shares(start, end, "cpu_ms", 1000 / completed if completed > 0 else 0)
 
 
 def idle_percent(
     start: Mapping[str, Sample | None], end: Mapping[str, Sample | None], wall_s: float
 ) -> dict[str, float]:
+    """``idle_pct_<name>``: each process's CPU as % of one core over ``wall_s``, and
+    their total (the driver left out)."""
+    return _cpu_shares(start, end, "idle_pct", 100 / wall_s if wall_s > 0 else 0)
+
+
+def _cpu_shares(
+    start: Mapping[str, Sample | None],
+    end: Mapping[str, Sample | None],
+    prefix: str,
+    scale: float,
+) -> dict[str, float]:
+    """``<prefix>_<name>``: the CPU seconds each process spent between its samples times
+    ``scale`` (none when ``scale`` is 0), and ``<prefix>_total`` without the driver."""
     figures: dict[str, float] = {}
     for name, first in start.items():
         last = end.get(name)
-        if first is None or last is None or wall_s <= 0:
+        if first is None or last is None or scale <= 0:
             continue
-        figures[f"idle_pct_{name}"] = 100 * cpu_seconds(first, last) / wall_s
-    parts = [v for k, v in figures.items() if k != f"idle_pct_{DRIVER}"]
+        figures[f"{prefix}_{name}"] = scale * cpu_seconds(first, last)
+    parts = [v for k, v in figures.items() if k != f"{prefix}_{DRIVER}"]
     if parts:
-        figures["idle_pct_total"] = sum(parts)
+        figures[f"{prefix}_total"] = sum(parts)
     return figures
 
 
